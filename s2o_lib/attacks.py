@@ -1,0 +1,284 @@
+"""White-box attacks: FGSM, PGD (L∞ and L2, cross-entropy or CW margin loss) and the TRADES KL attack.
+
+All attacks take images in [0, 1] and labels, return adversarial images (detached, same shape, inside the
+ε-ball and inside [0, 1]), leave the model's mode and its parameters' ``.grad`` as they found them, and
+run batched on whatever device ``x`` lives on.
+
+Example:
+    >>> import torch
+    >>> from s2o_lib.models import build_model
+    >>> from s2o_lib.attacks import pgd
+    >>> model = build_model("small-cnn", num_classes=10, in_channels=1)
+    >>> x, y = torch.rand(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    >>> x_adv = pgd(model, x, y, eps=0.1, alpha=0.02, steps=5)
+    >>> bool(((x_adv - x).abs() <= 0.1 + 1e-6).all())
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import S2OError, unknown_name
+
+Norm = Literal["linf", "l2"]
+AttackLoss = Literal["ce", "cw"]
+NORMS: tuple[str, ...] = ("linf", "l2")
+LOSSES: tuple[str, ...] = ("ce", "cw")
+
+
+# --------------------------------------------------------------------------------------------- checks
+def check_eps(eps: float, *, name: str = "eps") -> None:
+    """Raise `S2OError` unless ``eps`` is a finite number ≥ 0."""
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise S2OError(f"{name} must be a finite number >= 0 (e.g. 8/255 for CIFAR-10), got {eps!r}")
+
+
+def check_images(x: Tensor, y: Tensor | None = None) -> None:
+    """Raise `S2OError` unless ``x`` is a float batch in [0, 1] and ``y`` holds one label per image.
+
+    Args:
+        x: images, shape (B, ...) with values in [0, 1].
+        y: optional integer labels, shape (B,).
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise S2OError("images must be a floating-point torch.Tensor with values in [0, 1]")
+    if x.ndim < 2:
+        raise S2OError(f"images must have a batch dimension, shape (B, C, H, W); got shape {tuple(x.shape)}")
+    lo, hi = torch.aminmax(x)
+    if lo < 0 or hi > 1:
+        raise S2OError(
+            f"images must lie in [0, 1] but range over [{lo.item():.3g}, {hi.item():.3g}]; "
+            "keep inputs in [0, 1] and put normalisation inside the model (s2o_lib.models.Normalize)"
+        )
+    if y is not None:
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise S2OError(
+                f"labels must have shape (B,) = ({x.shape[0]},), one per image; got {tuple(y.shape)}"
+            )
+        if y.is_floating_point():
+            raise S2OError("labels must be integer class indices (torch.long), not floats")
+
+
+def _check_steps(steps: int, alpha: float) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise S2OError(f"steps must be an integer >= 1, got {steps!r}")
+    check_eps(alpha, name="alpha (step size)")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for an attack and restore its previous mode afterwards.
+
+    Attacks use eval mode so that BatchNorm uses running statistics and does not update them.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------- losses
+def cw_margin_loss(logits: Tensor, y: Tensor, *, margin: float = 50.0) -> Tensor:
+    """Carlini–Wagner margin loss as TRADES/MART/S²O evaluate CW∞ (one value per sample, to maximise).
+
+    ``-max(z_y - max_{j≠y} z_j + margin, 0)``: it grows until the best wrong logit beats the true one by
+    ``margin``.
+
+    Args:
+        logits: (B, K) logits.
+        y: (B,) true labels.
+        margin: the confidence κ (50 in the papers' evaluation code).
+    """
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return -(true - other + margin).clamp(min=0)
+
+
+def _objective(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
+    """Per-sample quantity the attack ascends."""
+    if loss == "ce":
+        value = F.cross_entropy(logits, y, reduction="none")
+        return -value if targeted else value
+    # Targeted CW: make the target logit beat every other one by the margin.
+    if targeted:
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+        return -(other - true + 50.0).clamp(min=0)
+    return cw_margin_loss(logits, y)
+
+
+# --------------------------------------------------------------------------------------------- geometry
+def _flat_norm(t: Tensor) -> Tensor:
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def project(delta: Tensor, *, eps: float, norm: Norm) -> Tensor:
+    """Project perturbations onto the ε-ball of the given norm (per sample)."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    scale = (eps / _flat_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
+    return delta * scale
+
+
+def _random_start(x: Tensor, *, eps: float, norm: Norm, generator: torch.Generator | None) -> Tensor:
+    if norm == "linf":
+        return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    # Uniform in the L2 ball: a random direction times a radius with density ∝ r^(d-1).
+    direction = torch.empty_like(x).normal_(generator=generator)
+    direction = direction / _flat_norm(direction).clamp_min(1e-12)
+    d = x[0].numel()
+    u = torch.empty(x.shape[0], device=x.device, dtype=x.dtype).uniform_(generator=generator)
+    radius = eps * u.pow(1.0 / d)
+    return direction * radius.view(-1, *([1] * (x.ndim - 1)))
+
+
+def _ascent_step(grad: Tensor, *, alpha: float, norm: Norm) -> Tensor:
+    if norm == "linf":
+        return alpha * grad.sign()
+    return alpha * grad / _flat_norm(grad).clamp_min(1e-12)
+
+
+# --------------------------------------------------------------------------------------------- attacks
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, targeted: bool = False) -> Tensor:
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed-gradient step of size ε.
+
+    Args:
+        model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits.
+        x: clean images, shape (B, C, H, W), values in [0, 1].
+        y: labels, shape (B,); with ``targeted=True`` the target classes.
+        eps: L∞ radius.
+        targeted: move towards ``y`` instead of away from it.
+
+    Returns:
+        Adversarial images, shape (B, C, H, W), within ε of ``x`` in L∞ and inside [0, 1].
+    """
+    return pgd(model, x, y, eps=eps, alpha=eps, steps=1, random_start=False, targeted=targeted)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: Norm = "linf",
+    loss: AttackLoss = "ce",
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected gradient descent (Madry et al. 2018) on the cross-entropy or the CW margin loss.
+
+    Each step moves along the signed (L∞) or normalised (L2) input gradient, projects back onto the
+    ε-ball around ``x`` and clips to [0, 1]. With several restarts, each sample keeps the first restart
+    that fools the model (per-sample worst case), else the last one.
+
+    Args:
+        model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits.
+        x: clean images, shape (B, C, H, W), values in [0, 1].
+        y: labels, shape (B,); with ``targeted=True`` the target classes.
+        eps: radius of the threat model (≥ 0).
+        alpha: step size (≥ 0).
+        steps: number of gradient steps (≥ 1).
+        norm: ``"linf"`` or ``"l2"``.
+        loss: ``"ce"`` (cross-entropy) or ``"cw"`` (CW margin loss, margin 50: PGD on it is "CW∞").
+        random_start: start from a uniform random point of the ball (otherwise from ``x``).
+        restarts: number of random restarts (≥ 1).
+        targeted: move towards ``y`` instead of away from it.
+        generator: optional random generator for the starts, for reproducible attacks.
+
+    Returns:
+        Adversarial images (detached), shape (B, C, H, W).
+
+    Example:
+        >>> x_adv = pgd(model, x, y, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
+    """
+    check_eps(eps)
+    _check_steps(steps, alpha)
+    check_images(x, y)
+    if norm not in NORMS:
+        raise unknown_name("norm", norm, NORMS)
+    if loss not in LOSSES:
+        raise unknown_name("attack loss", loss, LOSSES)
+    if not isinstance(restarts, int) or restarts < 1:
+        raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
+
+    x = x.detach()
+    best = x.clone()
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    with eval_mode(model), torch.enable_grad():
+        for _ in range(restarts):
+            delta = _random_start(x, eps=eps, norm=norm, generator=generator) if random_start else torch.zeros_like(x)
+            x_adv = (x + delta).clamp(0, 1)
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                objective = _objective(model(x_adv), y, loss, targeted).sum()
+                (grad,) = torch.autograd.grad(objective, x_adv)
+                x_adv = x_adv.detach() + _ascent_step(grad, alpha=alpha, norm=norm)
+                x_adv = (x + project(x_adv - x, eps=eps, norm=norm)).clamp(0, 1)
+            with torch.no_grad():
+                pred = model(x_adv).argmax(1)
+                fooled = pred == y if targeted else pred != y
+                take = ~done
+                best[take] = x_adv[take]
+                done |= fooled
+    return best.detach()
+
+
+def trades_kl_attack(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    logits_clean: Tensor | None = None,
+    noise_std: float = 0.001,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """TRADES' inner maximisation (Zhang et al. 2019): L∞ PGD on KL(f(x) ‖ f(x′)), started at x + 0.001·N(0, I).
+
+    Args:
+        model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits.
+        x: clean images, shape (B, C, H, W), values in [0, 1].
+        eps: L∞ radius.
+        alpha: step size.
+        steps: number of steps.
+        logits_clean: the model's eval-mode logits on ``x``, if already computed (saves a forward pass).
+        noise_std: standard deviation of the Gaussian start (TRADES: 0.001).
+        generator: optional random generator for the start.
+
+    Returns:
+        Adversarial images (detached), shape (B, C, H, W).
+    """
+    check_eps(eps)
+    _check_steps(steps, alpha)
+    check_images(x)
+    x = x.detach()
+    with eval_mode(model), torch.enable_grad():
+        if logits_clean is None:
+            with torch.no_grad():
+                logits_clean = model(x)
+        p_clean = F.softmax(logits_clean.detach(), dim=1)
+        noise = torch.empty_like(x).normal_(generator=generator) * noise_std
+        x_adv = (x + noise).clamp(0, 1)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
+            (grad,) = torch.autograd.grad(kl, x_adv)
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
+    return x_adv.detach()

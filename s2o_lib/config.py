@@ -1,0 +1,221 @@
+"""Profiles, seeding and device selection: the one place that maps ``S2O_PROFILE`` to sizes.
+
+The same code runs in every profile; only the numbers below change.
+
+- ``smoke``: CPU, seconds, scikit-learn's bundled digits (what the tests run).
+- ``class``: one Colab GPU, CIFAR-10, minutes to an hour.
+- ``paper``: the paper's settings (CIFAR-10, 200 epochs, PGD-10 training, PGD-20/CW-20/AutoAttack).
+
+Example:
+    >>> from s2o_lib.config import get_profile
+    >>> get_profile("smoke").dataset
+    'digits'
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .errors import S2OError, unknown_name
+
+ProfileName = Literal["smoke", "class", "paper"]
+PROFILE_ENV = "S2O_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size that differs between profiles.
+
+    Attributes:
+        name: ``smoke``, ``class`` or ``paper``.
+        dataset: dataset name for `s2o_lib.data.load_dataset`.
+        arch: architecture name for `s2o_lib.models.build_model`.
+        epochs: training epochs.
+        batch_size: training batch size.
+        train_subset: number of training images used (``None``: all).
+        test_subset: number of test images used (``None``: all).
+        eps: L∞ radius of the threat model, for training and evaluation.
+        alpha: step size of the training attack.
+        train_steps: steps of the training attack (the paper: PGD-10).
+        eval_eps: L∞ radius used for evaluation (the paper: 0.031).
+        eval_alpha: step size of the evaluation attacks (the paper: 0.003).
+        eval_steps: steps of the evaluation attacks (the paper: 20).
+        eval_n: number of test images that attacks are evaluated on.
+        autoattack: ``"standard"`` (the four attacks) or ``"fast"`` (a declared cheaper subset).
+        lr: initial learning rate.
+        milestones: epochs at which the learning rate is multiplied by 0.1.
+        awp_warmup: epochs before AWP starts perturbing weights.
+        notes: what this profile shrinks compared to the paper, said plainly.
+    """
+
+    name: str
+    dataset: str
+    arch: str
+    epochs: int
+    batch_size: int
+    train_subset: int | None
+    test_subset: int | None
+    eps: float
+    alpha: float
+    train_steps: int
+    eval_eps: float
+    eval_alpha: float
+    eval_steps: int
+    eval_n: int
+    autoattack: Literal["standard", "fast"]
+    lr: float
+    milestones: tuple[int, ...]
+    awp_warmup: int
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The profile as a plain dictionary (for metrics files and reports)."""
+        return asdict(self)
+
+    def with_(self, **changes: Any) -> Profile:
+        """A copy of this profile with some fields changed."""
+        return replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        dataset="digits",
+        arch="small-cnn",
+        epochs=6,
+        batch_size=64,
+        train_subset=None,
+        test_subset=None,
+        eps=0.15,
+        alpha=0.05,
+        train_steps=5,
+        eval_eps=0.15,
+        eval_alpha=0.02,
+        eval_steps=20,
+        eval_n=200,
+        autoattack="fast",
+        lr=0.05,
+        milestones=(4,),
+        awp_warmup=1,
+        notes=(
+            "smoke shrinks everything to run in seconds on a CPU: 16x16 digits, a small CNN, "
+            "eps=0.15 (digits need a larger radius than 8/255 to show a gap), PGD-5 training, "
+            "6 epochs, and AutoAttack's cheaper 'fast' subset (APGD-CE, APGD-T) on 200 images."
+        ),
+    ),
+    "class": Profile(
+        name="class",
+        dataset="cifar10",
+        arch="preact-resnet18",
+        epochs=15,
+        batch_size=128,
+        train_subset=None,
+        test_subset=None,
+        eps=8 / 255,
+        alpha=2 / 255,
+        train_steps=5,
+        eval_eps=8 / 255,
+        eval_alpha=2 / 255,
+        eval_steps=20,
+        eval_n=1000,
+        autoattack="standard",
+        lr=0.1,
+        milestones=(10, 13),
+        awp_warmup=3,
+        notes=(
+            "class trains PreAct ResNet-18 on CIFAR-10 for 15 epochs with PGD-5 (the paper: 200 epochs, "
+            "PGD-10) and evaluates 1000 test images with standard AutoAttack."
+        ),
+    ),
+    "paper": Profile(
+        name="paper",
+        dataset="cifar10",
+        arch="preact-resnet18",
+        epochs=200,
+        batch_size=128,
+        train_subset=None,
+        test_subset=None,
+        eps=8 / 255,
+        alpha=2 / 255,
+        train_steps=10,
+        eval_eps=0.031,
+        eval_alpha=0.003,
+        eval_steps=20,
+        eval_n=10000,
+        autoattack="standard",
+        lr=0.1,
+        milestones=(100, 150),
+        awp_warmup=10,
+        notes="paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set).",
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the active profile.
+
+    Args:
+        name: ``smoke``, ``class`` or ``paper``; ``None`` reads ``S2O_PROFILE`` and falls back to
+            ``class`` when a CUDA GPU is present and ``smoke`` otherwise.
+    """
+    if name is None:
+        name = os.environ.get(PROFILE_ENV) or ("class" if torch.cuda.is_available() else "smoke")
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise unknown_name("profile (S2O_PROFILE)", name, PROFILES)
+    return PROFILES[name]
+
+
+def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator:
+    """Seed Python, NumPy and torch, and make CPU runs repeatable.
+
+    Args:
+        seed: the seed.
+        deterministic: ask torch for deterministic kernels (warn-only where none exists).
+
+    Returns:
+        A `torch.Generator` seeded with ``seed``, for data loaders.
+    """
+    if seed < 0:
+        raise S2OError(f"seed must be a non-negative integer, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+DeviceName = Literal["cuda", "mps", "cpu"]
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Pick the fastest available device, or the one asked for.
+
+    Args:
+        prefer: ``"cuda"``, ``"mps"``, ``"cpu"`` or ``None`` (the first available of that order).
+    """
+    if prefer is not None:
+        kind = prefer.split(":")[0]
+        if kind not in ("cuda", "mps", "cpu"):
+            raise unknown_name("device", prefer, ("cuda", "mps", "cpu"))
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise S2OError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise S2OError("device 'mps' was asked for but MPS is not available; use 'cpu'")
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,120 @@
+"""Kronecker-factored Laplace posterior of the last linear layer, and its correlation matrix.
+
+For a last layer ``z = W a`` (W is C × D) trained with softmax cross-entropy, the Hessian of the loss with
+respect to ``vec(W)`` is, per sample, ``(diag(p) − p pᵀ) ⊗ (a aᵀ)``. K-FAC (Martens & Grosse 2015;
+Ritter et al. 2018) approximates its batch mean by a Kronecker product of means:
+
+    H ≈ G ⊗ A,   G = E[diag(p) − p pᵀ]  (C × C),   A = E[a aᵀ]  (D × D).
+
+The Laplace approximation takes the posterior covariance as the inverse of the (damped) Hessian,
+``Σ = G⁻¹ ⊗ A⁻¹``, and its correlation matrix is again a Kronecker product,
+
+    R = corr(Σ) = R_G ⊗ R_A,   R_X = diag(X⁻¹)^(-1/2) · X⁻¹ · diag(X⁻¹)^(-1/2),
+
+because the diagonal of a Kronecker product is the Kronecker product of the diagonals. Every summary the
+PAC-Bayesian bound needs follows from the factors without forming the (CD × CD) matrix:
+
+    ‖R‖_F = ‖R_G‖_F · ‖R_A‖_F,   ‖R‖_2 = ‖R_G‖_2 · ‖R_A‖_2,   log det R = D·log det R_G + C·log det R_A.
+
+G is singular (its rows sum to zero), so both factors are damped: ``X + λ·mean(diag X)·I``.
+
+Example:
+    >>> import torch
+    >>> from s2o_lib.laplace import kfac_factors, kronecker_correlation, kronecker_summaries
+    >>> A, G = kfac_factors(torch.randn(64, 8), torch.softmax(torch.randn(64, 3), 1))
+    >>> R_A, R_G = kronecker_correlation(A, G)
+    >>> s = kronecker_summaries(R_A, R_G)
+    >>> round(float(s.fro), 3) >= round(float((3 * 8) ** 0.5), 3)  # ‖R‖_F ≥ √n for a correlation
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import S2OError
+
+
+def damp(matrix: Tensor, damping: float) -> Tensor:
+    """Add ``damping · mean(diag)`` to the diagonal (scale-free Tikhonov damping)."""
+    if damping <= 0:
+        raise S2OError(f"damping must be > 0 (the class factor G is singular), got {damping}")
+    n = matrix.shape[-1]
+    scale = matrix.diagonal().mean().clamp_min(1e-12)
+    return matrix + damping * scale * torch.eye(n, dtype=matrix.dtype, device=matrix.device)
+
+
+def kfac_factors(features: Tensor, probs: Tensor, *, damping: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Damped K-FAC factors of the last layer's cross-entropy Hessian.
+
+    Differentiable in ``features`` and ``probs`` (S²O's Laplace variant back-propagates through them).
+
+    Args:
+        features: inputs ``a`` of the last linear layer, shape (B, D).
+        probs: softmax outputs ``p``, shape (B, C).
+        damping: relative damping λ added to each factor (see `damp`).
+
+    Returns:
+        ``(A, G)``: A = E[a aᵀ] (D × D) and G = E[diag(p) − p pᵀ] (C × C), both damped.
+    """
+    if features.ndim != 2 or probs.ndim != 2 or features.shape[0] != probs.shape[0]:
+        raise S2OError(
+            f"features must be (B, D) and probs (B, C) with the same B; got {tuple(features.shape)} "
+            f"and {tuple(probs.shape)}"
+        )
+    b = features.shape[0]
+    A = features.T @ features / b
+    G = torch.diag(probs.mean(0)) - probs.T @ probs / b
+    return damp(A, damping), damp(G, damping)
+
+
+def correlation_from_covariance(cov: Tensor) -> Tensor:
+    """``diag(Σ)^(-1/2) Σ diag(Σ)^(-1/2)``: unit diagonal, entries in [−1, 1]."""
+    inv_std = cov.diagonal().clamp_min(1e-30).rsqrt()
+    return cov * inv_std[:, None] * inv_std[None, :]
+
+
+def kronecker_correlation(A: Tensor, G: Tensor) -> tuple[Tensor, Tensor]:
+    """Correlation factors ``(R_A, R_G)`` of the Laplace covariance ``Σ = G⁻¹ ⊗ A⁻¹``.
+
+    Args:
+        A: damped input factor (D × D), symmetric positive definite.
+        G: damped output factor (C × C), symmetric positive definite.
+    """
+    R_A = correlation_from_covariance(torch.linalg.inv(A))
+    R_G = correlation_from_covariance(torch.linalg.inv(G))
+    return R_A, R_G
+
+
+@dataclass(frozen=True)
+class KroneckerSummaries:
+    """Summaries of ``R = R_G ⊗ R_A`` computed from the factors.
+
+    Attributes:
+        fro: ‖R‖_F.
+        spectral: ‖R‖_2 (the largest eigenvalue; R is symmetric positive definite).
+        logdet: log det R (≤ 0 for a correlation matrix, 0 only for R = I).
+        dim: the dimension C·D of R.
+    """
+
+    fro: Tensor
+    spectral: Tensor
+    logdet: Tensor
+    dim: int
+
+
+def kronecker_summaries(R_A: Tensor, R_G: Tensor) -> KroneckerSummaries:
+    """‖R‖_F, ‖R‖_2 and log det R for ``R = R_G ⊗ R_A`` without materialising R.
+
+    Args:
+        R_A: input-side correlation factor (D × D).
+        R_G: class-side correlation factor (C × C).
+    """
+    d, c = R_A.shape[0], R_G.shape[0]
+    fro = torch.linalg.matrix_norm(R_G) * torch.linalg.matrix_norm(R_A)
+    spectral = torch.linalg.eigvalsh(R_G)[-1] * torch.linalg.eigvalsh(R_A)[-1]
+    logdet = d * torch.linalg.slogdet(R_G)[1] + c * torch.linalg.slogdet(R_A)[1]
+    return KroneckerSummaries(fro=fro, spectral=spectral, logdet=logdet, dim=c * d)

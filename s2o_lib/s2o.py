@@ -1,0 +1,143 @@
+"""S²O: second-order statistics optimisation of weights (Jin et al., CVPR 2022; TPAMI 2025).
+
+Two variants live here.
+
+**The released regulariser** ("official", what the authors' code trains with). Per batch, from logits
+Z (B × C) taken without gradient:
+
+1. ``M = Zᵀ Z``: the batch sum of the outer products of the logit vectors (one matrix product).
+2. ``A_ij = max_k |M_ik| − |M_ij|``; the diagonal is set to 0; each row is scaled so its off-diagonal
+   entries sum to ``m``; the diagonal is set to ``1 − m``. (A row whose off-diagonal entries are all zero
+   becomes uniform off the diagonal.) Classes whose logits co-vary least with class *i* get the most mass.
+3. Soft targets ``q_b = A[y_b]``; the same construction from the adversarial logits gives ``q_adv``.
+4. ``R = ½ [KL(q ‖ softmax f(x)) + KL(q_adv ‖ softmax f(x_adv))]``, averaged over the batch.
+
+Fitting these soft targets spreads each class's probability towards weakly correlated classes, a cheap
+proxy for decorrelating the last layer. The released code recomputes ``f(x)`` and ``f(x_adv)`` and builds
+M with a per-sample Python loop; here the logits of the passes already made are reused and M is one
+matrix product. The values are the same.
+
+**The theory's objective** (``+s2o-kfac``; none of the public code has it). The paper's PAC-Bayesian bound
+treats the weights as a Gaussian posterior with a non-diagonal covariance and is tighter when the
+correlation matrix R of that posterior has a small Frobenius norm. For the last layer W (C × D), a
+Laplace approximation with a Kronecker-factored Hessian ``G ⊗ A`` (see `s2o_lib.laplace`) gives
+``R = R_G ⊗ R_A`` and ``‖R‖_F = ‖R_G‖_F ‖R_A‖_F``. `kfac_correlation_penalty` returns
+``(‖R_G‖_F / √C) · (‖R_A‖_F / √D)`` (1 for uncorrelated weights), differentiable through the batch's
+last-layer inputs and probabilities; the training loss adds λ times it.
+
+Example:
+    >>> import torch
+    >>> from s2o_lib.s2o import soft_targets
+    >>> q = soft_targets(torch.randn(32, 10), torch.randint(0, 10, (32,)))
+    >>> torch.allclose(q.sum(1), torch.ones(32))
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import S2OError
+from .laplace import kfac_factors, kronecker_correlation
+
+
+def default_off_diagonal_mass(num_classes: int) -> float:
+    """The authors' choice of m: 0.8 for 10 classes, 0.98 for 100 classes (CIFAR-100)."""
+    return 0.98 if num_classes >= 100 else 0.8
+
+
+def soft_target_matrix(logits: Tensor, *, off_diagonal_mass: float = 0.8) -> Tensor:
+    """The C × C matrix A whose rows are the soft targets of each class.
+
+    Args:
+        logits: (B, C) logits; used without gradient.
+        off_diagonal_mass: m, the probability mass spread over the wrong classes (0 ≤ m < 1).
+
+    Returns:
+        (C, C) tensor with rows summing to 1 and diagonal ``1 − m``.
+    """
+    if not 0.0 <= off_diagonal_mass < 1.0:
+        raise S2OError(f"off_diagonal_mass must be in [0, 1), got {off_diagonal_mass}")
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise S2OError(f"logits must have shape (B, C) with C >= 2, got {tuple(logits.shape)}")
+    with torch.no_grad():
+        z = logits.detach().float()
+        magnitude = (z.T @ z).abs()
+        a = magnitude.amax(dim=1, keepdim=True) - magnitude
+        a.fill_diagonal_(0.0)
+        c = a.shape[0]
+        off_diagonal = 1.0 - torch.eye(c, device=a.device, dtype=a.dtype)
+        row_sum = a.sum(dim=1, keepdim=True)
+        # Same operation order as the released code (m·A / rowsum), so the values match bit for bit.
+        spread = torch.where(row_sum > 0, off_diagonal_mass * a / row_sum.clamp_min(1e-30), off_diagonal / (c - 1) * off_diagonal_mass)
+        return spread + torch.eye(c, device=a.device, dtype=a.dtype) * (1.0 - off_diagonal_mass)
+
+
+def soft_targets(logits: Tensor, targets: Tensor, off_diagonal_mass: float = 0.8) -> Tensor:
+    """S²O's soft targets ``q_b = A[y_b]`` for a batch.
+
+    Args:
+        logits: (B, C) logits of the batch (no gradient flows into them).
+        targets: (B,) integer labels.
+        off_diagonal_mass: m (0.8 for 10 classes, 0.98 for CIFAR-100 in the paper's code).
+
+    Returns:
+        (B, C) probability vectors, each with ``1 − m`` on its label.
+    """
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise S2OError(f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}")
+    return soft_target_matrix(logits, off_diagonal_mass=off_diagonal_mass)[targets]
+
+
+def soft_target_kl(logits: Tensor, soft: Tensor) -> Tensor:
+    """Batch-mean ``KL(q ‖ softmax(logits))``, differentiable in ``logits``."""
+    return F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+
+
+def s2o_regulariser(
+    logits_clean: Tensor,
+    logits_adv: Tensor,
+    targets: Tensor,
+    *,
+    off_diagonal_mass: float = 0.8,
+) -> Tensor:
+    """The released S²O regulariser ``R = ½ [KL(q ‖ f(x)) + KL(q_adv ‖ f(x_adv))]``.
+
+    Args:
+        logits_clean: (B, C) training-mode logits on clean inputs (gradient flows through them).
+        logits_adv: (B, C) training-mode logits on adversarial inputs (gradient flows through them).
+        targets: (B,) labels.
+        off_diagonal_mass: m.
+
+    Returns:
+        A scalar tensor.
+    """
+    q = soft_targets(logits_clean, targets, off_diagonal_mass)
+    q_adv = soft_targets(logits_adv, targets, off_diagonal_mass)
+    return 0.5 * (soft_target_kl(logits_clean, q) + soft_target_kl(logits_adv, q_adv))
+
+
+def kfac_correlation_penalty(features: Tensor, logits: Tensor, *, damping: float = 0.1) -> Tensor:
+    """The theory's objective: normalised ‖R‖_F of the last layer's Laplace posterior correlation.
+
+    The loss' Hessian in the last layer's weights is approximated by ``G ⊗ A`` with
+    ``G = E[diag(p) − p pᵀ]`` and ``A = E[a aᵀ]`` (both damped); the Laplace posterior covariance is its
+    inverse, ``G⁻¹ ⊗ A⁻¹``, whose correlation matrix is ``R_G ⊗ R_A``. Since
+    ``‖R_G ⊗ R_A‖_F = ‖R_G‖_F ‖R_A‖_F`` and ``‖R‖_F ≥ √dim`` with equality only for uncorrelated
+    weights, the penalty ``(‖R_G‖_F/√C)(‖R_A‖_F/√D)`` is ≥ 1 and equals 1 exactly when the posterior
+    is uncorrelated. This is the paper's theoretical objective, not what the released code trains.
+
+    Args:
+        features: (B, D) inputs of the last linear layer (gradient flows through them).
+        logits: (B, C) logits (gradient flows through their softmax).
+        damping: relative damping of both factors.
+
+    Returns:
+        A scalar tensor ≥ 1.
+    """
+    A, G = kfac_factors(features, F.softmax(logits, dim=1), damping=damping)
+    R_A, R_G = kronecker_correlation(A, G)
+    c, d = R_G.shape[0], R_A.shape[0]
+    return torch.linalg.matrix_norm(R_G) / c**0.5 * torch.linalg.matrix_norm(R_A) / d**0.5
