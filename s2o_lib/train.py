@@ -25,6 +25,7 @@ from .attacks import check_eps, pgd
 from .checkpoint import load_checkpoint, save_checkpoint
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
+from .fast import Precision, autocast, prepare_model
 from .models import model_spec
 from .s2o import default_off_diagonal_mass
 
@@ -194,6 +195,9 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
+    precision: Precision = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> History:
     """Train ``model`` with any method of `s2o_lib.defenses` and return its `History`.
 
@@ -231,6 +235,9 @@ def fit(
         resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists.
         progress: show a tqdm progress bar (never under ``CI``).
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast for the attack and the training step; GPUs).
+        channels_last: use the channels-last memory format (faster convolutions on GPUs).
+        compile: run the model through ``torch.compile`` (opt-in; the first epoch pays for compilation).
     """
     parsed = parse_method(method)
     if not isinstance(epochs, int) or epochs < 0:
@@ -248,6 +255,9 @@ def fit(
         kfac_weight=kfac_weight, awp_gamma=awp_gamma, awp_warmup=awp_warmup,
     )
     device = _device_of(model)
+    model = prepare_model(model, channels_last=channels_last)
+    step_model = prepare_model(model, compile=compile)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     optimizer = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, schedule=schedule, milestones=tuple(milestones))
     awp = AWP(model, gamma=config.awp_gamma) if parsed.awp else None
@@ -293,8 +303,10 @@ def fit(
         correct = torch.zeros((), device=device)
         seen = 0
         for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            result = training_step(model, x, y, method=parsed, config=config, optimizer=optimizer, awp=use_awp)
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast(device, precision):
+                result = training_step(step_model, x, y, method=parsed, config=config, optimizer=optimizer, awp=use_awp)
             logits = result.logits_adv if result.logits_adv is not None and parsed.base != "trades" else result.logits_clean
             loss_sum += result.loss * len(y)
             correct += (logits.argmax(1) == y).sum()
@@ -304,9 +316,10 @@ def fit(
             raise S2OError("the training loader yielded no batches; check the dataset and batch size")
         clean = robust = None
         if eval_loader is not None:
-            clean, robust = evaluate_clean_and_pgd(
-                model, eval_loader, eps=eval_eps, alpha=eval_alpha, steps=eval_steps, n=eval_n
-            )
+            with autocast(device, precision):
+                clean, robust = evaluate_clean_and_pgd(
+                    step_model, eval_loader, eps=eval_eps, alpha=eval_alpha, steps=eval_steps, n=eval_n
+                )
         history.epoch.append(epoch)
         history.lr.append(current_lr)
         history.train_loss.append((loss_sum / seen).item())

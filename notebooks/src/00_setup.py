@@ -1,0 +1,77 @@
+# %% [markdown]
+# # 00 · Set-up: is everything in place?
+#
+# This short notebook checks your environment before the course starts. It shows
+#
+# - which **profile** is active (`smoke`, `class` or `paper`) and what it means,
+# - which **device** PyTorch will use,
+# - that the **data** loads and looks right.
+#
+# Choose the profile with the environment variable `S2O_PROFILE` before starting Jupyter
+# (`S2O_PROFILE=class jupyter lab`). Without it you get `class` on a GPU and `smoke` on a CPU.
+
+# %%
+import platform
+
+import matplotlib.pyplot as plt
+import torch
+
+import s2o_lib
+from s2o_lib.config import get_device, get_profile, seed_everything
+from s2o_lib.data import dataset_info, load_dataset, make_loader
+
+# %% [markdown]
+# ## Versions and device
+# Timings and devices differ between machines, so this cell's output is not compared by the tests.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+device = get_device()
+print(f"python {platform.python_version()}, torch {torch.__version__}, s2o_lib {s2o_lib.__version__}")
+print("device:", device, f"({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+
+# %% [markdown]
+# ## The profile
+# One place, `s2o_lib.config`, maps the profile to every size the notebooks use.
+
+# %%
+profile = get_profile()
+print(f"profile: {profile.name}")
+print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, batch {profile.batch_size}")
+print(f"threat model: L-inf eps = {profile.eps:.4f}; training attack PGD-{profile.train_steps}")
+print(profile.notes)
+
+# %% [markdown]
+# ## A batch of data
+# Images are tensors in $[0, 1]$ of shape (batch, channels, height, width). Normalisation, where a model
+# wants it, happens inside the model, so attacks always work in pixel space.
+
+# %%
+seed_everything(0)
+info = dataset_info(profile.dataset)
+train = load_dataset(profile.dataset, "train", subset=profile.train_subset)
+test = load_dataset(profile.dataset, "test", subset=profile.test_subset)
+x, y = next(iter(make_loader(train, batch_size=16, shuffle=True, seed=0)))
+print(f"{len(train)} training and {len(test)} test images, {info.num_classes} classes")
+print("batch:", tuple(x.shape), x.dtype, f"values in [{x.min():.2f}, {x.max():.2f}]")
+
+# %%
+assert x.min() >= 0 and x.max() <= 1, "images must lie in [0, 1]"
+assert x.shape[1:] == (info.in_channels, info.image_size, info.image_size)
+assert len(set(y.tolist())) > 1
+
+# %%
+fig, axes = plt.subplots(2, 8, figsize=(8, 2.4))
+for ax, image, label in zip(axes.flat, x, y):
+    ax.imshow(image.permute(1, 2, 0).squeeze(), cmap="gray")
+    ax.set_title(int(label), fontsize=9)
+    ax.axis("off")
+fig.suptitle(f"{profile.dataset}: a training batch")
+plt.tight_layout()
+
+# %% [markdown]
+# ## Summary
+# If every cell above ran, you are ready for **01 · Adversarial examples**.
+#
+# - Profiles: `smoke` (CPU, seconds), `class` (a GPU, CIFAR-10), `paper` (the paper's settings).
+# - Run the whole suite headless with `python -m s2o_lib run-notebooks`; test it with `pytest --nbval`.

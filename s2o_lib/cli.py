@@ -1,0 +1,213 @@
+"""Command line: ``python -m s2o_lib {train,evaluate,run-notebooks,presets,download} ...``.
+
+Examples::
+
+    python -m s2o_lib train --method at+s2o --dataset digits --arch small-cnn --epochs 6 --out runs/at_s2o
+    python -m s2o_lib train --preset paper-at-prn18 --out runs/paper-at-prn18
+    python -m s2o_lib evaluate runs/at_s2o/checkpoint.pt --attacks clean,pgd20,cw20,autoattack --n 500 --json eval.json
+    python -m s2o_lib run-notebooks --profile smoke --out build/
+
+Errors are printed as one line (``error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import S2OError
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import get_device, get_profile, seed_everything
+    from .data import dataset_info, load_dataset, make_loader
+    from .models import build_model
+    from .presets import get_preset
+    from .train import fit
+
+    profile = get_profile(args.profile)
+    fit_kwargs: dict[str, Any] = dict(
+        epochs=profile.epochs, lr=profile.lr, milestones=profile.milestones, eps=profile.eps,
+        alpha=profile.alpha, attack_steps=profile.train_steps, awp_warmup=profile.awp_warmup,
+        eval_eps=profile.eval_eps, eval_alpha=profile.eval_alpha, eval_steps=profile.eval_steps,
+        eval_n=min(profile.eval_n, 1000),
+    )
+    arch, dataset, method, batch_size = profile.arch, profile.dataset, "standard", profile.batch_size
+    if args.preset:
+        preset = get_preset(args.preset)
+        arch, dataset, method, batch_size = preset.arch, preset.dataset, preset.method, preset.batch_size
+        fit_kwargs.update(preset.fit)
+        fit_kwargs.update(eval_eps=preset.eval["eps"], eval_alpha=preset.eval["alpha"], eval_steps=preset.eval["steps"])
+    arch = args.arch or arch
+    dataset = args.dataset or dataset
+    method = args.method or method
+    batch_size = args.batch_size or batch_size
+    for key in ("epochs", "lr", "eps", "alpha"):
+        if getattr(args, key) is not None:
+            fit_kwargs[key] = getattr(args, key)
+    if args.attack_steps is not None:
+        fit_kwargs["attack_steps"] = args.attack_steps
+
+    generator_seed = args.seed
+    seed_everything(generator_seed)
+    device = get_device(args.device)
+    info = dataset_info(dataset)
+    train = load_dataset(dataset, "train", root=args.data, download=args.download, subset=args.subset, seed=args.seed)
+    test = load_dataset(dataset, "test", root=args.data, download=args.download)
+    model = build_model(arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
+    out = Path(args.out)
+    history = fit(
+        model,
+        make_loader(train, batch_size=batch_size, shuffle=True, seed=args.seed, num_workers=args.workers),
+        method=method,
+        eval_loader=make_loader(test, batch_size=256, shuffle=False),
+        checkpoint_dir=out,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        metadata={"dataset": dataset, "seed": args.seed, "profile": profile.name, "preset": args.preset},
+        **fit_kwargs,
+    )
+    metrics = {
+        "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "profile": profile.name,
+        "preset": args.preset, "device": str(device), "torch": torch.__version__, "history": history.as_dict(),
+        "final": history.last(), "best_epoch": history.best_epoch, "best_robust": history.best_robust,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    last = history.last()
+    print(f"trained {history.method} on {dataset} ({arch}) for {len(history.epoch)} epochs -> {out / 'checkpoint.pt'}")
+    if last.get("eval_clean") is not None:
+        print(f"last epoch: clean {last['eval_clean']:.4f}, PGD {last['eval_robust']:.4f}; best PGD "
+              f"{history.best_robust:.4f} at epoch {history.best_epoch}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .config import get_device, get_profile
+    from .data import load_dataset
+    from .evaluate import robust_accuracy
+
+    device = get_device(args.device)
+    model, meta = load_model(args.checkpoint, map_location=device)
+    profile = get_profile(args.profile)
+    dataset = args.dataset or meta.get("dataset") or profile.dataset
+    eps = args.eps if args.eps is not None else profile.eval_eps
+    alpha = args.alpha if args.alpha is not None else profile.eval_alpha
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    test = load_dataset(dataset, "test", root=args.data, download=args.download)
+    result = robust_accuracy(
+        model, test, attacks=attacks, eps=eps, alpha=alpha, n=args.n, batch_size=args.batch_size,
+        autoattack_version=args.autoattack_version, seed=args.seed,
+    )
+    report = {
+        "checkpoint": str(args.checkpoint), "method": meta.get("method"), "arch": meta.get("model", {}).get("arch"),
+        "dataset": dataset, "eps": eps, "alpha": alpha, "n": args.n, "autoattack_version": args.autoattack_version,
+        "accuracy": {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float))},
+    }
+    for name, value in report["accuracy"].items():
+        print(f"{name:>12}: {100 * value:6.2f}%")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from .presets import PRESETS
+
+    for preset in PRESETS.values():
+        pub = preset.published
+        print(f"{preset.name:<22} {preset.method:<16} {preset.arch:<16} published clean/PGD-20/AA: "
+              f"{pub['clean']}/{pub['pgd20']}/{pub['autoattack']}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    for split in ("train", "test"):
+        dataset = load_dataset(args.dataset, split, root=args.data, download=True)
+        print(f"{args.dataset} {split}: {len(dataset)} images in {args.data}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m s2o_lib", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model and write DIR/checkpoint.pt and DIR/metrics.json",
+                       description="Train a model. Defaults come from the profile (S2O_PROFILE), then --preset, "
+                                   "then the flags given. Re-running with the same --out resumes.")
+    t.add_argument("--method", help="e.g. standard, at, trades, mart, at+s2o, trades+awp+s2o, at+s2o-kfac")
+    t.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn")
+    t.add_argument("--arch", help="small-cnn, preact-resnet18, wrn-34-10, wrn-28-4")
+    t.add_argument("--preset", help="a paper preset (see `python -m s2o_lib presets`)")
+    t.add_argument("--profile", help="smoke, class or paper (default: S2O_PROFILE, else by device)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--eps", type=float, help="L∞ radius of the training attack, e.g. 0.0314")
+    t.add_argument("--alpha", type=float, help="step size of the training attack")
+    t.add_argument("--attack-steps", type=int)
+    t.add_argument("--subset", type=int, help="train on this many images")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--data", default="data", help="dataset folder (default: data/)")
+    t.add_argument("--download", action="store_true", help="download the dataset if missing")
+    t.add_argument("--device", help="cuda, mps or cpu (default: the fastest available)")
+    t.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    t.add_argument("--no-resume", action="store_true", help="start over even if DIR/checkpoint.pt exists")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint under clean, FGSM, PGD, CW and AutoAttack")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("--attacks", default="clean,pgd20,cw20,autoattack",
+                   help="comma-separated: clean, fgsm, pgdN, cwN, autoattack (default: %(default)s)")
+    e.add_argument("--n", type=int, default=500, help="number of test images (default: %(default)s)")
+    e.add_argument("--eps", type=float, help="L∞ radius (default: the profile's, 0.031 in paper)")
+    e.add_argument("--alpha", type=float, help="PGD/CW step size (default: the profile's)")
+    e.add_argument("--dataset", help="default: the dataset recorded in the checkpoint")
+    e.add_argument("--profile")
+    e.add_argument("--autoattack-version", choices=("standard", "fast"), default="standard")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", help="write the results to this JSON file")
+    e.add_argument("--data", default="data")
+    e.add_argument("--download", action="store_true")
+    e.add_argument("--device")
+    e.set_defaults(func=_evaluate)
+
+    sub.add_parser("run-notebooks", help="execute every notebook headless and write an HTML report",
+                   add_help=False).set_defaults(func=None)
+    sub.add_parser("presets", help="list the paper presets").set_defaults(func=_presets)
+    d = sub.add_parser("download", help="download a dataset into data/ (needs a network)")
+    d.add_argument("dataset")
+    d.add_argument("--data", default="data")
+    d.set_defaults(func=_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "run-notebooks":
+            from .runner import main_run_notebooks
+
+            return main_run_notebooks(argv[1:], prog="python -m s2o_lib run-notebooks")
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except S2OError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130

@@ -1,0 +1,204 @@
+"""Datasets as tensors in [0, 1]: the bundled digits (offline) and the torchvision sets in ``data/``.
+
+Images are float tensors in [0, 1] of shape (C, H, W); normalisation, where a model wants it, lives
+inside the model. CIFAR training sets get the paper's augmentation (random crop with 4 pixels of
+padding, horizontal flip).
+
+Example:
+    >>> from s2o_lib.data import load_dataset, make_loader
+    >>> train = load_dataset("digits", "train")
+    >>> x, y = next(iter(make_loader(train, batch_size=8, shuffle=True)))
+    >>> tuple(x.shape), float(x.min()) >= 0, float(x.max()) <= 1
+    ((8, 1, 16, 16), True, True)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from .errors import S2OError, unknown_name
+
+Split = Literal["train", "test"]
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset.
+
+    Attributes:
+        num_classes: number of classes.
+        in_channels: image channels.
+        image_size: image side in pixels.
+        mean: per-channel mean (for an optional `s2o_lib.models.Normalize`).
+        std: per-channel standard deviation.
+        files: what torchvision expects in the dataset's folder (for the "missing files" message).
+    """
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    files: str = ""
+
+
+_INFO: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(10, 1, 16, (0.31,), (0.38,), "(bundled with scikit-learn)"),
+    "mnist": DatasetInfo(10, 1, 28, (0.1307,), (0.3081,), "MNIST/raw/ (train-images-idx3-ubyte, ...)"),
+    "fashion-mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), "FashionMNIST/raw/ (train-images-idx3-ubyte, ...)"),
+    "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616),
+                           "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"),
+    "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                            "cifar-100-python/ (train, test, meta)"),
+    "svhn": DatasetInfo(10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "train_32x32.mat, test_32x32.mat"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Classes, channels and image size of a dataset.
+
+    Args:
+        name: one of `DATASETS`.
+    """
+    if name not in _INFO:
+        raise unknown_name("dataset", name, DATASETS)
+    return _INFO[name]
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    # 8×8 is too small for three conv blocks; bilinear upsampling keeps values in [0, 1].
+    images = F.interpolate(images, size=16, mode="bilinear", align_corners=False).clamp(0, 1)
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    idx_train, idx_test = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=0.2, random_state=0, stratify=labels.numpy()
+    )
+    idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)
+    return images[idx_train], labels[idx_train], images[idx_test], labels[idx_test]
+
+
+def _missing_message(name: str, folder: Path) -> str:
+    return (
+        f"{name} is not in {folder.resolve()}: put torchvision's files there ({dataset_info(name).files}), "
+        f"or pass download=True (command line: --download) on a machine with a network"
+    )
+
+
+def _torchvision_dataset(name: str, split: Split, folder: Path, download: bool, augment: bool) -> Dataset:
+    import torchvision
+    from torchvision import transforms
+
+    steps = []
+    if augment:
+        steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
+    transform = transforms.Compose([*steps, transforms.ToTensor()])
+    train = split == "train"
+    constructors = {
+        "mnist": lambda **kw: torchvision.datasets.MNIST(train=train, **kw),
+        "fashion-mnist": lambda **kw: torchvision.datasets.FashionMNIST(train=train, **kw),
+        "cifar10": lambda **kw: torchvision.datasets.CIFAR10(train=train, **kw),
+        "cifar100": lambda **kw: torchvision.datasets.CIFAR100(train=train, **kw),
+        "svhn": lambda **kw: torchvision.datasets.SVHN(split=split, **kw),
+    }
+    try:
+        return constructors[name](root=str(folder), transform=transform, download=download)
+    except RuntimeError as err:
+        if not download:
+            raise S2OError(_missing_message(name, folder)) from err
+        raise S2OError(f"downloading {name} failed ({err}); " + _missing_message(name, folder)) from err
+    except OSError as err:  # URLError is an OSError: no network
+        raise S2OError(f"downloading {name} failed ({type(err).__name__}: {err}); " + _missing_message(name, folder)) from err
+
+
+def load_dataset(
+    name: str,
+    split: Split,
+    *,
+    root: str | Path = "data",
+    download: bool = False,
+    augment: bool | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load a dataset split as (image in [0, 1] of shape (C, H, W), label) pairs.
+
+    Args:
+        name: ``digits`` (bundled, offline), ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` or ``svhn``.
+        split: ``"train"`` or ``"test"``.
+        root: folder that holds one sub-folder per dataset (``data/cifar10/cifar-10-batches-py/``, ...).
+        download: fetch torchvision datasets that are missing (needs a network).
+        augment: random crop (padding 4) and flip; ``None`` means on for CIFAR training sets only.
+        subset: keep this many examples, chosen at random with ``seed`` (for small profiles).
+        seed: seed of the subset choice.
+    """
+    info = dataset_info(name)
+    if split not in ("train", "test"):
+        raise S2OError(f"split must be 'train' or 'test', got {split!r}")
+    if augment is None:
+        augment = name in ("cifar10", "cifar100") and split == "train"
+    if name == "digits":
+        x_train, y_train, x_test, y_test = _digits_tensors()
+        dataset: Dataset = TensorDataset(x_train, y_train) if split == "train" else TensorDataset(x_test, y_test)
+    else:
+        if augment and info.image_size != 32:
+            raise S2OError(f"the crop-and-flip augmentation is for 32×32 images; use augment=False for {name}")
+        dataset = _torchvision_dataset(name, split, Path(root) / name, download, augment)
+    if subset is not None:
+        if subset <= 0 or subset > len(dataset):
+            raise S2OError(f"subset must be between 1 and {len(dataset)} (the size of {name} {split}), got {subset}")
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:subset]
+        if isinstance(dataset, TensorDataset):
+            dataset = TensorDataset(*(t[order] for t in dataset.tensors))
+        else:
+            dataset = Subset(dataset, order.tolist())
+    return dataset
+
+
+def make_loader(
+    dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0, drop_last: bool = False
+) -> DataLoader:
+    """A DataLoader whose shuffling is reproducible (its ``generator`` is seeded and checkpointed by `fit`).
+
+    Args:
+        dataset: the dataset.
+        batch_size: batch size (≥ 1).
+        shuffle: reshuffle every epoch.
+        seed: seed of the shuffling generator.
+        num_workers: worker processes (0: load in the main process).
+        drop_last: drop the last incomplete batch.
+    """
+    if batch_size < 1:
+        raise S2OError(f"batch_size must be >= 1, got {batch_size}")
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers, drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def tensors(dataset: Dataset, *, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first ``n`` examples of a dataset stacked as ``(X, y)``.
+
+    Args:
+        dataset: the dataset.
+        n: how many (``None``: all).
+    """
+    n = len(dataset) if n is None else min(n, len(dataset))
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors[0][:n], dataset.tensors[1][:n]
+        return x, y.long()
+    xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)

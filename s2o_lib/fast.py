@@ -1,0 +1,167 @@
+"""The fast path for GPUs: a device-resident CIFAR loader, bf16 autocast, channels-last, torch.compile.
+
+None of this changes what is computed, only how fast:
+
+- `DeviceLoader` keeps the whole dataset on the device as uint8 and does the paper's augmentation
+  (random crop with 4 pixels of zero padding, horizontal flip) with batched tensor ops, so no CPU worker
+  decodes images between steps. It shuffles with a CPU `torch.Generator` (``loader.generator``) so that
+  `s2o_lib.train.fit` saves and restores its state for exact resume, as with a DataLoader.
+- `autocast` returns a bf16 autocast context where the device supports it, and a no-op otherwise;
+  with ``precision="fp32"`` the code path is exactly the plain one.
+- `prepare_model` moves a model to channels-last memory format and, if asked, compiles it.
+
+Example:
+    >>> import torch
+    >>> from s2o_lib.fast import DeviceLoader
+    >>> images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    >>> loader = DeviceLoader(images, torch.randint(0, 10, (100,)), batch_size=32, shuffle=True, augment=True)
+    >>> x, y = next(iter(loader)); x.shape, x.dtype
+    (torch.Size([32, 3, 32, 32]), torch.float32)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .errors import S2OError, unknown_name
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = ("fp32", "bf16")
+
+
+def dataset_to_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """The raw images (uint8 where the dataset stores them so, N×C×H×W) and labels of a dataset.
+
+    torchvision's CIFAR keeps ``data`` as an N×H×W×C uint8 array and ``targets`` as a list; SVHN keeps
+    ``data`` as N×C×H×W and ``labels``. Other datasets are stacked item by item (without augmentation).
+    """
+    base, indices = dataset, None
+    if isinstance(dataset, torch.utils.data.Subset):
+        base, indices = dataset.dataset, torch.as_tensor(dataset.indices)
+    data = getattr(base, "data", None)
+    labels = getattr(base, "targets", None)
+    if labels is None:
+        labels = getattr(base, "labels", None)
+    if data is not None and labels is not None and not isinstance(base, torch.utils.data.TensorDataset):
+        images = torch.as_tensor(data)
+        if images.ndim == 4 and images.shape[-1] in (1, 3):
+            images = images.permute(0, 3, 1, 2)
+        elif images.ndim == 3:
+            images = images[:, None]
+        y = torch.as_tensor(labels, dtype=torch.long)
+        if indices is not None:
+            images, y = images[indices], y[indices]
+        return images.contiguous(), y
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+
+
+def random_crop_flip(x: Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> Tensor:
+    """Batched random crop (zero padding) and horizontal flip: the paper's CIFAR augmentation.
+
+    Args:
+        x: images (B, C, H, W), any dtype.
+        padding: pixels of zero padding on each side before cropping back to H × W.
+        generator: CPU generator for the offsets and flips.
+    """
+    b, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device, non_blocking=True)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(x.device, non_blocking=True)
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (B, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    # Advanced indexing on (B, H+2p, W+2p, C) picks each sample's window in one gather.
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)
+
+
+class DeviceLoader:
+    """Batches from a dataset held entirely on one device.
+
+    Args:
+        images: (N, C, H, W) uint8 (0–255) or float ([0, 1]) images.
+        labels: (N,) labels.
+        batch_size: batch size.
+        shuffle: reshuffle every epoch.
+        augment: random crop (padding 4) and horizontal flip.
+        seed: seed of the CPU generator that shuffles and augments.
+        device: where the data lives (default: the images' device).
+        drop_last: drop the last incomplete batch.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        augment: bool = False,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise S2OError(f"batch_size must be >= 1, got {batch_size}")
+        if images.ndim != 4 or len(images) != len(labels):
+            raise S2OError(f"images must be (N, C, H, W) with one label each; got {tuple(images.shape)} and {len(labels)} labels")
+        device = torch.device(device) if device is not None else images.device
+        self.images = images.to(device)
+        self.labels = labels.to(device, dtype=torch.long)
+        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+        self.dataset = self.images  # len(loader.dataset) works as for a DataLoader
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, **kwargs) -> DeviceLoader:
+        """Build from a torchvision (or tensor) dataset; keyword arguments as for the constructor."""
+        images, labels = dataset_to_tensors(dataset)
+        return cls(images, labels, **kwargs)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
+            x = self.images[idx]
+            if self.augment:
+                x = random_crop_flip(x, generator=self.generator)
+            x = x.float().div_(255) if x.dtype == torch.uint8 else x
+            yield x, self.labels[idx]
+
+
+def autocast(device: torch.device | str, precision: Precision = "fp32") -> contextlib.AbstractContextManager:
+    """A bf16 autocast context on CUDA (and CPU) for ``precision="bf16"``; a no-op for ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise unknown_name("precision", precision, PRECISIONS)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    device_type = torch.device(device).type
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise S2OError("this GPU does not support bf16; use precision='fp32'")
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:
+    """Channels-last memory format and optional ``torch.compile`` (the returned module shares weights)."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    return model

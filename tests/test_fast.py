@@ -1,0 +1,99 @@
+"""The fast path: device-resident loader and augmentation, autocast switches, resume with it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s2o_lib.config import seed_everything
+from s2o_lib.data import tensors
+from s2o_lib.defenses import DefenseConfig, training_step
+from s2o_lib.errors import S2OError
+from s2o_lib.fast import DeviceLoader, autocast, random_crop_flip
+from s2o_lib.models import build_model
+from s2o_lib.train import fit
+
+
+def test_crop_flip_returns_windows_of_the_padded_image():
+    x = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop_flip(x, padding=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = F.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for b in range(len(x)):
+        windows = [padded[b, :, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
+        plain = any(torch.equal(out[b], w) for w in windows)
+        flipped = any(torch.equal(out[b], w.flip(-1)) for w in windows)
+        assert plain or flipped, b
+        flips += flipped and not plain
+    assert 10 < flips < 54  # about half are flipped
+
+
+def test_device_loader_batches_shuffles_and_scales():
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(100) % 10
+    loader = DeviceLoader(images, labels, batch_size=32, shuffle=True, augment=False, seed=1)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    seen = torch.cat([b[1] for b in batches])
+    assert sorted(seen.tolist()) == sorted(labels.tolist())
+    # Each image still matches its label (the same permutation indexes both).
+    first = images[(labels == y[0]).nonzero().flatten()].float() / 255
+    assert any(torch.equal(x[0], f) for f in first)
+    again = list(DeviceLoader(images, labels, batch_size=32, shuffle=True, seed=1))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
+    with pytest.raises(S2OError, match="batch_size"):
+        DeviceLoader(images, labels, batch_size=0, shuffle=True)
+
+
+def test_fp32_autocast_switch_is_bitwise_the_plain_path(digits):
+    x, y = tensors(digits[0], n=64)
+    config = DefenseConfig(eps=0.1, alpha=0.03, steps=2)
+    results = []
+    for ctx in (None, "fp32"):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if ctx is None:
+            training_step(model, x, y, method="at+s2o", config=config, optimizer=opt)
+        else:
+            with autocast("cpu", ctx):
+                training_step(model, x, y, method="at+s2o", config=config, optimizer=opt)
+        results.append(model.state_dict())
+    for name in results[0]:
+        assert torch.equal(results[0][name], results[1][name]), name
+
+
+def test_bf16_autocast_runs_and_stays_close(digits):
+    x, y = tensors(digits[0], n=64)
+    model = build_model("small-cnn", num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        ref = model(x)
+        with autocast("cpu", "bf16"):
+            low = model(x)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
+    with pytest.raises(S2OError, match="unknown precision"):
+        autocast("cpu", "fp8")
+
+
+def test_fit_with_device_loader_resumes_exactly(tmp_path, digits):
+    x, y = tensors(digits[0], n=192)
+    images = (x * 255).round().to(torch.uint8)
+
+    def run(epochs, folder):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1)
+        loader = DeviceLoader(images, y, batch_size=64, shuffle=True, augment=True, seed=0)
+        fit(model, loader, method="at", epochs=epochs, lr=0.05, eps=0.1, alpha=0.03, attack_steps=2,
+            checkpoint_dir=folder, progress=False, channels_last=True)
+        return model.state_dict()
+
+    straight = run(2, None)
+    run(1, tmp_path)
+    resumed = run(2, tmp_path)
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name

@@ -1,0 +1,67 @@
+"""Models and profiles: shapes, the head/features split, names, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from s2o_lib.config import PROFILES, get_device, get_profile, seed_everything
+from s2o_lib.errors import S2OError
+from s2o_lib.models import ARCHITECTURES, build_model, last_linear
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_architecture_has_features_and_head(arch):
+    model = build_model(arch, num_classes=7, in_channels=3).eval()
+    x = torch.rand(2, 3, 32, 32)
+    feats = model.features(x)
+    assert feats.ndim == 2 and model.head.in_features == feats.shape[1]
+    assert torch.allclose(model(x), model.head(feats))
+    assert model(x).shape == (2, 7) and last_linear(model) is model.head
+
+
+def test_paper_architectures_have_standard_sizes():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(build_model("wrn-34-10")) == 46_160_474  # the usual WRN-34-10 figure
+    assert 11.1e6 < count(build_model("preact-resnet18")) < 11.2e6
+
+
+def test_normalisation_lives_inside_the_model():
+    model = build_model("small-cnn", num_classes=10, in_channels=3, normalize=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert model.spec["normalize"] == [[0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]
+
+
+def test_unknown_architecture_lists_valid_ones():
+    with pytest.raises(S2OError, match="unknown architecture 'resnet50'; choose one of: preact-resnet18, small-cnn"):
+        build_model("resnet50")
+
+
+def test_profiles(monkeypatch):
+    monkeypatch.setenv("S2O_PROFILE", "paper")
+    paper = get_profile()
+    assert paper.epochs == 200 and paper.milestones == (100, 150) and paper.train_steps == 10
+    assert paper.eval_eps == 0.031 and paper.eval_alpha == 0.003 and paper.eval_steps == 20
+    monkeypatch.delenv("S2O_PROFILE")
+    assert get_profile().name == ("class" if torch.cuda.is_available() else "smoke")
+    assert set(PROFILES) == {"smoke", "class", "paper"}
+    with pytest.raises(S2OError, match="unknown profile"):
+        get_profile("huge")
+
+
+def test_seeding_makes_runs_repeatable():
+    seed_everything(3)
+    a = torch.rand(5)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(5))
+    with pytest.raises(S2OError):
+        seed_everything(-1)
+
+
+def test_device_selection():
+    assert get_device("cpu").type == "cpu"
+    with pytest.raises(S2OError, match="unknown device"):
+        get_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(S2OError, match="no CUDA GPU"):
+            get_device("cuda")

@@ -1,0 +1,142 @@
+"""Training: AT beats standard, exact resume, atomic checkpoints, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from s2o_lib.attacks import pgd
+from s2o_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
+from s2o_lib.config import seed_everything
+from s2o_lib.data import make_loader, tensors
+from s2o_lib.errors import S2OError
+from s2o_lib.models import build_model
+from s2o_lib.train import fit, make_optimizer, make_scheduler
+
+from .conftest import SMOKE
+
+
+def _pgd_accuracy(model, x, y):
+    torch.manual_seed(0)
+    x_adv = pgd(model, x, y, eps=SMOKE.eval_eps, alpha=SMOKE.eval_alpha, steps=20)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item(), (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_adversarial_training_beats_standard_under_pgd(at_model, standard_model, digits_test_tensors):
+    x, y = digits_test_tensors
+    at_robust, at_clean = _pgd_accuracy(at_model, x, y)
+    std_robust, std_clean = _pgd_accuracy(standard_model, x, y)
+    assert std_clean > 0.9 and at_clean > 0.8
+    assert at_robust > std_robust + 0.2, (at_robust, std_robust)
+    assert at_robust < at_clean
+
+
+def test_paper_schedule_is_piecewise():
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    opt = make_optimizer(model, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    sched = make_scheduler(opt, schedule="piecewise", milestones=(100, 150))
+    lrs = []
+    for _ in range(200):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # Epochs counted from 1: 0.1 up to 99, 0.01 from 100, 0.001 from 150 (as the released code does).
+    assert lrs[98] == pytest.approx(0.1) and lrs[99] == pytest.approx(0.01)
+    assert lrs[148] == pytest.approx(0.01) and lrs[149] == pytest.approx(0.001)
+
+
+def _run(tmp: Path | None, epochs: int, method: str, train):
+    seed_everything(0)
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    loader = make_loader(train, batch_size=64, shuffle=True, seed=0)
+    history = fit(
+        model, loader, method=method, epochs=epochs, lr=0.05, milestones=(2,), eps=SMOKE.eps, alpha=SMOKE.alpha,
+        attack_steps=2, awp_warmup=1, checkpoint_dir=tmp, progress=False,
+    )
+    return model, history
+
+
+@pytest.mark.parametrize("method", ["at+s2o", "trades+awp+s2o"])
+def test_resume_ends_with_the_same_weights(tmp_path, digits, method):
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=256))
+    straight, h_straight = _run(None, 3, method, train)
+    _run(tmp_path, 2, method, train)  # "stopped" after epoch 2
+    torch.manual_seed(1234)  # whatever happened in between must not matter
+    resumed, h_resumed = _run(tmp_path, 3, method, train)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert h_resumed.epoch == [1, 2, 3]
+    assert h_resumed.train_loss == pytest.approx(h_straight.train_loss)
+
+
+def test_checkpoint_metadata_and_best_model(tmp_path, digits):
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=256))
+    seed_everything(0)
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    history = fit(model, make_loader(train, batch_size=64, shuffle=True), method="at", epochs=2, lr=0.05,
+                  eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=2, eval_loader=make_loader(train, batch_size=128, shuffle=False),
+                  eval_n=128, checkpoint_dir=tmp_path, progress=False, metadata={"dataset": "digits"})
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    meta = state["meta"]
+    assert meta["model"]["arch"] == "small-cnn" and meta["method"] == "at" and meta["dataset"] == "digits"
+    assert meta["epoch"] == 2 and state["library_version"]
+    assert {"optimizer", "scheduler", "rng", "history"} <= set(state)
+    best, best_meta = load_model(tmp_path / "best.pt")
+    assert best_meta["epoch"] == history.best_epoch
+    assert history.best_robust == max(history.eval_robust)
+    assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "meta": {"model": model.spec}})
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert set(state["model"]) == set(model.state_dict())
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    small = build_model("small-cnn", num_classes=10, in_channels=3)
+    save_checkpoint(tmp_path / "m.pt", {"model": small.state_dict(), "meta": {"model": small.spec}})
+    other = build_model("preact-resnet18", num_classes=10, in_channels=3)
+    with pytest.raises(S2OError, match="holds a small-cnn model.*preact-resnet18"):
+        load_checkpoint(tmp_path / "m.pt", model=other)
+    # Without metadata the state dict itself is checked.
+    save_checkpoint(tmp_path / "bare.pt", {"model": small.state_dict()})
+    with pytest.raises(S2OError, match="different architecture"):
+        load_checkpoint(tmp_path / "bare.pt", model=other)
+
+
+def test_corrupted_and_missing_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(S2OError, match="corrupted"):
+        load_checkpoint(bad)
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    save_checkpoint(tmp_path / "good.pt", {"model": model.state_dict()})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "good.pt").read_bytes()[:200])
+    with pytest.raises(S2OError, match="corrupted"):
+        load_checkpoint(truncated)
+    with pytest.raises(S2OError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_refuses_another_method(tmp_path, digits):
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=64))
+    _run(tmp_path, 1, "at", train)
+    with pytest.raises(S2OError, match="trained with method 'at', not 'trades'"):
+        _run(tmp_path, 2, "trades", train)
+
+
+def test_fit_argument_errors(digits):
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    loader = make_loader(digits[0], batch_size=64, shuffle=True)
+    with pytest.raises(S2OError, match="unknown training method"):
+        fit(model, loader, method="pgd-at", epochs=1)
+    with pytest.raises(S2OError, match="eps must be"):
+        fit(model, loader, method="at", epochs=1, eps=-1.0)
+    with pytest.raises(S2OError, match="unknown learning-rate schedule"):
+        fit(model, loader, method="at", epochs=1, schedule="cosine")
