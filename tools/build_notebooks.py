@@ -96,7 +96,6 @@ def execute(path: Path, *, profile: str = "smoke", timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
     old = os.environ.get("S2O_PROFILE")
     os.environ["S2O_PROFILE"] = profile
-    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         start = time.perf_counter()
         NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
