@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from released_steps import RELEASED  # noqa: E402
 
 from s2o_lib.defenses import AWP, DefenseConfig, parse_method, training_step  # noqa: E402
+from s2o_lib.fast import autocast, prepare_model  # noqa: E402
 from s2o_lib.models import build_model  # noqa: E402
 
 METHODS = ("at", "at+s2o", "trades", "trades+s2o", "trades+awp+s2o")
@@ -38,18 +39,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def make_steps(arch: str, device: torch.device, x: torch.Tensor, y: torch.Tensor, steps: int):
-    """One closure per (implementation, method), each with its own model copy and optimiser."""
+def make_steps(arch: str, device: torch.device, x: torch.Tensor, y: torch.Tensor, steps: int, *,
+               precision: str = "fp32", channels_last: bool = False, compile: bool = False):
+    """One closure per (implementation, method), each with its own model copy and optimiser.
+
+    The fast options apply to the library's steps only; the released-code steps stay fp32 and plain.
+    """
+    x_fast = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     base = build_model(arch, num_classes=10, in_channels=x.shape[1]).to(device)
     config = DefenseConfig(steps=steps)
     closures = {}
     for method in METHODS:
-        model = copy.deepcopy(base)
+        model = prepare_model(copy.deepcopy(base), channels_last=channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         awp = AWP(model) if parse_method(method).awp else None
-        closures[f"library {method}"] = (
-            lambda m=model, o=opt, a=awp, meth=method: training_step(m, x, y, method=meth, config=config, optimizer=o, awp=a)
-        )
+        step_model = prepare_model(model, compile=compile)
+
+        def library_step(m=step_model, o=opt, a=awp, meth=method):
+            with autocast(device, precision):
+                training_step(m, x_fast, y, method=meth, config=config, optimizer=o, awp=a)
+
+        closures[f"library {method}"] = library_step
         model_r = copy.deepcopy(base)
         opt_r = torch.optim.SGD(model_r.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         proxy = copy.deepcopy(base)
@@ -86,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="library steps only")
+    parser.add_argument("--channels-last", action="store_true", help="library steps only")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the library's model")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -93,22 +106,30 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     x = torch.rand(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    medians = measure(make_steps(args.arch, device, x, y, args.steps), device, warmup=args.warmup, repeats=args.repeats)
+    medians = measure(make_steps(args.arch, device, x, y, args.steps, precision=args.precision,
+                                  channels_last=args.channels_last, compile=args.compile), device, warmup=args.warmup, repeats=args.repeats)
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# training step, {args.arch}, batch {args.batch}, 3x{args.size}x{args.size}, PGD-{args.steps}, "
-          f"{device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| method | library (ms) | released (ms) | released / library | library / library AT |")
-    print("|---|---|---|---|---|")
+          f"{device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, library: "
+          f"{args.precision}{', channels-last' if args.channels_last else ''}{', compiled' if args.compile else ''}")
+    print("| method | library (ms) | released (ms) | library img/s | released img/s | released / library | library / library AT |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for method in METHODS:
         lib, rel = medians[f"library {method}"], medians[f"released {method}"]
         ratio_at = lib / medians["library at"]
         rows.append({"method": method, "library_s": lib, "released_s": rel, "speedup": rel / lib, "vs_at": ratio_at})
-        print(f"| {method} | {1000 * lib:.1f} | {1000 * rel:.1f} | {rel / lib:.2f}x | {ratio_at:.3f} |")
+        print(f"| {method} | {1000 * lib:.1f} | {1000 * rel:.1f} | {args.batch / lib:.0f} | {args.batch / rel:.0f} | "
+              f"{rel / lib:.2f}x | {ratio_at:.3f} |")
     for base in ("at", "trades"):
         overhead = medians[f"library {base}+s2o"] / medians[f"library {base}"] - 1
         print(f"S²O overhead over its base: {base}+s2o vs {base}: {100 * overhead:+.1f}%")
+    # The paper-at-prn18 preset: 50 000 images / batch 128 = 391 steps per epoch, 200 epochs (training only).
+    steps_total = -(-50_000 // args.batch) * 200
+    lib_h, rel_h = (medians[f"{k} at+s2o"] * steps_total / 3600 for k in ("library", "released"))
+    print(f"estimated paper-at-prn18 training time at this step ({args.arch}, batch {args.batch}): "
+          f"library {lib_h:.2f} h, released-code {rel_h:.2f} h (training steps only; per-epoch PGD evaluation extra)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "device": name,
                                          "torch": torch.__version__, "rows": rows}, indent=2))
