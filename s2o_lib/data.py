@@ -92,9 +92,10 @@ def _digits_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def _missing_message(name: str, folder: Path) -> str:
+    # Students hit this first on a fresh clone, so say where, what, and the one-flag fix.
     return (
-        f"{name} is not in {folder.resolve()}: put torchvision's files there ({dataset_info(name).files}), "
-        f"or pass download=True (command line: --download) on a machine with a network"
+        f"put torchvision's {name} files in {folder.resolve()} (it expects {dataset_info(name).files} there), "
+        f"or pass download=True (command line: --download) to fetch them when a network is available"
     )
 
 
@@ -116,12 +117,12 @@ def _torchvision_dataset(name: str, split: Split, folder: Path, download: bool, 
     }
     try:
         return constructors[name](root=str(folder), transform=transform, download=download)
-    except RuntimeError as err:
-        if not download:
-            raise S2OError(_missing_message(name, folder)) from err
-        raise S2OError(f"downloading {name} failed ({err}); " + _missing_message(name, folder)) from err
-    except OSError as err:  # URLError is an OSError: no network
-        raise S2OError(f"downloading {name} failed ({type(err).__name__}: {err}); " + _missing_message(name, folder)) from err
+    except (RuntimeError, OSError) as err:  # torchvision: RuntimeError when files are missing; URLError is an OSError
+        if download:
+            raise S2OError(
+                f"downloading {name} failed ({type(err).__name__}: {err}); {_missing_message(name, folder)}"
+            ) from err
+        raise S2OError(f"{name} {split} was not found or is corrupted ({err}); {_missing_message(name, folder)}") from err
 
 
 def load_dataset(
@@ -152,7 +153,9 @@ def load_dataset(
         augment = name in ("cifar10", "cifar100") and split == "train"
     if name == "digits":
         x_train, y_train, x_test, y_test = _digits_tensors()
-        dataset: Dataset = TensorDataset(x_train, y_train) if split == "train" else TensorDataset(x_test, y_test)
+        x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+        # Clone so a caller editing images in place cannot corrupt the cached copy.
+        dataset: Dataset = TensorDataset(x.clone(), y.clone())
     else:
         if augment and info.image_size != 32:
             raise S2OError(f"the crop-and-flip augmentation is for 32×32 images; use augment=False for {name}")
@@ -194,8 +197,10 @@ def tensors(dataset: Dataset, *, n: int | None = None) -> tuple[Tensor, Tensor]:
 
     Args:
         dataset: the dataset.
-        n: how many (``None``: all).
+        n: how many (``None``: all; more than the dataset holds: all). Augmented datasets give augmented images.
     """
+    if n is not None and n < 1:
+        raise S2OError(f"n must be >= 1 (or None for all), got {n}")
     n = len(dataset) if n is None else min(n, len(dataset))
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors[0][:n], dataset.tensors[1][:n]

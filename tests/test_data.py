@@ -1,0 +1,276 @@
+"""Datasets: the bundled digits, the real torchvision path on a tiny CIFAR-10 written to disk, loaders."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import urllib.error
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from s2o_lib.data import DATASETS, dataset_info, load_dataset, make_loader, tensors
+from s2o_lib.errors import S2OError
+
+N_DIGITS = 1797  # size of scikit-learn's bundled digits
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_digits_shapes_dtype_range_and_classes():
+    for split in ("train", "test"):
+        x, y = tensors(load_dataset("digits", split))
+        assert x.shape[1:] == (1, 16, 16)
+        assert x.dtype == torch.float32 and y.dtype == torch.long
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert float(x.max()) > 0.9  # really scaled to [0, 1], not left at /255 or similar
+        assert sorted(y.unique().tolist()) == list(range(10))
+        image, label = load_dataset("digits", split)[0]
+        assert image.shape == (1, 16, 16) and int(label) in range(10)
+
+
+def test_digits_split_is_a_fixed_stratified_80_20_partition():
+    from sklearn.datasets import load_digits
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert len(train) + len(test) == N_DIGITS
+    assert len(test) == 360  # ceil(0.2 * 1797)
+    # Same split on every call (and, being seeded by random_state=0, on every machine).
+    x2, y2 = tensors(load_dataset("digits", "train"))
+    assert torch.equal(x2, tensors(train)[0]) and torch.equal(y2, tensors(train)[1])
+
+    # The two splits together are exactly the dataset, preprocessed as documented (/16, bilinear to 16x16):
+    # compared as multisets, because the digits hold a few exact duplicate images.
+    digits = load_digits()
+    full = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    full = F.interpolate(full, size=16, mode="bilinear", align_corners=False).clamp(0, 1)
+
+    def multiset(x, y):
+        return Counter((xi.numpy().tobytes(), int(yi)) for xi, yi in zip(x, y, strict=True))
+
+    x_tr, y_tr = tensors(train)
+    x_te, y_te = tensors(test)
+    assert multiset(x_tr, y_tr) + multiset(x_te, y_te) == multiset(full, torch.as_tensor(digits.target))
+
+    # Stratified: each class keeps its share in the test split (to within rounding).
+    totals = Counter(digits.target.tolist())
+    in_test = Counter(y_te.tolist())
+    for c in range(10):
+        assert abs(in_test[c] - 0.2 * totals[c]) <= 1
+
+
+def test_digits_datasets_are_fresh_copies():
+    a = load_dataset("digits", "train")
+    a.tensors[0].zero_()
+    b = load_dataset("digits", "train")
+    assert a is not b and float(b.tensors[0].max()) > 0.9
+
+
+def test_digits_subset_size_and_determinism():
+    full_x, _ = tensors(load_dataset("digits", "train"))
+    a = load_dataset("digits", "train", subset=100, seed=1)
+    b = load_dataset("digits", "train", subset=100, seed=1)
+    c = load_dataset("digits", "train", subset=100, seed=2)
+    assert len(a) == 100
+    assert torch.equal(tensors(a)[0], tensors(b)[0])
+    assert not torch.equal(tensors(a)[0], tensors(c)[0])
+    assert not torch.equal(tensors(a)[0], full_x[:100])  # random, not the first 100
+    rows = {x.numpy().tobytes() for x in full_x}
+    assert all(x.numpy().tobytes() in rows for x in tensors(a)[0])  # drawn from the split asked for
+
+
+@pytest.mark.parametrize("subset", [0, -3, N_DIGITS])
+def test_subset_out_of_range_is_an_s2o_error(subset):
+    with pytest.raises(S2OError, match="subset"):
+        load_dataset("digits", "train", subset=subset)
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(S2OError) as info:
+        load_dataset("imagenet", "train")
+    for name in DATASETS:
+        assert name in str(info.value)
+    with pytest.raises(S2OError, match="split"):
+        load_dataset("digits", "validation")  # type: ignore[arg-type]
+    with pytest.raises(S2OError, match="imagenet"):
+        dataset_info("imagenet")
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("digits", (10, 1, 16)), ("mnist", (10, 1, 28)), ("fashion-mnist", (10, 1, 28)),
+     ("cifar10", (10, 3, 32)), ("cifar100", (100, 3, 32)), ("svhn", (10, 3, 32))],
+)
+def test_dataset_info(name, expected):
+    info = dataset_info(name)
+    assert (info.num_classes, info.in_channels, info.image_size) == expected
+    assert len(info.mean) == len(info.std) == info.in_channels
+
+
+# --------------------------------------------------------------------------- CIFAR-10, real torchvision path
+
+CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 4, 6
+
+
+def _write_fake_cifar10(root: Path) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Write a tiny CIFAR-10 in the real on-disk format: pickled dicts, N×3072 uint8, channel-major.
+
+    torchvision unpickles with ``encoding="latin1"`` and reads the keys ``"data"`` and ``"labels"`` (the
+    real files come from Python 2, so their keys load as ``str``), and ``"label_names"`` from batches.meta.
+    """
+    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written: dict[str, tuple[np.ndarray, list[int]]] = {}
+    sizes = {f"data_batch_{i}": CIFAR_TRAIN_PER_BATCH for i in range(1, 6)} | {"test_batch": CIFAR_TEST}
+    for filename, n in sizes.items():
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).tolist()
+        with open(folder / filename, "wb") as f:
+            pickle.dump({"batch_label": filename, "data": data, "labels": labels}, f, protocol=2)
+        written[filename] = (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        pickle.dump({"label_names": names, "num_cases_per_batch": CIFAR_TRAIN_PER_BATCH, "num_vis": 3072}, f)
+    return written
+
+
+@pytest.fixture()
+def skip_md5(monkeypatch):
+    """Bypass only the MD5 comparison: the files must still exist.
+
+    Patching ``CIFAR10._check_integrity`` alone is not enough, since ``_load_meta`` calls the module-level
+    ``check_integrity`` with the real batches.meta checksum.
+    """
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+
+
+def test_cifar10_loads_the_written_pixels_and_labels(tmp_path, skip_md5):
+    written = _write_fake_cifar10(tmp_path)
+    test = load_dataset("cifar10", "test", root=tmp_path)
+    data, labels = written["test_batch"]
+    assert len(test) == CIFAR_TEST
+    x, y = tensors(test)
+    assert x.shape == (CIFAR_TEST, 3, 32, 32) and x.dtype == torch.float32
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    expected = torch.from_numpy(data.reshape(-1, 3, 32, 32)).float() / 255
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-7)  # ToTensor only: no normalisation
+    assert y.tolist() == labels
+    image, label = test[0]
+    assert isinstance(label, int)
+
+    # Train without augmentation: the five batches, in order.
+    train = load_dataset("cifar10", "train", root=tmp_path, augment=False)
+    x_train, y_train = tensors(train)
+    batches = [written[f"data_batch_{i}"] for i in range(1, 6)]
+    expected_train = torch.from_numpy(np.concatenate([d for d, _ in batches]).reshape(-1, 3, 32, 32)).float() / 255
+    torch.testing.assert_close(x_train, expected_train, rtol=0, atol=1e-7)
+    assert y_train.tolist() == [label for _, batch_labels in batches for label in batch_labels]
+
+
+def test_cifar10_train_augmentation_keeps_shape_and_range(tmp_path, skip_md5):
+    _write_fake_cifar10(tmp_path)
+    plain = load_dataset("cifar10", "train", root=tmp_path, augment=False)
+    augmented = load_dataset("cifar10", "train", root=tmp_path)  # augment=None: on for CIFAR train
+    torch.manual_seed(0)
+    changed = False
+    for _ in range(10):
+        image, label = augmented[0]
+        assert image.shape == (3, 32, 32)
+        assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+        assert label == plain[0][1]
+        changed |= not torch.equal(image, plain[0][0])
+    assert changed  # crop/flip really happens (identity has probability 1/162 per draw)
+    # The test split is never augmented by default.
+    test = load_dataset("cifar10", "test", root=tmp_path)
+    assert all(torch.equal(test[0][0], test[0][0]) for _ in range(10))
+
+
+def test_cifar10_subset(tmp_path, skip_md5):
+    _write_fake_cifar10(tmp_path)
+    a = load_dataset("cifar10", "test", root=tmp_path, subset=3, seed=0)
+    b = load_dataset("cifar10", "test", root=tmp_path, subset=3, seed=0)
+    assert len(a) == 3 and torch.equal(tensors(a)[0], tensors(b)[0])
+    with pytest.raises(S2OError, match="subset"):
+        load_dataset("cifar10", "test", root=tmp_path, subset=CIFAR_TEST + 1)
+
+
+def test_missing_dataset_says_where_to_put_the_files(tmp_path):
+    with pytest.raises(S2OError) as info:
+        load_dataset("cifar10", "test", root=tmp_path)
+    message = str(info.value)
+    assert str((tmp_path / "cifar10").resolve()) in message
+    assert "cifar-10-batches-py" in message
+    assert "download=True" in message
+
+
+def test_download_without_network_is_an_s2o_error(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar
+
+    calls = []
+
+    def no_network(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", no_network)
+    with pytest.raises(S2OError, match="download") as info:
+        load_dataset("cifar10", "train", root=tmp_path, download=True)
+    assert calls, "the download was never attempted"
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
+    assert str((tmp_path / "cifar10").resolve()) in str(info.value)
+
+
+# --------------------------------------------------------------------------- loaders and tensors
+
+
+def _order(loader) -> list[int]:
+    return [int(i) for (batch,) in loader for i in batch]
+
+
+def test_make_loader_is_seeded():
+    dataset = TensorDataset(torch.arange(200))
+    a = make_loader(dataset, batch_size=16, shuffle=True, seed=3)
+    b = make_loader(dataset, batch_size=16, shuffle=True, seed=3)
+    c = make_loader(dataset, batch_size=16, shuffle=True, seed=4)
+    assert a.generator is not None  # the training loop checkpoints it
+    assert _order(a) == _order(b)
+    assert _order(a) != _order(c)
+    assert sorted(_order(a)) == list(range(200))
+    assert _order(make_loader(dataset, batch_size=16, shuffle=False)) == list(range(200))
+    assert len(list(make_loader(dataset, batch_size=16, shuffle=False, drop_last=True))) == 200 // 16
+
+
+def test_make_loader_resumes_from_generator_state():
+    dataset = TensorDataset(torch.arange(50))
+    loader = make_loader(dataset, batch_size=10, shuffle=True, seed=0)
+    _order(loader)  # epoch 1
+    state = loader.generator.get_state()
+    epoch2 = _order(loader)
+    loader.generator.set_state(state)
+    assert _order(loader) == epoch2
+
+
+def test_make_loader_rejects_bad_batch_size():
+    with pytest.raises(S2OError, match="batch_size"):
+        make_loader(TensorDataset(torch.arange(4)), batch_size=0, shuffle=False)
+
+
+def test_tensors_fast_and_slow_paths_agree():
+    train = load_dataset("digits", "train")
+    x, y = tensors(train, n=20)
+    assert x.shape == (20, 1, 16, 16) and y.dtype == torch.long
+    # A Subset is not a TensorDataset: goes through __getitem__.
+    x_slow, y_slow = tensors(torch.utils.data.Subset(train, range(20)))
+    assert torch.equal(x, x_slow) and torch.equal(y, y_slow)
+    assert len(tensors(train, n=10**6)[0]) == len(train)
+    with pytest.raises(S2OError):
+        tensors(train, n=0)
