@@ -232,8 +232,8 @@ def pgd(
             with torch.no_grad():
                 pred = model(x_adv).argmax(1)
                 fooled = pred == y if targeted else pred != y
-                take = ~done
-                best[take] = x_adv[take]
+                # torch.where rather than boolean indexing: no host-device sync per restart.
+                best = torch.where((~done).view(-1, *([1] * (x.ndim - 1))), x_adv, best)
                 done |= fooled
     return best.detach()
 

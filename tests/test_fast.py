@@ -97,3 +97,51 @@ def test_fit_with_device_loader_resumes_exactly(tmp_path, digits):
     resumed = run(2, tmp_path)
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_pgd_loop_has_no_per_step_host_sync(monkeypatch, digits):
+    """``.item()``/``bool(tensor)`` stall a GPU; PGD may sync a fixed number of times, not once per step."""
+    x, y = tensors(digits[1], n=32)
+    model = build_model("small-cnn", num_classes=10, in_channels=1).eval()
+    counts = {"n": 0}
+    real_item, real_bool = torch.Tensor.item, torch.Tensor.__bool__
+
+    def counting(real):
+        def wrapper(self, *args):
+            counts["n"] += 1
+            return real(self, *args)
+        return wrapper
+
+    monkeypatch.setattr(torch.Tensor, "item", counting(real_item))
+    monkeypatch.setattr(torch.Tensor, "__bool__", counting(real_bool))
+    from s2o_lib.attacks import pgd
+
+    syncs = []
+    for steps in (1, 10):
+        counts["n"] = 0
+        pgd(model, x, y, eps=0.1, alpha=0.02, steps=steps)
+        syncs.append(counts["n"])
+    assert syncs[0] == syncs[1], syncs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_path_matches_plain_path_on_gpu(digits):
+    """bf16 + channels-last + device loader reach the plain fp32 path's accuracy within noise."""
+    from s2o_lib.train import evaluate_clean_and_pgd
+    from s2o_lib.data import make_loader
+
+    x, y = tensors(digits[0])
+    results = {}
+    for fast in (False, True):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1).cuda()
+        if fast:
+            loader = DeviceLoader((x * 255).round().to(torch.uint8), y, batch_size=64, shuffle=True, device="cuda")
+        else:
+            loader = make_loader(digits[0], batch_size=64, shuffle=True)
+        fit(model, loader, method="at", epochs=6, lr=0.05, milestones=(4,), eps=0.15, alpha=0.05, attack_steps=5,
+            progress=False, precision="bf16" if fast else "fp32", channels_last=fast)
+        results[fast] = evaluate_clean_and_pgd(model, make_loader(digits[1], batch_size=256, shuffle=False),
+                                               eps=0.15, alpha=0.02, steps=20, n=None)
+    (clean_plain, pgd_plain), (clean_fast, pgd_fast) = results[False], results[True]
+    assert abs(clean_plain - clean_fast) < 0.05 and abs(pgd_plain - pgd_fast) < 0.06, results
