@@ -52,14 +52,16 @@ class DatasetInfo:
 
 
 _INFO: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10, 1, 16, (0.31,), (0.38,), "(bundled with scikit-learn)"),
+    # digits: measured on the 16×16 training split; the others are the usual published values.
+    "digits": DatasetInfo(10, 1, 16, (0.305,), (0.319,), "(bundled with scikit-learn)"),
     "mnist": DatasetInfo(10, 1, 28, (0.1307,), (0.3081,), "MNIST/raw/ (train-images-idx3-ubyte, ...)"),
     "fashion-mnist": DatasetInfo(10, 1, 28, (0.2860,), (0.3530,), "FashionMNIST/raw/ (train-images-idx3-ubyte, ...)"),
     "cifar10": DatasetInfo(10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616),
                            "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"),
     "cifar100": DatasetInfo(100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                             "cifar-100-python/ (train, test, meta)"),
-    "svhn": DatasetInfo(10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "train_32x32.mat, test_32x32.mat"),
+    "svhn": DatasetInfo(10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                        "train_32x32.mat, test_32x32.mat"),
 }
 
 
@@ -91,12 +93,14 @@ def _digits_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return images[idx_train], labels[idx_train], images[idx_test], labels[idx_test]
 
 
-def _missing_message(name: str, folder: Path) -> str:
-    # Students hit this first on a fresh clone, so say where, what, and the one-flag fix.
-    return (
-        f"put torchvision's {name} files in {folder.resolve()} (it expects {dataset_info(name).files} there), "
-        f"or pass download=True (command line: --download) to fetch them when a network is available"
-    )
+def _where_to_put(name: str, folder: Path) -> str:
+    # Students hit this first on a fresh clone, so say where and what, in the path they would type.
+    return f"put torchvision's {name} files in {folder.resolve()} (it expects {dataset_info(name).files} there)"
+
+
+def _one_line(err: BaseException) -> str:
+    # torchvision's MNIST joins one error per mirror with newlines; the CLI promises one-line errors.
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _torchvision_dataset(name: str, split: Split, folder: Path, download: bool, augment: bool) -> Dataset:
@@ -117,12 +121,18 @@ def _torchvision_dataset(name: str, split: Split, folder: Path, download: bool, 
     }
     try:
         return constructors[name](root=str(folder), transform=transform, download=download)
-    except (RuntimeError, OSError) as err:  # torchvision: RuntimeError when files are missing; URLError is an OSError
+    # torchvision raises RuntimeError for missing or corrupted files (and for MNIST's failed mirrors);
+    # URLError, socket timeouts and SSL errors are all OSErrors.
+    except (RuntimeError, OSError) as err:
         if download:
             raise S2OError(
-                f"downloading {name} failed ({type(err).__name__}: {err}); {_missing_message(name, folder)}"
+                f"downloading {name} failed ({_one_line(err)}); check the network and retry, "
+                f"or {_where_to_put(name, folder)}"
             ) from err
-        raise S2OError(f"{name} {split} was not found or is corrupted ({err}); {_missing_message(name, folder)}") from err
+        raise S2OError(
+            f"{name} {split} was not found or is corrupted ({_one_line(err)}); {_where_to_put(name, folder)}, "
+            f"or pass download=True (command line: --download) to fetch them when a network is available"
+        ) from err
 
 
 def load_dataset(
@@ -142,7 +152,8 @@ def load_dataset(
         split: ``"train"`` or ``"test"``.
         root: folder that holds one sub-folder per dataset (``data/cifar10/cifar-10-batches-py/``, ...).
         download: fetch torchvision datasets that are missing (needs a network).
-        augment: random crop (padding 4) and flip; ``None`` means on for CIFAR training sets only.
+        augment: random crop (padding 4) and flip, for the 32×32 sets only; ``None`` means on for CIFAR
+            training sets and off otherwise.
         subset: keep this many examples, chosen at random with ``seed`` (for small profiles).
         seed: seed of the subset choice.
     """
@@ -151,15 +162,17 @@ def load_dataset(
         raise S2OError(f"split must be 'train' or 'test', got {split!r}")
     if augment is None:
         augment = name in ("cifar10", "cifar100") and split == "train"
+    if augment and info.image_size != 32:
+        # Checked for digits too: silently ignoring augment=True would hide a mistake.
+        raise S2OError(f"the crop-and-flip augmentation is for 32×32 images; use augment=False for {name}")
     if name == "digits":
         x_train, y_train, x_test, y_test = _digits_tensors()
         x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
         # Clone so a caller editing images in place cannot corrupt the cached copy.
         dataset: Dataset = TensorDataset(x.clone(), y.clone())
     else:
-        if augment and info.image_size != 32:
-            raise S2OError(f"the crop-and-flip augmentation is for 32×32 images; use augment=False for {name}")
-        dataset = _torchvision_dataset(name, split, Path(root) / name, download, augment)
+        # expanduser here so the error message shows the folder torchvision really looked in.
+        dataset = _torchvision_dataset(name, split, Path(root).expanduser() / name, download, augment)
     if subset is not None:
         if subset <= 0 or subset > len(dataset):
             raise S2OError(f"subset must be between 1 and {len(dataset)} (the size of {name} {split}), got {subset}")
@@ -198,12 +211,15 @@ def tensors(dataset: Dataset, *, n: int | None = None) -> tuple[Tensor, Tensor]:
     Args:
         dataset: the dataset.
         n: how many (``None``: all; more than the dataset holds: all). Augmented datasets give augmented images.
+
+    Returns:
+        Fresh tensors on both paths: editing them never changes the dataset.
     """
     if n is not None and n < 1:
         raise S2OError(f"n must be >= 1 (or None for all), got {n}")
     n = len(dataset) if n is None else min(n, len(dataset))
     if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors[0][:n], dataset.tensors[1][:n]
-        return x, y.long()
+        # Clone so the fast path matches the slow one: a caller's in-place edit must not reach the dataset.
+        return dataset.tensors[0][:n].clone(), dataset.tensors[1][:n].clone().long()
     xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)

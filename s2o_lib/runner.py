@@ -698,7 +698,7 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
         "--profile", "-p", default=None,
         help="smoke, class or paper (default: $S2O_PROFILE, else class with a GPU and smoke without)",
     )
-    parser.add_argument("--out", "-o", type=Path, default=Path("build"),
+    parser.add_argument("--out", "-o", type=Path, default=Path("build"), metavar="DIR",
                         help="folder for executed notebooks and the report (default: build)")
     parser.add_argument("--timeout", type=int, default=900, metavar="S",
                         help="seconds one cell may run before the run stops (default: 900)")

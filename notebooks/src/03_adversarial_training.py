@@ -1,0 +1,283 @@
+# %% [markdown]
+# # 03 · Adversarial training: PGD-AT, robust overfitting and its cost
+#
+# Notebook 02 attacked a normally trained network and broke it. Here we *train against the attack*.
+#
+# **Learning goals.** After this notebook you can
+#
+# - write adversarial training as a **min-max problem** and say what each level does,
+# - write one **PGD-AT training step** yourself and check it against `s2o_lib.defenses.training_step`,
+# - read clean and robust **accuracy curves** over epochs and compare PGD-AT with standard training,
+# - explain **robust overfitting** (Rice, Wong & Kolter 2020) and pick the **best-robust checkpoint**,
+# - estimate what adversarial training **costs**: about (K+1)× the forward/backward passes of standard training.
+
+# %%
+import copy
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from s2o_lib.checkpoint import load_model
+from s2o_lib.config import get_profile, seed_everything
+from s2o_lib.data import dataset_info, make_loader
+from s2o_lib.defenses import DefenseConfig, training_step
+from s2o_lib.evaluate import robust_accuracy
+from s2o_lib.models import build_model
+from s2o_lib.plots import plot_history
+from s2o_lib.zoo import profile_data, runs_root, trained_model
+
+# %% [markdown]
+# ## The profile
+# Every size below comes from the active profile. In `smoke` the whole notebook runs in well under a minute
+# on a CPU: 16×16 digits, a small CNN, ε = 0.15, PGD-5 during training and only 6 epochs.
+
+# %%
+profile = get_profile()
+print(f"profile: {profile.name}")
+print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, lr {profile.lr}, "
+      f"milestones {profile.milestones}")
+print(f"training attack: PGD-{profile.train_steps}, eps = {profile.eps:.4f}, step {profile.alpha:.4f}")
+print(profile.notes)
+
+# %% [markdown]
+# ## The min-max formulation
+# Standard training minimises the average loss on the training points. Madry et al. (2018) minimise the
+# average loss on the **worst point of the threat set** around each training point instead:
+#
+# $$
+# \min_\theta \; \mathbb{E}_{(x, y)\sim\mathcal D}\Big[\max_{\|\delta\|_\infty \le \varepsilon}
+#   \ell\big(f_\theta(x + \delta),\, y\big)\Big].
+# $$
+#
+# - The **inner maximisation** is an attack: we cannot solve it exactly, so we approximate it with PGD-K,
+#   $\delta \leftarrow \Pi_{\|\delta\|_\infty\le\varepsilon}\big(\delta + \alpha\,\mathrm{sign}\,\nabla_\delta
+#   \ell(f_\theta(x+\delta), y)\big)$, started at a random point of the ball.
+# - The **outer minimisation** is ordinary SGD, on the loss at the adversarial point $x' = x + \delta$.
+#   By Danskin's theorem, the gradient of the max is (roughly) the gradient at the maximiser, so we may treat
+#   $x'$ as a constant when we differentiate with respect to $\theta$.
+
+# %% [markdown]
+# ## One PGD-AT step, written out
+# Two details matter. The attack runs in **eval mode** (BatchNorm uses its running statistics and does not
+# update them while we search for $x'$); the weight update runs in **train mode**, on $x'$ only.
+
+# %%
+def at_step_by_hand(model, x, y, opt, *, eps, alpha, steps):
+    """One PGD-AT step: PGD-`steps` in eval mode, then CE on x_adv in train mode, then an optimiser step."""
+    # Inner maximisation: PGD on the cross-entropy from a uniform random start, in eval mode.
+    model.eval()
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)  # project onto the ball, stay an image
+    # Outer minimisation: an ordinary SGD step on the loss at x_adv, in train mode.
+    model.train()
+    loss = F.cross_entropy(model(x_adv), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+# %% [markdown]
+# We check it against the library: two copies of the same freshly initialised network, the same batch,
+# the same seed for the random start, one step each. Their weights — and BatchNorm's running statistics —
+# must agree afterwards.
+
+# %%
+info = dataset_info(profile.dataset)
+train_set, test_set = profile_data(profile)
+x, y = next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0)))
+
+seed_everything(0)
+net_hand = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+net_lib = copy.deepcopy(net_hand)
+opt_hand = torch.optim.SGD(net_hand.parameters(), lr=profile.lr, momentum=0.9, weight_decay=5e-4)
+opt_lib = torch.optim.SGD(net_lib.parameters(), lr=profile.lr, momentum=0.9, weight_decay=5e-4)
+config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
+
+torch.manual_seed(1)
+loss_hand = at_step_by_hand(net_hand, x, y, opt_hand, eps=config.eps, alpha=config.alpha, steps=config.steps)
+torch.manual_seed(1)
+loss_lib = training_step(net_lib, x, y, method="at", config=config, optimizer=opt_lib).loss
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+state_hand, state_lib = net_hand.state_dict(), net_lib.state_dict()
+max_diff = max((state_hand[k].float() - state_lib[k].float()).abs().max().item() for k in state_hand)
+print(f"loss: by hand {loss_hand.item():.6f}, library {loss_lib.item():.6f}; largest weight difference {max_diff:.2e}")
+
+# %%
+assert torch.allclose(loss_hand, loss_lib)
+assert all(torch.allclose(state_hand[k].float(), state_lib[k].float(), atol=1e-6) for k in state_hand), \
+    "the hand-written PGD-AT step must reach the same weights as training_step(method='at')"
+
+# %% [markdown]
+# ## Training: standard versus PGD-AT
+# `trained_model` trains with `fit` (SGD with momentum 0.9, weight decay 5e-4, a piecewise learning rate)
+# and evaluates clean and PGD accuracy on a test subset after every epoch. Both models are cached in
+# `notebooks/runs/` and shared with later notebooks, so a second run only loads them.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+model_std, hist_std = trained_model("standard")
+model_at, hist_at = trained_model("at")
+print(f"standard: {hist_std.epoch[-1]} epochs; PGD-AT: {hist_at.epoch[-1]} epochs")
+
+# %%
+# REPORT: Clean (dashed) and PGD (solid) test accuracy over epochs; the star marks the best-robust epoch.
+ax = plot_history({"standard": hist_std, "PGD-AT": hist_at})
+ax.set_title(f"standard vs PGD-AT ({profile.name}, eps={profile.eps:g})")
+plt.show()
+
+# %% [markdown]
+# Standard training reaches a high clean accuracy and almost no PGD accuracy. PGD-AT gives up some clean
+# accuracy and gains a lot of robustness. Now a fresh, stronger evaluation than the per-epoch one:
+# PGD-20 with a random start on `eval_n` test images.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+evaluation = dict(attacks=("clean", "pgd20"), eps=profile.eval_eps, alpha=profile.eval_alpha, n=profile.eval_n)
+acc_std = robust_accuracy(model_std, test_set, **evaluation)
+acc_at = robust_accuracy(model_at, test_set, **evaluation)
+for name, acc in (("standard", acc_std), ("PGD-AT", acc_at)):
+    print(f"{name:9s} clean {acc['clean']:.3f}   PGD-20 {acc['pgd20']:.3f}")
+
+# %%
+for acc in (acc_std, acc_at):
+    assert acc["pgd20"] <= acc["clean"], "a sample robust to PGD must also be correct on the clean input"
+assert acc_at["pgd20"] > acc_std["pgd20"] + 0.1, "PGD-AT must beat standard training under PGD"
+
+# %% [markdown]
+# ## Robust overfitting and the best-robust checkpoint
+# Rice, Wong & Kolter (2020) found that in long PGD-AT runs the **robust test accuracy peaks shortly after
+# the first learning-rate decay and then falls**, while robust *training* accuracy keeps rising: the network
+# memorises adversarial examples of the training set. Clean accuracy shows no such dip, so you only see it if
+# you watch the robust curve. Their cure is as simple as it is effective: **early stopping on a robust
+# validation metric**. `fit` does this for us — after each epoch it measures PGD accuracy on the evaluation
+# subset and keeps the best epoch as `best.pt` next to the last checkpoint, `runs/<profile>/<method>-seed0/`.
+# (The S²O paper picks its AT checkpoints between epochs 100 and 110, just after the decay at 100.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+run_dir = runs_root() / profile.name / "at-seed0"
+model_best, meta_best = load_model(run_dir / "best.pt")
+print(f"run folder: {run_dir}")
+print(f"best epoch {hist_at.best_epoch} of {hist_at.epoch[-1]} (PGD accuracy {hist_at.best_robust:.3f}); "
+      f"last epoch PGD accuracy {hist_at.eval_robust[-1]:.3f}")
+acc_best = robust_accuracy(model_best, test_set, **evaluation)
+print(f"best.pt:  clean {acc_best['clean']:.3f}   PGD-20 {acc_best['pgd20']:.3f}")
+
+# %%
+assert meta_best["epoch"] == hist_at.best_epoch, "best.pt must hold the epoch the history calls best"
+assert hist_at.best_robust == max(hist_at.eval_robust)
+assert acc_best["pgd20"] <= acc_best["clean"]
+
+# %% [markdown]
+# **Honestly, in `smoke`:** six epochs with one learning-rate decay are far too short for robust
+# overfitting, so the best epoch is usually the last one or close to it, and `best.pt` and the final
+# weights agree (or nearly). The effect needs the long schedules of the `class` and especially the `paper`
+# profile (200 epochs), where the last checkpoint can lose several points of PGD accuracy against the best.
+# The mechanism — keep the best-robust checkpoint, not the last — is the same in every profile.
+
+# %% [markdown]
+# ## What adversarial training costs
+# Count the passes through the network in one step. Standard training does **one** forward and one
+# backward pass. PGD-K AT does K forward+backward passes to find $x'$ (gradients with respect to the input)
+# and one more for the weight update: **K + 1**. We count the forward passes that build a graph (each is
+# followed by exactly one backward pass) with a hook.
+
+# %%
+def passes_with_grad(method):
+    """Number of forward passes with autograd on during one training step of `method`."""
+    seed_everything(0)
+    net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    opt = torch.optim.SGD(net.parameters(), lr=profile.lr)
+    count = [0]
+    hook = net.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + torch.is_grad_enabled()))
+    training_step(net, x, y, method=method, config=config, optimizer=opt)
+    hook.remove()
+    return count[0]
+
+print(f"forward+backward passes per step: standard {passes_with_grad('standard')}, "
+      f"PGD-{config.steps} AT {passes_with_grad('at')}")
+
+# %% [markdown]
+# In wall-clock time the ratio is usually smaller than K + 1: the per-epoch times recorded by `fit` also
+# include data loading and the per-epoch PGD evaluation, which both methods pay. Timings vary between
+# machines and runs, so this output is not compared by the tests.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+t_std, t_at = np.mean(hist_std.seconds), np.mean(hist_at.seconds)
+print(f"seconds per epoch (training + evaluation): standard {t_std:.2f}, PGD-AT {t_at:.2f}  -> {t_at / t_std:.1f}x")
+
+
+def seconds_per_step(method, repeats=5):
+    net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    opt = torch.optim.SGD(net.parameters(), lr=profile.lr)
+    training_step(net, x, y, method=method, config=config, optimizer=opt)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        training_step(net, x, y, method=method, config=config, optimizer=opt)
+    return (time.perf_counter() - start) / repeats
+
+
+s_std, s_at = seconds_per_step("standard"), seconds_per_step("at")
+print(f"seconds per training step alone: standard {s_std * 1e3:.1f} ms, PGD-AT {s_at * 1e3:.1f} ms "
+      f"-> {s_at / s_std:.1f}x (K + 1 = {config.steps + 1})")
+
+# %% [markdown]
+# With the paper's PGD-10 that is about 11× the cost of standard training — the reason for cheaper variants
+# such as FGSM with a random start ("fast AT", Wong et al. 2020) and the reason the S²O authors report their
+# regulariser's extra cost (about 20%) *relative to* adversarial training.
+#
+# ## Exercise
+# 1. How many forward+backward passes does one TRADES step need with a K-step attack? Check with
+#    `passes_with_grad("trades")`.
+# 2. Train PGD-AT with a **single** attack step (FGSM with random start, step size 1.25·ε as in Wong et al.
+#    2020). How do its cost and its PGD-20 accuracy compare with PGD-5 AT?
+#
+# <details><summary>Solution</summary>
+#
+# 1. K for the KL attack, plus one for the weight update, which back-propagates through the two forward passes
+#    on $x$ and on $x'$ (two forward passes, one backward): `passes_with_grad("trades")` gives K + 2 graph-building
+#    forward passes for K + 1 backward passes. TRADES also runs one forward pass without gradients on $x$ to get
+#    the clean probabilities the attack moves away from.
+# 2. Give the run its own tag, because its settings differ from the profile's:
+#
+# ```python
+# model_fgsm, hist_fgsm = trained_model("at", tag="fgsm", attack_steps=1, alpha=1.25 * profile.eps)
+# print(np.mean(hist_fgsm.seconds), robust_accuracy(model_fgsm, test_set, **evaluation))
+# plot_history({"PGD-AT": hist_at, "FGSM-AT": hist_fgsm}); plt.show()
+# ```
+#
+# It is roughly 2× standard training instead of (K + 1)×. Its PGD accuracy is usually somewhat lower, and with
+# larger ε or longer training it can suddenly collapse to near zero ("catastrophic overfitting"): the model
+# learns to defeat the single-step attack, not the threat model. Always evaluate with a multi-step attack.
+# </details>
+
+# %% [markdown]
+# ## Summary
+# - Adversarial training solves $\min_\theta \mathbb E \max_{\|\delta\|\le\varepsilon}\ell(f_\theta(x+\delta), y)$;
+#   PGD approximates the inner max, SGD does the outer min (attack in eval mode, update in train mode).
+# - PGD-AT trades some clean accuracy for much higher PGD accuracy; standard training has almost none.
+# - Robust test accuracy can peak and then fall (robust overfitting); keep the **best-robust** checkpoint
+#   (`best.pt`, `history.best_epoch`), chosen on held-out data.
+# - A PGD-K step costs about K + 1 forward/backward passes.
+# - Robustness is only as good as the evaluation: use strong, multi-step attacks and the checks of
+#   Carlini et al. (2019); a later notebook adds AutoAttack.
+#
+# **References**
+# - A. Madry, A. Makelov, L. Schmidt, D. Tsipras, A. Vladu. *Towards Deep Learning Models Resistant to
+#   Adversarial Attacks.* ICLR 2018.
+# - L. Rice, E. Wong, J. Z. Kolter. *Overfitting in Adversarially Robust Deep Learning.* ICML 2020.
+# - E. Wong, L. Rice, J. Z. Kolter. *Fast is Better than Free: Revisiting Adversarial Training.* ICLR 2020.
+# - N. Carlini, A. Athalye, N. Papernot, W. Brendel, J. Rauber, D. Tsipras, I. Goodfellow, A. Madry,
+#   A. Kurakin. *On Evaluating Adversarial Robustness.* arXiv:1902.06705, 2019.
+# - Next: **04 · TRADES** replaces the adversarial cross-entropy with a clean loss plus a robustness term.

@@ -1,0 +1,212 @@
+# %% [markdown]
+# # 04 · TRADES: trading clean accuracy for robustness, on purpose
+#
+# PGD-AT (notebook 03) trains only on adversarial inputs, and its clean accuracy drops. TRADES (Zhang et al.
+# 2019) splits the objective into a **clean** part and a **robustness** part and puts a knob, β, between them.
+#
+# **Learning goals.** After this notebook you can
+#
+# - describe the **robustness–accuracy trade-off** and where TRADES' two terms come from,
+# - write the **TRADES loss** yourself and check it against `s2o_lib.defenses.method_loss`,
+# - explain TRADES' **KL attack** (`trades_kl_attack`): why it needs no labels and starts next to $x$,
+# - run a **β sweep** and read the clean-versus-PGD plot it produces.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from s2o_lib.attacks import pgd, trades_kl_attack
+from s2o_lib.config import get_profile
+from s2o_lib.data import make_loader
+from s2o_lib.defenses import DefenseConfig, method_loss, parse_method
+from s2o_lib.evaluate import robust_accuracy
+from s2o_lib.zoo import profile_data, trained_model
+
+# %% [markdown]
+# ## The profile
+# In `smoke` (CPU, seconds) the β sweep is shrunk to **three values, β ∈ {0.5, 2, 6}**, each trained for the
+# profile's 6 epochs on the digits with PGD-5; the paper-style sweep uses more values and full training.
+
+# %%
+profile = get_profile()
+print(f"profile: {profile.name}")
+print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, eps = {profile.eps:.4f}, "
+      f"training attack: {profile.train_steps} steps of {profile.alpha:.4f}")
+print(profile.notes)
+
+# %% [markdown]
+# ## The trade-off
+# Zhang et al. split the **robust error** — the chance that some point of the ε-ball around $x$ is
+# misclassified — into the **natural error** (x itself is wrong) plus the **boundary error** (x is right, but
+# a point of its ball is on the other side of the decision boundary). Bounding the second with a smooth
+# surrogate gives the TRADES objective:
+#
+# $$
+# \min_\theta\; \mathbb E\Big[\underbrace{\mathrm{CE}\big(f_\theta(x), y\big)}_{\text{be accurate}}
+# \;+\; \beta\,\underbrace{\max_{\|x'-x\|_\infty\le\varepsilon}
+#   \mathrm{KL}\big(f_\theta(x)\,\big\|\,f_\theta(x')\big)}_{\text{be smooth around } x}\Big],
+# $$
+#
+# with $f_\theta(\cdot)$ the softmax probabilities. The first term asks for correct clean predictions; the
+# second asks the prediction not to change inside the ball, *whatever the label*. Large β buys robustness with
+# clean accuracy; β → 0 is standard training. The papers (and S²O's code) use β = 6.
+
+# %% [markdown]
+# ## The TRADES loss, written out
+# $\mathrm{KL}(p\,\|\,q) = \sum_k p_k(\log p_k - \log q_k)$, averaged over the batch ("batchmean").
+
+# %%
+def trades_loss_by_hand(model, x, x_adv, y, beta):
+    """CE on the clean input plus beta times KL(clean probabilities || adversarial probabilities)."""
+    logits_clean, logits_adv = model(x), model(x_adv)
+    log_p = F.log_softmax(logits_clean, dim=1)             # log f(x)
+    log_q = F.log_softmax(logits_adv, dim=1)               # log f(x')
+    ce = -log_p.gather(1, y[:, None]).mean()
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+    return ce + beta * kl
+
+# %% [markdown]
+# We check it against the library on a batch of training images and their KL-attack adversarial examples,
+# using a TRADES model trained in this profile. (In training the model is in train mode; here we use eval
+# mode so that the check does not touch BatchNorm's running statistics.)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+model_trades, hist_trades = trained_model("trades")  # β = 6, the default: shared with other notebooks
+
+# %%
+train_set, test_set = profile_data(profile)
+x, y = next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0)))
+torch.manual_seed(0)
+x_kl = trades_kl_attack(model_trades, x, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
+
+model_trades.eval()
+with torch.no_grad():
+    logits_clean, logits_adv = model_trades(x), model_trades(x_kl)
+    for beta in (0.5, 2.0, 6.0):
+        mine = trades_loss_by_hand(model_trades, x, x_kl, y, beta)
+        library = method_loss(parse_method("trades"), DefenseConfig(beta=beta), y,
+                              logits_clean=logits_clean, logits_adv=logits_adv)
+        assert torch.allclose(mine, library, atol=1e-6), (beta, mine, library)
+
+# %% [markdown]
+# ## The KL attack
+# TRADES' inner maximisation is not PGD on the cross-entropy: it ascends the **KL term itself**, pushing the
+# prediction at $x'$ away from the prediction at $x$. It needs **no labels** (it works on any input), and it
+# starts at $x + 0.001\cdot\mathcal N(0, I)$ instead of a random point of the ball — at $x' = x$ exactly the
+# KL and its gradient would be zero. Let us see that it does its job: the KL is tiny at the start, much larger
+# at the attack's end, and the perturbation stays inside the ε-ball.
+
+# %%
+def kl_to_clean(model, x, x_other):
+    with torch.no_grad():
+        log_p, log_q = F.log_softmax(model(x), 1), F.log_softmax(model(x_other), 1)
+        return (log_p.exp() * (log_p - log_q)).sum(1).mean().item()
+
+
+torch.manual_seed(0)
+x_start = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)
+x_ce = pgd(model_trades, x, y, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
+kl_start, kl_attack, kl_ce = (kl_to_clean(model_trades, x, z) for z in (x_start, x_kl, x_ce))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(f"KL(f(x) || f(x')) at the start {kl_start:.2e}; after the KL attack {kl_attack:.3f}; "
+      f"for PGD on the cross-entropy {kl_ce:.3f}")
+
+# %%
+assert (x_kl - x).abs().max() <= profile.eps + 1e-6 and 0 <= x_kl.min() and x_kl.max() <= 1
+assert kl_attack > 10 * kl_start, "the KL attack must increase the KL it ascends"
+
+# %% [markdown]
+# ## A β sweep
+# Each β is its own training run, cached under its own tag (`trades-beta0.5-seed0`, ...). β = 6 is the profile
+# default, so it is the plain `trained_model("trades")` from above. We evaluate every model, and a standard one
+# for reference, with PGD-20 (random start) on `eval_n` test images.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+betas = (0.5, 2.0, 6.0)  # smoke: three values; try more in the exercise
+models = {b: model_trades if b == 6.0 else trained_model("trades", tag=f"beta{b:g}", beta=b)[0] for b in betas}
+model_std, _ = trained_model("standard")  # shared with notebook 03
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+evaluation = dict(attacks=("clean", "pgd20"), eps=profile.eval_eps, alpha=profile.eval_alpha, n=profile.eval_n)
+results = {b: robust_accuracy(m, test_set, **evaluation) for b, m in models.items()}
+result_std = robust_accuracy(model_std, test_set, **evaluation)
+print(f"standard      clean {result_std['clean']:.3f}   PGD-20 {result_std['pgd20']:.3f}")
+for b, r in results.items():
+    print(f"TRADES β={b:<4g} clean {r['clean']:.3f}   PGD-20 {r['pgd20']:.3f}")
+
+# %%
+# REPORT: The robustness–accuracy trade-off: clean vs PGD-20 test accuracy of TRADES for several β, and standard training.
+fig, ax = plt.subplots(figsize=(5.5, 4))
+clean = [results[b]["clean"] for b in betas]
+robust = [results[b]["pgd20"] for b in betas]
+ax.plot(clean, robust, "o-", color="C1", label="TRADES")
+for b, c, r in zip(betas, clean, robust):
+    ax.annotate(f"β = {b:g}", (c, r), textcoords="offset points", xytext=(6, 4), fontsize=9)
+ax.plot([result_std["clean"]], [result_std["pgd20"]], "s", color="C0", label="standard")
+ax.set_xlabel("clean accuracy")
+ax.set_ylabel("PGD-20 accuracy")
+ax.set_title(f"TRADES β sweep ({profile.name}, eps={profile.eval_eps:g})")
+ax.grid(alpha=0.3)
+ax.legend(loc="lower left")
+plt.show()
+
+# %%
+for r in (*results.values(), result_std):
+    assert r["pgd20"] <= r["clean"], "robust accuracy can never exceed clean accuracy"
+assert results[6.0]["pgd20"] > result_std["pgd20"] + 0.1, "TRADES must beat standard training under PGD"
+
+# %% [markdown]
+# **Reading the plot.** Moving along the curve from small to large β usually moves *up and to the left*: more
+# PGD accuracy, less clean accuracy. In `smoke` the runs are short and the test subset small (200 images, so
+# one image is 0.5 points), so neighbouring β can swap places; the standard model sits at the far right
+# bottom — high clean accuracy, next to no robustness. What the tests check is only what must hold in every
+# run: robust ≤ clean, and TRADES far above standard under PGD.
+#
+# ## Exercise
+# 1. Add β = 1 and β = 12 to the sweep. Where does the curve bend?
+# 2. TRADES and PGD-AT were trained with the same attack budget. Put the cached PGD-AT model
+#    (`trained_model("at")`) on the plot. Is it on, above or below the TRADES curve?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# more = {b: trained_model("trades", tag=f"beta{b:g}", beta=b)[0] for b in (1.0, 12.0)}
+# for b, m in more.items():
+#     r = robust_accuracy(m, test_set, **evaluation)
+#     print(b, r["clean"], r["pgd20"])
+# model_at, _ = trained_model("at")
+# print("AT", robust_accuracy(model_at, test_set, **evaluation))
+# ```
+#
+# 1. Small β behaves almost like standard training (high clean, low PGD accuracy); the gain in PGD accuracy
+#    flattens out for large β while clean accuracy keeps falling — β ≈ 6 sits near the bend in the paper's
+#    CIFAR-10 experiments, which is why it became the default.
+# 2. On CIFAR-10, TRADES with β = 6 has higher clean *and* higher AutoAttack accuracy than PGD-AT
+#    (RobustBench: 84.92 / 53.08 against 87.14 / 44.04 for PGD-AT, both WRN-34-10, though from different
+#    training recipes). In `smoke` the two are close and the order depends on the run: a six-epoch digits run
+#    is a demonstration, not a benchmark.
+# </details>
+
+# %% [markdown]
+# ## Summary
+# - TRADES = clean cross-entropy + β · KL(f(x) ‖ f(x′)), with x′ from a label-free PGD on that KL, started
+#   next to x.
+# - β sets the trade-off: larger β, more robust and less accurate on clean inputs. β = 6 is the default of
+#   the TRADES paper, of MART and of S²O's code.
+# - The written-out loss matches `method_loss(parse_method("trades"), DefenseConfig(beta=β), ...)`.
+# - Report clean *and* robust accuracy, with a strong attack (Carlini et al. 2019); one number alone hides the
+#   trade-off.
+#
+# **References**
+# - H. Zhang, Y. Yu, J. Jiao, E. P. Xing, L. El Ghaoui, M. I. Jordan. *Theoretically Principled Trade-off
+#   between Robustness and Accuracy.* ICML 2019 (TRADES).
+# - A. Madry et al. *Towards Deep Learning Models Resistant to Adversarial Attacks.* ICLR 2018.
+# - L. Rice, E. Wong, J. Z. Kolter. *Overfitting in Adversarially Robust Deep Learning.* ICML 2020.
+# - N. Carlini et al. *On Evaluating Adversarial Robustness.* arXiv:1902.06705, 2019.
+# - Next: **05 · AWP** perturbs the *weights* as well as the inputs.

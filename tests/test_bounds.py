@@ -1,0 +1,501 @@
+"""Bounds: norms against materialised operators, Laplace factor identities, the bound's terms, the σ search."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from s2o_lib.attacks import pgd
+from s2o_lib.bounds import (
+    TABLE_ROWS,
+    BoundReport,
+    _HeadNoise,
+    compare_reports,
+    conv_operator,
+    conv_spectral_norm,
+    estimate_bound,
+    last_layer_laplace,
+    layer_norms,
+    margins,
+    matrix_spectral_norm,
+    noisy_accuracy,
+    power_iteration,
+    reports_to_rows,
+    reshaped_spectral_norm,
+    sigma_search,
+)
+from s2o_lib.errors import S2OError
+from s2o_lib.laplace import correlation_from_covariance, kfac_factors, kronecker_correlation, kronecker_summaries
+from s2o_lib.models import ARCHITECTURES, build_model
+
+EPS = 0.05
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads ~20× slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits16():
+    """scikit-learn's digits, /16, upsampled to 16×16 (bilinear), in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16
+    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
+    return x, torch.tensor(data.target, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def trained(digits16):
+    """A small CNN trained for 2 clean epochs on 1000 digits (≈ 85 % test accuracy), in eval mode."""
+    x, y = digits16
+    torch.manual_seed(0)
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(2):
+        perm = torch.randperm(1000)
+        for i in range(0, 1000, 50):
+            idx = perm[i : i + 50]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def report(trained, digits16):
+    x, y = digits16
+    return estimate_bound(trained, (x[:1000], y[:1000]), eps=EPS, steps=5, n=256)
+
+
+@pytest.fixture(scope="module")
+def adversarial(trained, digits16):
+    """300 fixed CW-PGD adversarial training points (ε = 0.02: ≈ 70 % stay correct) for the σ tests."""
+    x, y = digits16[0][:300], digits16[1][:300]
+    gen = torch.Generator().manual_seed(0)
+    return pgd(trained, x, y, eps=0.02, alpha=0.008, steps=5, loss="cw", generator=gen), y
+
+
+# ============================================================================================ linear norms
+@pytest.mark.parametrize("shape", [(10, 10), (7, 30), (40, 5)])
+def test_linear_power_iteration_matches_matrix_norm(shape):
+    W = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = matrix_spectral_norm(W, iters=2000)
+    assert torch.isclose(ours, torch.linalg.matrix_norm(W, ord=2), rtol=1e-6)
+    assert ours <= torch.linalg.matrix_norm(W, ord=2) * (1 + 1e-12)  # a lower bound
+
+
+def test_matrix_spectral_norm_batched_and_deterministic():
+    W = torch.randn(4, 6, 9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours = matrix_spectral_norm(W, iters=2000, seed=3)
+    assert ours.shape == (4,)
+    assert torch.allclose(ours, torch.linalg.matrix_norm(W, ord=2), rtol=1e-6)
+    assert torch.equal(ours, matrix_spectral_norm(W, iters=2000, seed=3))
+
+
+def test_linear_layers_in_layer_norms(trained, digits16):
+    norms = layer_norms(trained, digits16[0][:3])  # shapes inferred with forward hooks on a sample batch
+    assert [(layer.name, layer.kind) for layer in norms] == [
+        ("body.0", "conv"), ("body.3", "conv"), ("body.6", "conv"), ("body.11", "linear"), ("head", "linear"),
+    ]
+    assert [layer.input_shape for layer in norms] == [(1, 16, 16), (32, 16, 16), (64, 8, 8), (256,), (128,)]
+    modules = dict(trained.named_modules())
+    for layer in norms:
+        weight = modules[layer.name].weight.detach()
+        assert layer.frobenius == pytest.approx(float(weight.norm()), rel=1e-6)
+        exact = float(torch.linalg.matrix_norm(weight.double().reshape(weight.shape[0], -1), ord=2))
+        assert layer.spectral_reshaped == pytest.approx(exact, rel=1e-3)
+        if layer.kind == "linear":
+            assert layer.spectral == layer.spectral_reshaped
+            assert layer.spectral == pytest.approx(exact, rel=1e-3)  # vs torch.linalg.matrix_norm(ord=2)
+    by_shape = layer_norms(trained, (1, 16, 16))  # a shape runs one zero input: same layers, same norms
+    assert [layer.as_dict() for layer in by_shape] == [layer.as_dict() for layer in norms]
+
+
+# ============================================================================================ conv norms
+def _dense(conv: nn.Conv2d, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The convolution's (bias-free) linear map as a dense matrix, via torch.func.jacrev."""
+    weight = conv.weight.detach()
+    jac = torch.func.jacrev(lambda v: conv._conv_forward(v[None], weight, None).flatten())(
+        torch.zeros(shape, dtype=weight.dtype)
+    )
+    return jac.reshape(jac.shape[0], -1)
+
+
+CONV_CASES = [
+    {"stride": 1, "padding": 1},
+    {"stride": 2, "padding": 1},
+    {"stride": 2, "padding": 0},
+    {"stride": 1, "padding": 2, "dilation": 2},
+    {"stride": 1, "padding": 1, "groups": 2},
+    {"stride": 1, "padding": "same"},
+    {"stride": 1, "padding": 1, "padding_mode": "circular"},
+]
+
+
+@pytest.mark.parametrize("options", CONV_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_conv_adjoint_is_transpose(options):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, **options).double()
+    for size in (7, 8):  # odd and even sizes: strided convs then need different output_padding
+        op, adjoint = conv_operator(conv, (2, size, size))
+        x = torch.randn(3, 2, size, size, dtype=torch.float64)
+        u = torch.randn_like(op(x))
+        assert adjoint(u).shape == x.shape
+        assert torch.allclose((op(x) * u).sum(), (x * adjoint(u)).sum(), rtol=1e-10)
+    op, _ = conv_operator(conv, (2, 7, 7))
+    x = torch.randn(3, 2, 7, 7, dtype=torch.float64)
+    J = _dense(conv, (2, 7, 7))
+    assert torch.allclose(op(x).flatten(1), x.flatten(1) @ J.T, atol=1e-10)  # op has no bias
+
+
+@pytest.mark.parametrize("options", CONV_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_conv_true_norm_matches_materialised_jacobian(options):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(2, 4, 3, **options).double()
+    exact = torch.linalg.matrix_norm(_dense(conv, (2, 8, 8)), ord=2)
+    ours = conv_spectral_norm(conv, (2, 8, 8), iters=3000)
+    assert float(ours) == pytest.approx(float(exact), rel=1e-3)
+    assert float(ours) <= float(exact) * (1 + 1e-9)
+
+
+def test_one_by_one_conv_true_equals_reshaped():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(5, 3, 1).double()
+    true = conv_spectral_norm(conv, (5, 6, 6), iters=2000)
+    reshaped = reshaped_spectral_norm(conv.weight, iters=2000)
+    exact = torch.linalg.matrix_norm(conv.weight.detach().reshape(3, 5), ord=2)
+    assert torch.isclose(true, exact, rtol=1e-6) and torch.isclose(reshaped, exact, rtol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_reshaped_and_true_differ_but_are_related(stride):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=1).double()
+    true = float(conv_spectral_norm(conv, (3, 8, 8), iters=3000))
+    reshaped = float(reshaped_spectral_norm(conv.weight, iters=2000))
+    # Each input pixel enters at most kh·kw patches: ‖conv‖₂ ≤ √(kh·kw)·‖W_reshaped‖₂.
+    assert true <= 3 * reshaped * (1 + 1e-9)
+    assert abs(true / reshaped - 1) > 0.01  # in general they are different numbers
+
+
+def test_power_iteration_runs_a_fixed_number_of_iterations():
+    W = torch.randn(6, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    calls = []
+
+    def op(v):
+        calls.append(1)
+        return v @ W.T
+
+    v0 = torch.randn(2, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    est = power_iteration(op, lambda u: u @ W, v0, iters=17)
+    assert len(calls) == 17 and est.shape == (2,)  # no early stop (no host-synchronising convergence test)
+    assert torch.all(est <= torch.linalg.matrix_norm(W, ord=2) * (1 + 1e-12))
+    assert torch.equal(est, power_iteration(lambda v: v @ W.T, lambda u: u @ W, v0, iters=17))
+    with pytest.raises(S2OError):
+        power_iteration(op, lambda u: u @ W, v0, iters=0)
+
+
+def test_conv_norm_is_deterministic():
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert torch.equal(conv_spectral_norm(conv, (3, 8, 8), seed=5), conv_spectral_norm(conv, (3, 8, 8), seed=5))
+
+
+# ============================================================================================ Laplace
+def test_kronecker_factor_identities_against_materialised_matrices():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 6, generator=g, dtype=torch.float64) + 0.5
+    probs = torch.softmax(2 * torch.randn(200, 4, generator=g, dtype=torch.float64), 1)
+    A, G = kfac_factors(features, probs, damping=0.1)
+    R_A, R_G = kronecker_correlation(A, G)
+    R = torch.kron(R_G, R_A)
+    # corr((G ⊗ A)⁻¹) = R_G ⊗ R_A
+    assert torch.allclose(correlation_from_covariance(torch.linalg.inv(torch.kron(G, A))), R, atol=1e-10)
+    summary = kronecker_summaries(R_A, R_G)
+    assert float(summary.fro) == pytest.approx(float(torch.linalg.matrix_norm(R)), rel=1e-10)
+    assert float(summary.spectral) == pytest.approx(float(torch.linalg.matrix_norm(R, ord=2)), rel=1e-10)
+    assert float(summary.logdet) == pytest.approx(float(torch.linalg.slogdet(R)[1]), rel=1e-10)
+    lap = last_layer_laplace(features, probs, damping=0.1)
+    assert lap.fro == pytest.approx(float(summary.fro), rel=1e-12)
+    assert lap.spectral == pytest.approx(float(summary.spectral), rel=1e-12)
+    assert lap.logdet == pytest.approx(float(summary.logdet), rel=1e-12)
+    assert lap.dim == 24 and lap.spectral >= 1.0 and lap.logdet <= 0.0
+
+
+def test_correlated_noise_has_covariance_R():
+    """The correlated draw L_G E L_Aᵀ equals (L_G ⊗ L_A)·vec(E) (row-major vec), so its covariance is R_G ⊗ R_A."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.rand(5, 1, 2, 2), torch.randint(0, 3, (5,))
+    lap = last_layer_laplace(torch.randn(50, 4), torch.softmax(torch.randn(50, 3), 1))
+    noise = _HeadNoise(model, x, y, batch_size=8)
+    drawn = noise.directions("correlated", (lap.R_A, lap.R_G), 1, 7)[0]
+    E = torch.randn(3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    L_A, L_G = torch.linalg.cholesky(lap.R_A), torch.linalg.cholesky(lap.R_G)
+    assert torch.allclose(drawn.flatten(), torch.kron(L_G, L_A) @ E.flatten(), atol=1e-12)
+    assert torch.equal(noise.directions("isotropic", None, 1, 7)[0], E)
+
+
+# ============================================================================================ the bound
+def test_report_terms_follow_the_formula(report):
+    r = report
+    assert (r.m, r.depth, r.width, r.input_dim) == (256, 5, 256, 256)
+    assert r.eps_l2 == pytest.approx(EPS * 16)
+    # Recompute both bounds in plain arithmetic (small enough not to overflow here).
+    spec = [layer.spectral for layer in r.layers]
+    fro = [layer.frobenius for layer in r.layers]
+    prod = math.prod(s**2 for s in spec)
+    ratio = sum(f**2 / s**2 for f, s in zip(fro, spec, strict=True))
+    pre = (r.input_norm + r.eps_l2) ** 2 * r.depth**2 * r.width * math.log(r.depth * r.width) * prod * ratio
+    conf = math.log(r.depth * r.m / r.delta)
+    q_ind = pre + conf
+    q_cor = pre * r.R_spectral - r.R_logdet + conf
+    assert r.log10_spectral_product == pytest.approx(math.log10(prod), rel=1e-9)
+    assert r.sum_fro_over_spec == pytest.approx(ratio, rel=1e-9)
+    assert r.kl_independent == pytest.approx(q_ind, rel=1e-9)
+    assert r.kl_correlated == pytest.approx(q_cor, rel=1e-9)
+    bound_ind = r.robust_margin_loss + math.sqrt(q_ind / (r.gamma**2 * r.m))
+    bound_cor = r.robust_margin_loss + math.sqrt(q_cor / (r.gamma**2 * r.m))
+    assert r.bound_independent == pytest.approx(bound_ind, rel=1e-9)
+    assert r.bound_correlated == pytest.approx(bound_cor, rel=1e-9)
+    assert r.log10_bound_independent == pytest.approx(0.5 * math.log10(q_ind / (r.gamma**2 * r.m)), rel=1e-9)
+    assert r.log10_bound_correlated == pytest.approx(0.5 * math.log10(q_cor / (r.gamma**2 * r.m)), rel=1e-9)
+    assert r.log10_kl_independent == pytest.approx(math.log10(q_ind), rel=1e-9)
+
+
+def test_guaranteed_orderings(report):
+    r = report
+    assert r.R_spectral >= 1.0 - 1e-9  # a correlation matrix's largest eigenvalue is ≥ its mean, 1
+    assert r.R_logdet <= 1e-9  # and its determinant ≤ 1 (Hadamard)
+    assert r.R_fro >= math.sqrt(r.R_dim) * (1 - 1e-9)
+    assert r.kl_correlated >= r.kl_independent
+    assert r.log10_kl_correlated >= r.log10_kl_independent
+    assert r.log10_bound_correlated >= r.log10_bound_independent
+    assert r.bound_correlated >= r.bound_independent
+    assert r.gamma > 0 and not r.gamma_fallback
+    # L̂_γ counts every point with adversarial margin ≤ 0 and ~10 % of the positive ones.
+    assert 1 - r.robust_train_acc <= r.robust_margin_loss + 1e-12
+    assert r.robust_margin_loss <= 1 - r.robust_train_acc + 0.1 * r.robust_train_acc + 2 / r.m
+    assert 0.5 < r.clean_train_acc <= 1 and r.robust_train_acc < r.clean_train_acc
+    assert math.isfinite(r.sigma_isotropic) and math.isfinite(r.sigma_correlated)
+    assert r.sigma_isotropic > 0 and r.sigma_correlated > 0
+
+
+def test_full_data_uses_every_point_and_input_norm(trained, digits16):
+    x, y = digits16[0][:40], digits16[1][:40]
+    r = estimate_bound(trained, (x, y), eps=0.0, n=100, sigma_search=False, power_iters=20)
+    assert r.m == 40 and r.eps_l2 == 0.0
+    assert r.input_norm == pytest.approx(float(x.flatten(1).norm(dim=1).max()), rel=1e-6)
+    clean = (trained(x).argmax(1) == y).double().mean()
+    assert r.clean_train_acc == pytest.approx(float(clean)) and r.robust_train_acc == r.clean_train_acc
+    assert math.isnan(r.sigma_isotropic) and math.isnan(r.sigma_correlated)
+
+
+@pytest.mark.parametrize("quantile", [0.1, 0.5])
+def test_gamma_and_margin_loss_from_cw_pgd_margins(trained, digits16, quantile):
+    """With m = all points in one batch, the adversarial points are reproducible: recompute γ and L̂_γ."""
+    x, y = digits16[0][:60], digits16[1][:60]
+    r = estimate_bound(trained, (x, y), eps=EPS, steps=3, n=60, seed=4, margin_quantile=quantile,
+                       sigma_search=False, power_iters=20)
+    x_adv = pgd(trained, x, y, eps=EPS, alpha=2.5 * EPS / 3, steps=3, loss="cw",
+                generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        margin = margins(trained(x_adv).double(), y)
+    gamma = float(torch.quantile(margin[margin > 0], quantile))
+    assert r.gamma == pytest.approx(gamma, rel=1e-6) and r.alpha == pytest.approx(2.5 * EPS / 3)
+    assert r.robust_margin_loss == pytest.approx(float((margin <= gamma).double().mean()))
+    assert r.robust_train_acc == pytest.approx(float((margin > 0).double().mean()))
+
+
+def test_gamma_falls_back_when_every_margin_is_negative(trained, digits16):
+    x = digits16[0][:30]
+    y_wrong = (trained(x).argmax(1) + 1) % 10
+    r = estimate_bound(trained, (x, y_wrong), eps=0.0, n=30, sigma_search=False, power_iters=20)
+    assert r.gamma_fallback and r.gamma > 0
+    assert r.robust_margin_loss == 1.0 and r.bound_independent >= 1.0
+    assert math.isfinite(r.log10_bound_independent)
+
+
+def test_deterministic_and_dataset_equals_tuple(trained, digits16):
+    x, y = digits16[0][:200], digits16[1][:200]
+    kwargs = {"eps": EPS, "steps": 2, "n": 64, "seed": 3, "power_iters": 30, "sigma_iters": 6, "sigma_draws": 2}
+    a = estimate_bound(trained, (x, y), **kwargs).as_dict()
+    b = estimate_bound(trained, TensorDataset(x, y), **kwargs).as_dict()
+    assert a == b
+
+
+def test_weights_mode_and_grads_restored(trained, digits16):
+    x, y = digits16[0][:100], digits16[1][:100]
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    trained.train()
+    try:
+        estimate_bound(trained, (x, y), eps=EPS, steps=2, n=64, power_iters=20, sigma_iters=4, sigma_draws=2)
+        assert trained.training
+    finally:
+        trained.eval()
+    after = trained.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
+    assert all(p.grad is None for p in trained.parameters())
+
+
+class _Doubled(nn.Module):
+    """Logits scaled after the head: the σ search must take its slow path (writing and restoring weights)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * self.inner(x)
+
+
+def test_slow_path_restores_weights_bitwise_and_agrees(trained, adversarial):
+    x_adv, y = adversarial
+    wrapped = _Doubled(trained).eval()
+    before = {k: v.clone() for k, v in wrapped.state_dict().items()}
+    for sigma in (0.5, 5.0):
+        slow = noisy_accuracy(wrapped, x_adv, y, sigma=sigma, draws=2, seed=1)
+        fast = noisy_accuracy(trained, x_adv, y, sigma=sigma, draws=2, seed=1)
+        assert slow == pytest.approx(fast, abs=1 / len(y))  # argmax is scale-free; allow one float tie
+    assert all(torch.equal(before[k], v) for k, v in wrapped.state_dict().items())
+    assert all(p.grad is None for p in wrapped.parameters())
+
+
+# ============================================================================================ σ search
+@pytest.mark.parametrize("noise", ["isotropic", "correlated"])
+def test_sigma_search_monotone_in_allowed_drop(trained, adversarial, noise, digits16):
+    x_adv, y = adversarial
+    lap = None
+    if noise == "correlated":
+        with torch.no_grad():
+            feats = trained.features(digits16[0][:300])
+            lap = last_layer_laplace(feats, torch.softmax(trained.head(feats), 1))
+    corr = None if lap is None else (lap.R_A, lap.R_G)
+    sigmas = [sigma_search(trained, x_adv, y, noise=noise, correlation=corr, max_drop=d, draws=3, iters=8)
+              for d in (0.02, 0.1, 0.3)]
+    assert sigmas[0] <= sigmas[1] <= sigmas[2]
+    assert sigmas[0] < sigmas[2]
+
+
+def test_noisy_accuracy_decreases_with_sigma(trained, adversarial):
+    x_adv, y = adversarial
+    base = float((trained(x_adv).argmax(1) == y).double().mean())
+    sigmas = (1e-3, 0.3, 1.0, 3.0, 10.0, 30.0, 300.0)
+    accs = [noisy_accuracy(trained, x_adv, y, sigma=s, draws=6, seed=0) for s in sigmas]
+    assert accs[0] == pytest.approx(base, abs=0.01)
+    assert all(later <= earlier + 0.03 for earlier, later in itertools.pairwise(accs))
+    assert accs[-1] < accs[0] - 0.3  # huge noise: near chance (0.1)
+
+
+def test_sigma_is_relative_to_the_weights_rms(trained, adversarial, report):
+    """Scaling the head by 10 leaves the argmax unchanged, and relative noise scales with it."""
+    import copy
+
+    x_adv, y = adversarial
+    scaled = copy.deepcopy(trained)
+    with torch.no_grad():
+        scaled.head.weight.mul_(10)
+        scaled.head.bias.mul_(10)
+    for sigma in (0.5, 3.0):
+        a = noisy_accuracy(trained, x_adv, y, sigma=sigma, draws=2)
+        b = noisy_accuracy(scaled, x_adv, y, sigma=sigma, draws=2)
+        assert a == pytest.approx(b, abs=1 / len(y))
+    weight = trained.head.weight.detach().double()
+    assert report.head_weight_rms == pytest.approx(float(weight.norm() / weight.numel() ** 0.5), rel=1e-9)
+
+
+# ============================================================================================ every architecture
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_finite_terms_for_every_architecture(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10, in_channels=3)
+    x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))  # random init, a tiny batch of tiny inputs
+    r = estimate_bound(model, (x, y), eps=8 / 255, steps=1, n=4, sigma_search=False, power_iters=3)
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert r.depth == convs + sum(isinstance(m, nn.Linear) for m in model.modules())
+    for name in ("log10_spectral_product", "sum_fro_over_spec", "R_fro", "R_spectral", "R_logdet", "gamma",
+                 "log10_kl_independent", "log10_kl_correlated", "log10_bound_independent",
+                 "log10_bound_correlated", "input_norm", "eps_l2"):
+        assert math.isfinite(getattr(r, name)), name
+    assert r.kl_correlated >= r.kl_independent and r.R_spectral >= 1 - 1e-9
+
+
+# ============================================================================================ tables
+def test_compare_reports_and_rows(report):
+    other = BoundReport(**{**report.scalars(), "gamma": 2 * report.gamma, "layers": report.layers})
+    table = compare_reports({"first": report, "second": other})
+    lines = table.splitlines()
+    assert lines[0] == "| term | first | second |" and len(lines) == 2 + len(TABLE_ROWS)
+    assert any(line.startswith("| gamma |") for line in lines)
+    wide = reports_to_rows({"first": report, "second": other})
+    assert [row["model"] for row in wide] == ["first", "second"] and wide[1]["gamma"] == 2 * report.gamma
+    long = reports_to_rows({"first": report}, form="long")
+    assert {"model": "first", "term": "gamma", "value": report.gamma} in long
+    layers = reports_to_rows({"first": report, "second": other}, form="layers")
+    assert len(layers) == 2 * report.depth and layers[0]["name"] == "body.0"
+    assert report.as_dict()["layers"][0]["kind"] == "conv"
+    with pytest.raises(S2OError):
+        compare_reports({"first": report}, rows=("no_such_term",))
+    with pytest.raises(S2OError):
+        compare_reports({})
+
+
+def test_margins():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    assert torch.equal(margins(logits, torch.tensor([0, 2])), torch.tensor([1.0, -4.0]))
+
+
+# ============================================================================================ bad input
+@pytest.mark.parametrize(
+    "changes",
+    [{"eps": -0.1}, {"n": 0}, {"margin_quantile": 0.0}, {"margin_quantile": 1.0}, {"margin_quantile": -0.5},
+     {"delta": 0.0}, {"delta": 1.5}, {"steps": 0}, {"damping": 0.0}, {"conv_spectral": "exact"},
+     {"power_iters": 0}],
+)
+def test_bad_options_raise(changes):
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    kwargs = {"eps": 0.1, "steps": 1, "n": 4, "sigma_search": False}
+    kwargs.update(changes)
+    with pytest.raises(S2OError):
+        estimate_bound(model, (torch.rand(4, 1, 16, 16), torch.randint(0, 10, (4,))), **kwargs)
+
+
+def test_bad_models_and_data_raise():
+    x, y = torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    no_linear = nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten())
+    with pytest.raises(S2OError, match="nn.Linear"):
+        estimate_bound(no_linear, (x, y), eps=0.1, n=4)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(S2OError, match=r"\[0, 1\]"):
+        estimate_bound(mlp, (x * 3, y), eps=0.1, n=4)
+    with pytest.raises(S2OError, match="DataLoader"):
+        estimate_bound(mlp, DataLoader(TensorDataset(x, y)), eps=0.1, n=4)
+    with pytest.raises(S2OError):
+        estimate_bound(mlp, (x, y[:3]), eps=0.1, n=4)
+    conv1d = nn.Sequential(nn.Flatten(1, 2), nn.Conv1d(8, 4, 3), nn.Flatten(), nn.Linear(24, 10))
+    with pytest.raises(S2OError, match="Conv1d"):
+        layer_norms(conv1d, (1, 8, 8))
+    with pytest.raises(S2OError):
+        conv_operator(nn.Conv2d(3, 4, 3), (2, 8, 8))
+    with pytest.raises(S2OError):
+        matrix_spectral_norm(torch.randn(5))
+    with pytest.raises(S2OError):
+        sigma_search(mlp, x, y, noise="correlated")
+    with pytest.raises(S2OError):
+        sigma_search(mlp, x, y, max_drop=2.0)
