@@ -133,11 +133,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (model(x).argmax(1) == y).float().sum()
-
-
 def evaluate_clean_and_pgd(
     model: nn.Module, loader: DataLoader, *, eps: float, alpha: float, steps: int, n: int | None
 ) -> tuple[float, float]:
@@ -153,9 +148,14 @@ def evaluate_clean_and_pgd(
         if n is not None:
             x, y = x[: n - seen], y[: n - seen]
         x, y = x.to(device), y.to(device)
-        correct_clean = correct_clean + _accuracy(model, x, y)
+        with torch.no_grad():
+            clean_ok = model(x).argmax(1) == y
         x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps)
-        correct_robust = correct_robust + _accuracy(model, x_adv, y)
+        with torch.no_grad():
+            # Robust means correct on x and on x_adv, as in s2o_lib.evaluate (per-sample worst case).
+            robust_ok = clean_ok & (model(x_adv).argmax(1) == y)
+        correct_clean = correct_clean + clean_ok.float().sum()
+        correct_robust = correct_robust + robust_ok.float().sum()
         seen += len(y)
     model.train(was_training)
     return (correct_clean / seen).item(), (correct_robust / seen).item()
@@ -260,7 +260,7 @@ def fit(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     optimizer = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = make_scheduler(optimizer, schedule=schedule, milestones=tuple(milestones))
-    awp = AWP(model, gamma=config.awp_gamma) if parsed.awp else None
+    awp = AWP(model, gamma=config.awp_gamma, lr=config.awp_lr) if parsed.awp else None
     history = History(method=parsed.name)
     settings = {
         "epochs": epochs, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule,

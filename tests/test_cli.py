@@ -36,7 +36,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     [
         (["train", "--method", "fgsm-at", "--dataset", "digits", "--epochs", "1", "--out", "{tmp}"], "unknown training method"),
         (["train", "--arch", "resnet50", "--dataset", "digits", "--epochs", "1", "--out", "{tmp}"], "unknown architecture"),
-        (["train", "--dataset", "cifar10", "--epochs", "1", "--out", "{tmp}", "--data", "{tmp}"], "put torchvision's files there"),
+        (["train", "--dataset", "cifar10", "--epochs", "1", "--out", "{tmp}", "--data", "{tmp}"], "put torchvision's cifar10 files in"),
         (["train", "--preset", "paper-foo", "--out", "{tmp}"], "unknown preset"),
         (["train", "--method", "at", "--dataset", "digits", "--eps", "-0.1", "--epochs", "1", "--out", "{tmp}"], "eps must be"),
         (["evaluate", "{tmp}/missing.pt"], "no checkpoint at"),
