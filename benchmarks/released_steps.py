@@ -103,10 +103,9 @@ def released_trades(model, opt, x, y, *, eps, alpha, steps, beta=6.0, **_):
     opt.step()
 
 
-def released_trades_s2o(model, opt, x, y, *, eps, alpha, steps, beta=6.0, **_):
-    """TRADES+S²O as ``CIFAR10_TRADES_S2O/trades_s2o.py`` does per batch."""
+def _trades_s2o_update(model, opt, x, x_adv, y, beta):
+    """The released TRADES+S²O loss (extra forward passes, looped soft targets), backward and step."""
     kl = nn.KLDivLoss(reduction="sum")
-    x_adv = _trades_attack(model, x, eps, alpha, steps)
     opt.zero_grad()
     output = model(x)
     output_adv = model(x_adv)
@@ -120,9 +119,14 @@ def released_trades_s2o(model, opt, x, y, *, eps, alpha, steps, beta=6.0, **_):
     opt.step()
 
 
+def released_trades_s2o(model, opt, x, y, *, eps, alpha, steps, beta=6.0, **_):
+    """TRADES+S²O as ``CIFAR10_TRADES_S2O/trades_s2o.py`` does per batch."""
+    x_adv = _trades_attack(model, x, eps, alpha, steps)
+    _trades_s2o_update(model, opt, x, x_adv, y, beta)
+
+
 def released_trades_awp_s2o(model, opt, x, y, *, eps, alpha, steps, beta=6.0, proxy=None, proxy_opt=None, gamma=5e-3, **_):
     """TRADES+AWP+S²O as the released AWP script does per batch (proxy AWP, extra passes, loops)."""
-    kl = nn.KLDivLoss(reduction="sum")
     x_adv = _trades_attack(model, x, eps, alpha, steps)
     # AWP: one ascent step of the plain TRADES loss on the proxy, rescaled per weight.
     proxy.load_state_dict(model.state_dict())
@@ -142,17 +146,7 @@ def released_trades_awp_s2o(model, opt, x, y, *, eps, alpha, steps, beta=6.0, pr
         for name, p in model.named_parameters():
             if name in diff:
                 p.add_(gamma * diff[name])
-    opt.zero_grad()
-    output = model(x)
-    output_adv = model(x_adv)
-    yy = _loop_soft_targets(output, y)
-    yy_adv = _loop_soft_targets(output_adv, y)
-    loss_yy = (1.0 / yy.size(0)) * kl(F.log_softmax(model(x), dim=1), yy)
-    loss_yy_adv = (1.0 / yy_adv.size(0)) * kl(F.log_softmax(model(x_adv), dim=1), yy_adv)
-    loss_robust = (1.0 / len(x)) * kl(F.log_softmax(model(x_adv), dim=1), F.softmax(model(x), dim=1))
-    loss = F.cross_entropy(output, y) * 0.7 + 0.3 * 0.5 * (loss_yy + loss_yy_adv) + beta * loss_robust
-    loss.backward()
-    opt.step()
+    _trades_s2o_update(model, opt, x, x_adv, y, beta)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in diff:

@@ -32,6 +32,7 @@ from s2o_lib.bounds import (
 )
 from s2o_lib.errors import S2OError
 from s2o_lib.laplace import correlation_from_covariance, kfac_factors, kronecker_correlation, kronecker_summaries
+from s2o_lib.data import load_dataset, tensors
 from s2o_lib.models import ARCHITECTURES, build_model
 
 EPS = 0.05
@@ -48,13 +49,10 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits16():
-    """scikit-learn's digits, /16, upsampled to 16×16 (bilinear), in [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16
-    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
-    return x, torch.tensor(data.target, dtype=torch.long)
+    """The library's digits (16×16, in [0, 1]): the training split, then the test split."""
+    x_train, y_train = tensors(load_dataset("digits", "train"))
+    x_test, y_test = tensors(load_dataset("digits", "test"))
+    return torch.cat([x_train, x_test]), torch.cat([y_train, y_test])
 
 
 @pytest.fixture(scope="module")

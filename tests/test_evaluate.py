@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
+from s2o_lib.data import load_dataset, tensors
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import (
     ATTACKS,
@@ -30,7 +30,6 @@ from s2o_lib.models import build_model
 from s2o_lib.train import fit
 
 EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
-N_TRAIN = 1400
 
 
 # ------------------------------------------------------------------------------------------- fixtures
@@ -49,14 +48,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def split():
-    """(x_train, y_train, x_test, y_test): digits /16, bilinear to 16×16, fixed random split."""
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16
-    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
-    y = torch.tensor(digits.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    train, test = perm[:N_TRAIN], perm[N_TRAIN:]
-    return x[train], y[train], x[test], y[test]
+    """(x_train, y_train, x_test, y_test): the library's fixed digits split (16×16, in [0, 1])."""
+    return (*tensors(load_dataset("digits", "train")), *tensors(load_dataset("digits", "test")))
 
 
 def _fit(split, method: str, *, seed: int, epochs: int, milestones: tuple[int, ...], **kwargs) -> torch.nn.Module:
