@@ -35,6 +35,11 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 
 
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The file name of the weights kept after ``epoch`` (see ``fit(..., keep_every=k)``)."""
+    return f"epoch_{epoch:03d}.pt"
+
+
 @dataclass
 class History:
     """Per-epoch record of a training run (epochs counted from 1).
@@ -193,6 +198,7 @@ def fit(
     eval_n: int | None = 500,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
+    keep_every: int = 0,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
     precision: Precision = "fp32",
@@ -233,6 +239,8 @@ def fit(
         eval_n: number of evaluation samples per epoch (``None``: all).
         checkpoint_dir: folder for ``checkpoint.pt`` and ``best.pt`` (``None``: no checkpoints).
         resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists.
+        keep_every: also keep the weights after every ``keep_every``-th epoch as ``epoch_NNN.pt`` (0: none), e.g.
+            to follow a quantity over training (robust overfitting, the bound of notebook 07).
         progress: show a tqdm progress bar (never under ``CI``).
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
         precision: ``"fp32"`` or ``"bf16"`` (autocast for the attack and the training step; GPUs).
@@ -246,6 +254,10 @@ def fit(
     check_eps(alpha, name="alpha (step size)")
     if lr <= 0:
         raise S2OError(f"lr must be > 0, got {lr}")
+    if isinstance(keep_every, bool) or not isinstance(keep_every, int) or keep_every < 0:
+        raise S2OError(f"keep_every must be a non-negative integer (0: keep no per-epoch weights), got {keep_every!r}")
+    if keep_every and checkpoint_dir is None:
+        raise S2OError("keep_every needs a checkpoint_dir to write the per-epoch weights into")
     eval_eps = eps if eval_eps is None else eval_eps
     eval_alpha = eval_eps / 4 if eval_alpha is None else eval_alpha
     num_classes = getattr(getattr(model, "head", None), "out_features", 10)
@@ -340,8 +352,11 @@ def fit(
                 "rng": _rng_state(train_loader),
                 "meta": {**meta, "epoch": epoch},
             }
+            weights = {"model": state["model"], "meta": state["meta"], "history": state["history"]}
             if improved:
-                save_checkpoint(best_path, {"model": state["model"], "meta": state["meta"], "history": state["history"]})
+                save_checkpoint(best_path, weights)
+            if keep_every and epoch % keep_every == 0:
+                save_checkpoint(ckpt_path.with_name(epoch_checkpoint_name(epoch)), weights)
             save_checkpoint(ckpt_path, state)
         if bar is not None:
             bar.update(1)

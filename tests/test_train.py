@@ -140,3 +140,34 @@ def test_fit_argument_errors(digits):
         fit(model, loader, method="at", epochs=1, eps=-1.0)
     with pytest.raises(S2OError, match="unknown learning-rate schedule"):
         fit(model, loader, method="at", epochs=1, schedule="cosine")
+
+
+def test_keep_every_writes_the_weights_of_each_kept_epoch(tmp_path, digits):
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=128))
+
+    def run(folder, epochs, keep_every):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1)
+        fit(model, make_loader(train, batch_size=64, shuffle=True, seed=0), method="at", epochs=epochs, lr=0.05,
+            eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=1, checkpoint_dir=folder, keep_every=keep_every,
+            progress=False)
+        return model
+
+    final = run(tmp_path / "kept", 2, 1)
+    after_one = run(None, 1, 0)
+    kept = sorted(p.name for p in (tmp_path / "kept").glob("epoch_*.pt"))
+    assert kept == ["epoch_001.pt", "epoch_002.pt"]
+    first, meta = load_model(tmp_path / "kept" / "epoch_001.pt")
+    last, _ = load_model(tmp_path / "kept" / "epoch_002.pt")
+    assert meta["epoch"] == 1
+    for (name, a), b in zip(after_one.state_dict().items(), first.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    for (name, a), b in zip(final.state_dict().items(), last.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    run(tmp_path / "every2", 2, 2)
+    assert [p.name for p in (tmp_path / "every2").glob("epoch_*.pt")] == ["epoch_002.pt"]
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    with pytest.raises(S2OError, match="keep_every must be"):
+        fit(model, make_loader(train, batch_size=64, shuffle=False), method="at", epochs=1, keep_every=-1)
+    with pytest.raises(S2OError, match="needs a checkpoint_dir"):
+        fit(model, make_loader(train, batch_size=64, shuffle=False), method="at", epochs=1, keep_every=1)
