@@ -1,0 +1,390 @@
+# %% [markdown]
+# # 08 · Comparing defences: one protocol for every method
+#
+# Notebooks 03–06 trained PGD-AT, TRADES, AWP and S²O one or two at a time, each evaluated its own way. A
+# comparison is only fair when **every model meets exactly the same attacks, on the same images, with the same
+# budget**. This notebook trains (or loads) every method of the suite — standard, AT, TRADES, MART and the AWP
+# variants, each **with and without S²O** — and evaluates them all under one protocol.
+#
+# **Learning goals.** After this notebook you can
+#
+# - state a complete **evaluation protocol** (threat model, attacks, steps, step size, images, seed) and
+#   explain why a table is only meaningful when every row shares it,
+# - write the **per-sample worst case** that AutoAttack and the S²O paper report, and see why it can be lower
+#   than the lowest single attack,
+# - read a comparison table with the **S²O gain per base method**, a robustness-versus-ε curve and the
+#   clean–robust **trade-off**,
+# - run the **sanity checks** of Carlini et al. (2019) on every model, and watch them fire on a deliberately
+#   **gradient-masked** model,
+# - tell **reproduced** numbers from the **authors' published** ones, and judge whether a gain is larger than
+#   the noise of the evaluation.
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from s2o_lib.compare import COMPARISON_METHODS, accuracy_vs_eps, compare_models, published_table
+from s2o_lib.config import get_device, get_profile
+from s2o_lib.defenses import parse_method
+from s2o_lib.evaluate import ATTACKS, WORST_CASE, describe_protocol, mask_gradients, robust_accuracy, sanity_checks
+from s2o_lib.zoo import profile_data, trained_model
+
+# %% [markdown]
+# ## The profile
+# In `smoke` everything is small enough for a CPU: 16×16 digits, a small CNN, 6 epochs, ε = 0.15. Eleven models
+# are attacked here, so `smoke` evaluates **the first 40 test images** (not the profile's `eval_n` = 200) and
+# runs AutoAttack's declared cheaper **`fast` subset** (APGD-CE + APGD-T; no FAB-T, no Square). The sanity
+# checks of section 5 run on the first 30 images. With 40 images one image is 2.5 percentage points: read the
+# smoke table as a check that the pipeline works, not as a result. The `class` and `paper` profiles use the
+# profile's `eval_n` images and **standard** AutoAttack.
+
+# %%
+profile = get_profile()
+device = get_device()
+n_eval = 40 if profile.name == "smoke" else profile.eval_n
+n_sanity = 30 if profile.name == "smoke" else min(profile.eval_n, 500)
+print(f"profile: {profile.name}")
+print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, training eps = {profile.eps:.4f}")
+print(f"evaluation: eps = {profile.eval_eps:.4f}, step {profile.eval_alpha:.4f}, {n_eval} test images, "
+      f"AutoAttack version '{profile.autoattack}'; sanity checks on {n_sanity} images")
+print(profile.notes)
+
+# %% [markdown]
+# ## 1 · The suite
+# Every method is a base loss, optionally with AWP, with and without the S²O term (`s2o_lib.defenses`):
+# standard training, PGD-AT (Madry et al. 2018), TRADES (Zhang et al. 2019), MART (Wang et al. 2020) and
+# AWP (Wu et al. 2020) on top of AT and TRADES. Same architecture, schedule and seed for all; only the loss
+# differs. Models that earlier notebooks trained come from the cache (`notebooks/runs/`); the others are
+# trained now, once.
+
+# %%
+print(", ".join(COMPARISON_METHODS))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+models, histories = {}, {}
+for method in COMPARISON_METHODS:
+    start = time.perf_counter()
+    models[method], histories[method] = trained_model(method, progress=False)
+    print(f"{method:15s} ready in {time.perf_counter() - start:5.1f} s")
+train_set, test_set = profile_data(profile)
+if device.type == "cpu":
+    torch.set_num_threads(1)  # training used every core; the small attack batches below run as fast on one
+
+# %% [markdown]
+# ## 2 · One protocol
+# A robustness number means nothing without its protocol. Ours, in words, exactly as
+# `s2o_lib.evaluate.describe_protocol` states what `robust_accuracy` runs:
+
+# %%
+protocol = describe_protocol(ATTACKS, eps=profile.eval_eps, alpha=profile.eval_alpha,
+                             autoattack_version=profile.autoattack)
+display(Markdown("\n".join(["| attack | what runs |", "|---|---|"]
+                           + [f"| {name} | {words} |" for name, words in protocol.items()])))
+print(f"on the first {n_eval} test images of {profile.dataset}, seed 0, for every model")
+
+# %% [markdown]
+# The paper's protocol on CIFAR-10 is the same list with ε = 0.031, step 0.003 and standard AutoAttack; the
+# `paper` profile runs it on the full CIFAR-10 test set (10 000 images).
+#
+# ## 3 · Counting robustness per sample
+# An image counts as **robust** only if the model is right on the clean image *and* under **every** attack:
+# the attacker picks, per image, whichever attack works. So the reported robust accuracy is the mean of a
+# per-sample **AND**, not the minimum of the per-attack accuracies — two attacks that fool *different* images
+# together fool more than either alone. Written out, given for each attack a boolean per image ("clean and
+# adversarial prediction both correct"):
+
+# %%
+def worst_case_by_hand(per_sample, attacks):
+    """Fraction of images that survive every attack: a per-sample AND over the attacks."""
+    robust = torch.ones_like(per_sample[attacks[0]])
+    for attack in attacks:
+        robust &= per_sample[attack]      # one successful attack is enough to lose the image
+    return robust.float().mean().item()
+
+
+def min_over_attacks(result, attacks):
+    """What one would get by taking the worst attack's accuracy instead (an over-estimate in general)."""
+    return min(result[attack] for attack in attacks)
+
+# %% [markdown]
+# Now the evaluation itself: `s2o_lib.compare.compare_models` calls `robust_accuracy` on every model with the
+# same arguments and keeps the per-sample results. This is the expensive cell.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+start = time.perf_counter()
+table = compare_models(models, test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
+                       autoattack_version=profile.autoattack, seed=0, return_per_sample=True)
+print(f"{len(models)} models × {len(ATTACKS)} attacks in {time.perf_counter() - start:.1f} s")
+print(table.protocol_line())
+
+# %%
+attacks = [a for a in table.attacks if a != WORST_CASE]
+for name, result in table.results.items():
+    assert worst_case_by_hand(result.per_sample, attacks) == result[WORST_CASE], name
+print("the written-out per-sample AND equals the library's worst_case for all", len(table.results), "models")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+for name, result in table.results.items():
+    assert result[WORST_CASE] <= min_over_attacks(result, attacks)
+    per = result.per_sample
+    only = {a: int((~per[a] & per["pgd20"]).sum()) for a in ("cw20", "autoattack")}
+    print(f"{name:15s} PGD-20 {result['pgd20']:.3f}  min over attacks {min_over_attacks(result, attacks):.3f}  "
+          f"worst case {result[WORST_CASE]:.3f}  | images PGD-20 calls robust but CW-20 fools: {only['cw20']:2d}, "
+          f"AutoAttack fools: {only['autoattack']:2d}")
+
+# %% [markdown]
+# The per-sample worst case is never above the lowest column, and it is strictly below it whenever different
+# attacks fool different images. The last two counts are the images that an evaluation with PGD-20 alone would
+# have called robust: that over-estimate is why a defence must be judged by the worst case over a *diverse* set
+# of attacks (AutoAttack's design), never by PGD alone.
+#
+# ## 4 · The comparison table
+# Accuracies in percent; the ΔS²O columns give, on every `+s2o` row, S²O minus its base method in percentage
+# points (e.g. `trades+awp+s2o` − `trades+awp`).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# REPORT: Every method under one protocol (accuracy in %; ΔS²O: S²O minus its base method, percentage points).
+print(table.protocol_line())
+frame = table.to_dataframe(percent=True, with_gain=True)
+gain_columns = [column for column in frame if column.startswith("ΔS²O")]
+frame.style.format("{:.1f}", na_rep="").format("{:+.1f}", subset=gain_columns, na_rep="")
+
+# %%
+for name, result in table.results.items():
+    for attack in attacks:
+        assert result[attack] <= result["clean"], f"{name}: {attack} accuracy exceeds clean accuracy"
+        assert result[WORST_CASE] <= result[attack], f"{name}: worst case above {attack}"
+    # AutoAttack is the stronger attack; per image it may miss one that PGD-20's random start found.
+    assert result["autoattack"] <= result["pgd20"] + 1 / n_eval, f"{name}: AutoAttack weaker than PGD-20"
+assert set(table.s2o_gain()) == {"at", "trades", "mart", "at+awp", "trades+awp"}
+
+# %% [markdown]
+# The table is exactly what `robust_accuracy` returns for each model on its own — `compare_models` only makes
+# sure the arguments are the same. We check it for the standard model (the cheapest to attack):
+
+# %%
+alone = robust_accuracy(models["standard"], test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
+                        autoattack_version=profile.autoattack, seed=0)
+assert dict(alone) == dict(table.results["standard"]), "the table must equal robust_accuracy for the same protocol"
+assert alone.protocol == table.protocol
+
+# %% [markdown]
+# ## 5 · Are the numbers trustworthy? Sanity checks
+# A table of robust accuracies is only as good as the attacks behind it. Carlini et al. (2019) list checks that
+# catch a broken evaluation — **gradient masking** above all, where a model's gradients are useless to the
+# attacker so that it *looks* robust. `sanity_checks` runs seven of them (notebook 02 wrote several by hand):
+# accuracy must fall with ε and reach ~0 at ε = 0.5, more steps and more restarts must not help the model,
+# white-box PGD must beat PGD transferred from another model, weaker attacks must not beat stronger ones, and
+# input gradients must not vanish.
+#
+# We run them on every model and on a **deliberately gradient-masked** copy of the AT model. The transfer check
+# needs an independently trained surrogate; adversarial examples of a *robust* model transfer far better than
+# those of a standard one, so the surrogate is the TRADES model (the AT model for TRADES itself). For the masked
+# copy, `mask_gradients` multiplies the AT model's logits by 10⁴, which changes no prediction but saturates the
+# softmax, so the cross-entropy gradient is exactly zero and PGD stalls. In `smoke` the checks use fewer steps and restarts, and the tolerance is two images.
+# AutoAttack is left out of the ordering check here: the table above already compared it with PGD-20 per model.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+sanity_settings = dict(eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_sanity, autoattack_version=None,
+                       tol=max(0.03, 2 / n_sanity))
+if profile.name == "smoke":
+    sanity_settings.update(steps=(10, 20), restarts=2)
+start = time.perf_counter()
+reports = {}
+for name, model in models.items():
+    surrogate = models["at"] if name == "trades" else models["trades"]
+    reports[name] = sanity_checks(model, test_set, surrogate=surrogate, **sanity_settings)
+masked = mask_gradients(models["at"])
+reports["at, gradient-masked"] = sanity_checks(masked, test_set, surrogate=models["trades"], **sanity_settings)
+print(f"sanity checks on {len(reports)} models in {time.perf_counter() - start:.1f} s")
+pd.DataFrame({name: {c.name: c.status for c in r.checks} for name, r in reports.items()}).T
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print(reports["at, gradient-masked"])
+
+# %%
+adversarial = [name for name in COMPARISON_METHODS if parse_method(name).adversarial]
+for name in adversarial:
+    assert reports[name].passed, f"{name}: sanity checks failed\n{reports[name]}"
+fired = set(reports["at, gradient-masked"].failed)
+assert not reports["at, gradient-masked"].passed
+assert {"zero_gradients", "large_eps", "whitebox_beats_transfer"} <= fired, fired
+print("all adversarially trained models pass; on the masked model these checks fire:", ", ".join(sorted(fired)))
+
+# %% [markdown]
+# Every adversarially trained model passes. The masked model fails loudly: its input gradients are zero, PGD
+# cannot win even at ε = 0.5, and examples crafted on a *different* model fool it more than white-box PGD does —
+# the classic signature of gradient masking (Athalye, Carlini & Wagner 2018). Its PGD-20 accuracy would have
+# topped the table.
+#
+# ## 6 · Robustness against ε
+# The first sanity check measured PGD-20 accuracy over a grid of radii for every model, the step size scaled
+# with ε. Those are the robustness-versus-ε curves; `s2o_lib.compare.accuracy_vs_eps` computes the same curve
+# on its own (checked here for one model), so we plot the numbers the check looked at.
+
+# %%
+check = reports["at+s2o"]["eps_monotone"].values
+curve = accuracy_vs_eps(models["at+s2o"], test_set, eps_values=check["eps"], steps=20,
+                        alpha_ratio=profile.eval_alpha / profile.eval_eps, n=n_sanity)
+assert curve == check["accuracy"], (curve, check["accuracy"])
+
+# %%
+# REPORT: PGD-20 accuracy against the attack radius, each base method (dashed) and with S²O (solid); the dotted line is the evaluation ε, grey the gradient-masked AT model.
+panels = ["standard", "at", "trades", "mart", "at+awp", "trades+awp"]
+fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), sharex=True, sharey=True)
+for ax, base in zip(axes.flat, panels):
+    for name, style in ((base, "--"), (f"{base}+s2o", "-")):
+        if name in reports:
+            values = reports[name]["eps_monotone"].values
+            ax.plot(values["eps"], values["accuracy"], style, marker="o", ms=3, label=name)
+    if base == "at":
+        values = reports["at, gradient-masked"]["eps_monotone"].values
+        ax.plot(values["eps"], values["accuracy"], ":", color="grey", marker="x", label="at, gradient-masked")
+    ax.axvline(profile.eval_eps, color="grey", ls=":", lw=1)
+    ax.set_title(base if base == "standard" else f"{base} ± S²O", fontsize=10)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+for ax in axes[1]:
+    ax.set_xlabel("ε (L∞)")
+for ax in axes[:, 0]:
+    ax.set_ylabel("PGD-20 accuracy")
+fig.suptitle(f"robustness against ε ({profile.dataset}, {n_sanity} test images)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Standard training collapses at the smallest radius. The adversarially trained models decay smoothly and reach
+# zero at ε = 0.5 (where any image can be turned mid-grey) — as a working attack must. The masked model's flat
+# line is what gradient masking looks like on this plot.
+#
+# ## 7 · The clean–robust trade-off
+# Robustness costs clean accuracy (Tsipras et al. 2019; notebook 04). Each point is one method: clean accuracy
+# against AutoAttack accuracy (squares: base methods; circles: with S²O); an arrow goes from a base method to the
+# same method with S²O. Up-and-right is better on both counts.
+
+# %%
+# REPORT: Clean against AutoAttack accuracy for every method; arrows go from a base method to the same method with S²O.
+fig, ax = plt.subplots(figsize=(7, 5))
+labels = {}  # methods that land on the same point share one label
+for i, (name, result) in enumerate(table.results.items()):
+    point = (100 * result["clean"], 100 * result["autoattack"])
+    s2o = parse_method(name).s2o is not None
+    ax.scatter(*point, s=60, marker="o" if s2o else "s", color=f"C{i % 10}", edgecolor="black" if s2o else None,
+               zorder=3)
+    labels.setdefault(point, []).append(name)
+for point, names in labels.items():
+    ax.annotate(" = ".join(names), point, textcoords="offset points", xytext=(5, 4), fontsize=8)
+for base, s2o in table.s2o_pairs().items():
+    a, b = table.results[base], table.results[s2o]
+    ax.annotate("", xy=(100 * b["clean"], 100 * b["autoattack"]), xytext=(100 * a["clean"], 100 * a["autoattack"]),
+                arrowprops=dict(arrowstyle="->", color="grey", lw=1))
+ax.margins(x=0.15, y=0.08)
+ax.set_xlabel("clean accuracy (%)")
+ax.set_ylabel(f"AutoAttack ({profile.autoattack}) accuracy (%)")
+ax.set_title(f"clean–robust trade-off ({profile.dataset}, ε = {profile.eval_eps:.3f}, {n_eval} images)")
+ax.grid(alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# ## 8 · The authors' numbers
+# The S²O authors released the following CIFAR-10 results (ε = 8/255; clean, PGD-20 and AutoAttack, in %), with
+# RobustBench entries for context. **These are the authors' and RobustBench's figures, not reproduced here**,
+# and most of them use a WideResNet-34-10, far larger than anything this suite trains in `class`.
+
+# %%
+published = pd.DataFrame(published_table(include_context=True))
+published
+
+# %% [markdown]
+# In the `paper` profile (CIFAR-10, PreAct ResNet-18, 200 epochs, standard AutoAttack on the full test set) the
+# reproduced numbers are shown beside the authors' below. Only AT+S²O was published for the same architecture
+# (PreAct ResNet-18); the other rows set a PreAct ResNet-18 beside the authors' WRN-34-10, which is not like for
+# like. In `smoke` and `class` the settings differ (digits; 15 epochs), so no side-by-side is shown.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if profile.name == "paper":
+    display(pd.DataFrame(table.beside_published()).set_index("method").round(2))
+else:
+    print(f"profile '{profile.name}': reproduced and published numbers are not comparable; "
+          "run with S2O_PROFILE=paper for the side-by-side table")
+
+# %% [markdown]
+# ## 9 · Honest remarks
+# - In `smoke` the S²O gains are a few images out of 40 and can change sign with another seed: **no ranking
+#   can be read from them**. Exercise 1 asks how large a gain must be before it means something.
+# - Even on CIFAR-10 the differences are small: the authors' TRADES+S²O (54.1% under AutoAttack) is about one
+#   point above RobustBench's TRADES entry (53.08%), both WRN-34-10, and those are runs by different groups. One
+#   training seed per method cannot separate effects of that size from seed-to-seed variation: train several
+#   seeds and report the spread when you can.
+# - `fast` AutoAttack (APGD-CE + APGD-T) is a declared subset and must not be reported as "AutoAttack". The
+#   `class` and `paper` profiles run the standard version.
+# - Two methods can even agree image for image on so few images (in `smoke`, e.g. TRADES and TRADES+AWP may):
+#   AWP's small weight perturbation changes little in six epochs, although the weights differ.
+#
+# ## Exercise
+# **1.** Is the S²O gain of AT under AutoAttack larger than the noise? Both models saw the same images, so use a
+# **paired** test: count the images only the S²O model survives ($b$) and only the base model survives ($c$).
+# Under "no difference" each of the $b + c$ discordant images is equally likely to fall either way (McNemar's
+# exact test): compute the two-sided p-value with a binomial distribution. How many images would a gain of
+# 2 points need before it is significant at 5%?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# from scipy.stats import binomtest
+#
+# for base, s2o in table.s2o_pairs().items():
+#     a = table.results[base].per_sample["autoattack"]
+#     b_ = table.results[s2o].per_sample["autoattack"]
+#     only_s2o, only_base = int((b_ & ~a).sum()), int((a & ~b_).sum())
+#     p = binomtest(only_s2o, only_s2o + only_base, 0.5).pvalue if only_s2o + only_base else 1.0
+#     print(f"{s2o:15s} gain {100 * (b_.float().mean() - a.float().mean()):+5.1f} pp  "
+#           f"only S²O {only_s2o:3d}, only base {only_base:3d}, p = {p:.2f}")
+# ```
+#
+# With 40 images a gain of a few images is nowhere near significant (p ≫ 0.05). If a fraction $d$ of the images
+# are discordant, a gain $g$ means $b - c = g n$ with $b + c = d n$; the test needs roughly
+# $g n \ge 2\sqrt{d n}$, i.e. $n \ge 4d/g^2$. For $g = 0.02$ and $d = 0.1$ that is 1000 images, for
+# $d = 0.2$ 2000 — which is why the `paper` profile evaluates all 10 000 CIFAR-10 test images.
+# </details>
+
+# %% [markdown]
+# ## Summary
+# - A comparison is fair only under **one protocol**: threat model, attacks, steps, step size, images and seed
+#   (`describe_protocol` states it; `compare_models` enforces it).
+# - Robust accuracy is the **per-sample worst case** over all attacks, an AND per image — it can be below every
+#   single attack's accuracy.
+# - The table gives the **S²O gain** per base method; the ε-curves and the trade-off scatter show the same
+#   models from two more angles.
+# - **Sanity checks** pass on every adversarially trained model and fire on a gradient-masked one: check the
+#   evaluation before trusting the table.
+# - The **authors' figures** (CIFAR-10, mostly WRN-34-10) are labelled as theirs; compare with them only in the
+#   `paper` profile, and only where the architecture matches.
+#
+# **References**
+# - Jin, Yi, Huang, Schewe, Huang. *Enhancing Adversarial Training with Second-Order Statistics
+#   of Weights.* CVPR 2022 (arXiv 2203.06020); extended as *S²O*, IEEE TPAMI 47(10), 2025. Code:
+#   github.com/Alexkael/S2O.
+# - N. Carlini et al. *On Evaluating Adversarial Robustness.* arXiv:1902.06705, 2019.
+# - F. Croce, M. Hein. *Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse
+#   Parameter-free Attacks* (AutoAttack). ICML 2020.
+# - A. Athalye, N. Carlini, D. Wagner. *Obfuscated Gradients Give a False Sense of Security.* ICML 2018.
+# - F. Croce et al. *RobustBench: a standardized adversarial robustness benchmark.* NeurIPS Datasets and
+#   Benchmarks 2021.
+# - A. Madry et al. *Towards Deep Learning Models Resistant to Adversarial Attacks.* ICLR 2018.
+# - H. Zhang et al. *Theoretically Principled Trade-off between Robustness and Accuracy* (TRADES). ICML 2019.
+# - Y. Wang et al. *Improving Adversarial Robustness Requires Revisiting Misclassified Examples* (MART). ICLR 2020.
+# - D. Wu, S.-T. Xia, Y. Wang. *Adversarial Weight Perturbation Helps Robust Generalization.* NeurIPS 2020.
+# - D. Tsipras et al. *Robustness May Be at Odds with Accuracy.* ICLR 2019.
