@@ -6,7 +6,9 @@ profile. The executed notebooks go to ``out/<name>.ipynb``; ``out/report.html`` 
 ``out/report.json`` hold the profile, the versions used, the device, one row per notebook (status and
 seconds) and the *key figures and tables*: the outputs of every cell whose source has a line starting
 with ``# REPORT`` (text after the marker, e.g. ``# REPORT: comparison table``, becomes the caption).
-Notebooks without such a cell contribute nothing to that section.
+Notebooks without such a cell contribute nothing to that section. A caption that starts with ``[headline]``
+(``# REPORT: [headline] comparison table``) puts the cell's outputs in a *Headline results* section at the
+top of the page instead, for the one or two results a reader opens the report for.
 
 The first failing notebook stops the run: its partial executed notebook and the report are still
 written, and `NotebookFailed` says which notebook and cell failed and why, in a few lines.
@@ -60,6 +62,7 @@ PROFILE_ENV = "S2O_PROFILE"  # same name as s2o_lib.config.PROFILE_ENV (not impo
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 REPORT_TITLE = "S²O tutorials: run report"
 _REPORT_MARKER = re.compile(r"^\s*#\s*REPORT\b[:\s-]*(?P<caption>.*)$")
+_HEADLINE_TAG = re.compile(r"^\[headline\]\s*", re.IGNORECASE)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 Status = Literal["ok", "failed", "not run"]
@@ -310,7 +313,9 @@ def _report_items(nb: Any) -> list[dict[str, Any]]:
             continue
         fragments = [frag for out in cell.get("outputs", []) if (frag := _render_output(out)) is not None]
         if fragments:
-            items.append({"cell": index, "caption": caption, "html": fragments})
+            headline = bool(_HEADLINE_TAG.match(caption))
+            items.append({"cell": index, "caption": _HEADLINE_TAG.sub("", caption), "headline": headline,
+                          "html": fragments})
     return items
 
 
@@ -375,6 +380,18 @@ def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dic
     if meta["failed"]:
         parts.append(f'<div class="banner">{esc(meta["failed"])}</div>')
 
+    def figure(item: dict[str, Any], where: str) -> None:
+        caption = f"{where}cell {item['cell']}" + (f": {item['caption']}" if item["caption"] else "")
+        parts.append(f"<figure><figcaption>{esc(caption)}</figcaption>")
+        parts.extend(item["html"])
+        parts.append("</figure>")
+
+    headlines = [(r.name, item) for r in results for item in items.get(r.name, []) if item.get("headline")]
+    if headlines:
+        parts.append("<h2>Headline results</h2>")
+        for name, item in headlines:
+            figure(item, f"{name}, ")
+
     parts.append("<h2>Profile</h2>")
     parts.append(f'<p><b>{esc(meta["profile"]["name"])}</b>: {esc(meta["profile"]["notes"] or "(no notes)")}</p>')
 
@@ -406,16 +423,14 @@ def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dic
     parts.append("</tbody></table>")
 
     parts.append("<h2>Key figures and tables</h2>")
-    shown = [r for r in results if items.get(r.name)]
-    if not shown:
+    rest = {r.name: [item for item in items.get(r.name, []) if not item.get("headline")] for r in results}
+    shown = [r for r in results if rest[r.name]]
+    if not shown and not headlines:
         parts.append('<p class="empty">No executed notebook has a cell marked <code># REPORT</code>.</p>')
     for result in shown:
         parts.append(f"<section><h3>{esc(result.name)}</h3>")
-        for item in items[result.name]:
-            caption = f"cell {item['cell']}" + (f": {item['caption']}" if item["caption"] else "")
-            parts.append(f"<figure><figcaption>{esc(caption)}</figcaption>")
-            parts.extend(item["html"])
-            parts.append("</figure>")
+        for item in rest[result.name]:
+            figure(item, "")
         parts.append("</section>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
@@ -685,7 +700,7 @@ def _build_parser(prog: str) -> argparse.ArgumentParser:
             "examples:\n"
             "  %(prog)s --profile smoke                 # the whole suite on a CPU in minutes\n"
             "  %(prog)s 00 03 --profile class --out build/class\n"
-            "  %(prog)s notebooks/08_comparison.ipynb --timeout 3600\n"
+            "  %(prog)s notebooks/08_robustness_comparison.ipynb --timeout 3600\n"
             "Cells whose source has a line starting with '# REPORT' put their outputs in the report."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

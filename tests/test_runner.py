@@ -37,6 +37,7 @@ GOOD = [
         'print(open("marker.txt").read())  # relative to the notebook folder\n'
         'print("<b>&escaped</b>")'
     ),
+    new_code_cell("# REPORT: [headline] the headline table\nprint('headline-sentinel')"),
     new_code_cell(
         "# REPORT: key figure and table\n"
         "import io\n"
@@ -150,7 +151,7 @@ def test_good_run_json_report_matches(good_run):
     assert entry["name"] == "00_a.ipynb" and entry["status"] == "ok" and entry["error"] is None
     assert 0 < entry["seconds"] <= data["total_seconds"]
     assert entry["output_path"] == str(good_run["out"] / "00_a.ipynb")
-    assert entry["report_cells"] == [2, 3]
+    assert entry["report_cells"] == [2, 3, 4]
     assert entry["kernel_log"] == str(good_run["out"] / "logs" / "00_a.kernel.log")
 
 
@@ -262,3 +263,12 @@ def test_render_output_prefers_rich_data_and_escapes_text():
     widget = {"output_type": "display_data",
               "data": {"application/vnd.jupyter.widget-view+json": {}, "text/plain": "VBox()"}}
     assert _render_output(widget) is None
+
+
+def test_headline_cells_open_the_report(good_run):
+    page = (good_run["out"] / "report.html").read_text()
+    top = page.index("<h2>Headline results</h2>")
+    assert top < page.index("<h2>Profile</h2>"), "the headline section must come first"
+    assert top < page.index("headline-sentinel") < page.index("<h2>Profile</h2>")
+    assert page.count("headline-sentinel") == 1, "a headline cell is shown once, not again below"
+    assert "00_a.ipynb, cell" in page and "the headline table" in page and "[headline]" not in page

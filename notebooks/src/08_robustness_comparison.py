@@ -151,7 +151,7 @@ for name, result in table.results.items():
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-# REPORT: Every method under one protocol (accuracy in %; ΔS²O: S²O minus its base method, percentage points).
+# REPORT: [headline] Every method under one protocol (accuracy in %; ΔS²O: S²O minus its base method, percentage points).
 print(table.protocol_line())
 frame = table.to_dataframe(percent=True, with_gain=True)
 gain_columns = [column for column in frame if column.startswith("ΔS²O")]
@@ -274,7 +274,7 @@ plt.show()
 # same method with S²O. Up-and-right is better on both counts.
 
 # %%
-# REPORT: Clean against AutoAttack accuracy for every method; arrows go from a base method to the same method with S²O.
+# REPORT: [headline] Clean against AutoAttack accuracy for every method; arrows go from a base method to the same method with S²O.
 fig, ax = plt.subplots(figsize=(7, 5))
 labels = {}  # methods that land on the same point share one label
 for i, (name, result) in enumerate(table.results.items()):
