@@ -13,6 +13,20 @@ from s2o_lib.train import fit
 SMOKE = get_profile("smoke")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread while a module runs (restored afterwards); use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+
+    The batches in these tests are tiny: a second thread saves ~20% on an idle 2-core machine but costs 2-3×
+    (up to ~20×) when another process holds a core, because threads wait for each other at every op.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """(train, test) digits datasets."""

@@ -28,13 +28,7 @@ EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
 CHEAP = ("clean", "fgsm", "pgd5")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread while this module runs (restored afterwards), as in test_evaluate.py."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,17 +33,7 @@ EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
 
 
 # ------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread while this module runs (restored afterwards).
-
-    The batches here are tiny: a second thread saves ~20% on an idle 2-core machine but costs 2-3× when
-    another process holds a core (threads wait at every op's barrier).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
