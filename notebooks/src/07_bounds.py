@@ -212,7 +212,9 @@ assert 0 <= report.robust_margin_loss <= 1 and report.gamma > 0
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-reports = {name: estimate_bound(m, (x_train, y_train), **settings) for name, m in models.items()}
+# The AT model's report is the one of section 3 (same data, settings and seed): reuse it.
+reports = {name: report if m is model else estimate_bound(m, (x_train, y_train), **settings)
+           for name, m in models.items()}
 print(compare_reports(reports, rows=("gamma", "robust_margin_loss", "clean_train_acc", "robust_train_acc",
                                      "log10_spectral_product", "sum_fro_over_spec", "R_fro", "R_spectral",
                                      "R_logdet", "log10_bound_independent", "log10_bound_correlated")))
@@ -278,8 +280,9 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-reseeded = {f"seed {s}": estimate_bound(model, (x_train, y_train), **{**settings, "seed": s}, sigma_search=False)
-            for s in range(3)}
+reseeded = {"seed 0": report, **{  # seed 0 is section 3's report
+    f"seed {s}": estimate_bound(model, (x_train, y_train), **{**settings, "seed": s}, sigma_search=False)
+    for s in (1, 2)}}
 spread = pd.DataFrame(reports_to_rows(reseeded)).set_index("model")
 spread[["gamma", "robust_margin_loss", "log10_bound_independent", "log10_bound_correlated", "R_fro"]].round(3)
 
