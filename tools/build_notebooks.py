@@ -122,8 +122,9 @@ def build(source: Path, *, out_dir: Path = NOTEBOOKS) -> Path:
     if not cells or cells[0][0] != "markdown":
         raise SystemExit(f"{source}: the first cell must be the markdown title")
     profile, setup = setup_cells(repo)
-    new = {"markdown": nbformat.v4.new_markdown_cell, "code": nbformat.v4.new_code_cell, "raw": nbformat.v4.new_raw_cell}
-    nb = nbformat.v4.new_notebook()
+    v4 = nbformat.v4
+    new = {"markdown": v4.new_markdown_cell, "code": v4.new_code_cell, "raw": v4.new_raw_cell}
+    nb = v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [new["markdown"](colab_badge(repo, name) + cells[0][1], id=f"{name[:2]}-000"),
@@ -146,7 +147,8 @@ def execute(path: Path, *, profile: str = "smoke", timeout: int = 600) -> float:
         The seconds it took.
     """
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    resources = {"metadata": {"path": str(path.parent)}}  # the working directory
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources)
     start = time.perf_counter()
     client.execute(env={**os.environ, "S2O_PROFILE": profile, "TQDM_DISABLE": "1"})
     seconds = time.perf_counter() - start
