@@ -1,110 +1,157 @@
 """Build the notebooks from their sources and execute them in the smoke profile.
 
-Each notebook is written as ``notebooks/src/NN_name.py`` in the "percent" format (``# %%`` starts a
+Each notebook is written as ``notebooks/src/NN_name.py`` in jupytext's "percent" format (``# %%`` starts a
 code cell, ``# %% [markdown]`` a markdown cell whose lines start with ``# ``), which reviews well in
-diffs. This script turns a source into ``notebooks/NN_name.ipynb`` and, with ``--execute``, runs it
-headless with ``S2O_PROFILE=smoke`` so that the committed outputs are what ``pytest --nbval`` checks.
+diffs. This script turns a source into ``notebooks/NN_name.ipynb`` (a Colab badge on the title, then a
+profile cell and a set-up cell) and, with ``--execute``, runs it headless with ``S2O_PROFILE=smoke`` so that
+the committed outputs are what ``pytest --nbval`` checks.
 
     python tools/build_notebooks.py notebooks/src/01_adversarial_examples.py --execute
     python tools/build_notebooks.py --all --execute
+
+The repository URL in the badge and the set-up cell is ``Repository`` under ``[project.urls]`` in
+``pyproject.toml`` (``S2O_REPO_URL`` overrides it): a fork edits that line and rebuilds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-REPO_URL = "https://github.com/s2o-tutorials/s2o-tutorials"
+sys.path.insert(0, str(ROOT))  # this checkout's s2o_lib, not another installed copy
 
+from s2o_lib.project import repo_url
 
-def colab_badge(name: str) -> str:
-    url = f"https://colab.research.google.com/github/s2o-tutorials/s2o-tutorials/blob/main/notebooks/{name}.ipynb"
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+DRIVE_RUNS = "/content/drive/MyDrive/s2o-tutorials/runs"
 
+PROFILE_CELL = '''\
+# The profile sets every size: "smoke" (a CPU, seconds), "class" (a Colab GPU, CIFAR-10) or "paper" (the paper's).
+S2O_PROFILE = ""  # empty: $S2O_PROFILE if it is set, else "class" on a GPU and "smoke" on a CPU
+import os
+import sys
 
-SETUP_CELL = '''# NBVAL_IGNORE_OUTPUT
-# Set-up: on Colab, install the suite from its repository; locally, use the checkout.
+import torch
+
+if S2O_PROFILE:
+    os.environ["S2O_PROFILE"] = S2O_PROFILE
+elif not os.environ.get("S2O_PROFILE"):
+    os.environ["S2O_PROFILE"] = "class" if torch.cuda.is_available() else "smoke"
+    if "google.colab" in sys.modules and not torch.cuda.is_available():
+        print("No GPU, so this runs the small smoke profile. For class: Runtime → Change runtime type → T4 GPU.")
+print("profile:", os.environ["S2O_PROFILE"])'''
+
+SETUP_CELL = '''\
+# NBVAL_IGNORE_OUTPUT
+# Set-up: make `import s2o_lib` work in this kernel, with no restart. In a checkout, use the checkout. On Colab,
+# clone the repository (or update the clone), put it on sys.path and install only what Colab lacks.
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-if "google.colab" in sys.modules:
-    if not Path("s2o-tutorials").exists():
-        subprocess.run(["git", "clone", "-q", "%s"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "s2o-tutorials"], check=True)
-    os.chdir("s2o-tutorials/notebooks")
-elif (Path.cwd().parent / "s2o_lib").exists():
-    sys.path.insert(0, str(Path.cwd().parent))  # a local checkout works even without `pip install -e .`
-''' % REPO_URL
+REPO_URL = os.environ.get("S2O_REPO_URL", %(url)s)
+USE_DRIVE = False  # Colab: True keeps trained models in your Google Drive, so that later notebooks reuse them
+
+if (Path.cwd().parent / "s2o_lib").is_dir():  # a checkout (or the Colab clone, when this cell runs again)
+    sys.path.insert(0, str(Path.cwd().parent))
+elif "google.colab" in sys.modules:
+    clone = Path("s2o-tutorials").resolve()
+    if not clone.exists():
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, str(clone)], check=True)
+    elif subprocess.run(["git", "-C", str(clone), "pull", "-q", "--ff-only"], check=False).returncode:
+        print(f"could not update {clone}; using it as it is")
+    sys.path.insert(0, str(clone))
+    os.chdir(clone / "notebooks")
+    from s2o_lib.project import install_command, missing_requirements
+
+    missing = missing_requirements()  # what the library imports and Colab lacks; never torch or Jupyter
+    print("installing:", ", ".join(missing) or "nothing")
+    if missing:
+        subprocess.run(install_command(missing), check=True)
+if USE_DRIVE and "google.colab" in sys.modules:
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    os.environ["S2O_RUNS"] = %(runs)s
+    print("trained models are kept in", os.environ["S2O_RUNS"])'''
 
 
-def parse_source(text: str) -> list[tuple[str, str]]:
-    """Split a percent-format source into (kind, source) cells."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        marker = re.match(r"^# %%( \[markdown\])?\s*$", line)
-        if marker:
-            cells.append(("markdown" if marker.group(1) else "code", []))
-        elif cells:
-            cells[-1][1].append(line)
-    out = []
-    for kind, lines in cells:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        if kind == "markdown":
-            lines = [re.sub(r"^# ?", "", line) for line in lines]
-        out.append((kind, "\n".join(lines)))
-    return out
+def colab_url(repo: str, name: str) -> str | None:
+    """Colab's link to ``notebooks/<name>.ipynb`` on the ``main`` branch of a GitHub ``repo`` (else ``None``)."""
+    match = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(\.git)?/?", repo)
+    return match and f"https://colab.research.google.com/github/{match.group(1)}/blob/main/notebooks/{name}.ipynb"
 
 
-def build(source: Path) -> Path:
-    """Write ``notebooks/<name>.ipynb`` from ``source`` (badge and set-up cell first)."""
-    name = source.stem
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    cells = parse_source(source.read_text())
+def colab_badge(repo: str, name: str) -> str:
+    """The "Open in Colab" badge in markdown (empty for a repository outside GitHub, which Colab cannot open)."""
+    url = colab_url(repo, name)
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})\n\n" if url else ""
+
+
+def setup_cells(repo: str) -> tuple[str, str]:
+    """The profile cell and the set-up cell, with ``repo`` as the repository to clone."""
+    return PROFILE_CELL, SETUP_CELL % {"url": json.dumps(repo), "runs": json.dumps(DRIVE_RUNS)}
+
+
+def read_cells(source: Path) -> list[tuple[str, str]]:
+    """``(cell_type, source)`` of each cell of a percent-format source, as jupytext reads it."""
+    return [(cell.cell_type, cell.source) for cell in jupytext.read(source, fmt="py:percent").cells]
+
+
+def build(source: Path, *, out_dir: Path = NOTEBOOKS) -> Path:
+    """Write ``<out_dir>/<name>.ipynb`` from ``source``: the title with a Colab badge, the profile cell, the
+    set-up cell, then the source's cells; ids are ``NN-000``, ``NN-profile``, ``NN-001``, ``NN-002``, ...
+
+    Args:
+        source: ``notebooks/src/NN_name.py``; its first cell must be the markdown title.
+        out_dir: folder of the built notebook.
+    """
+    name, repo = source.stem, repo_url()
+    cells = read_cells(source)
     if not cells or cells[0][0] != "markdown":
         raise SystemExit(f"{source}: the first cell must be the markdown title")
-    kind, title = cells[0]
-    nb.cells.append(nbformat.v4.new_markdown_cell(colab_badge(name) + "\n\n" + title))
-    nb.cells.append(nbformat.v4.new_code_cell(SETUP_CELL.strip()))
-    for kind, text in cells[1:]:
-        cell = nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
-        nb.cells.append(cell)
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"{name[:2]}-{i:03d}"
-    target = NOTEBOOKS / f"{name}.ipynb"
+    profile, setup = setup_cells(repo)
+    v4 = nbformat.v4
+    new = {"markdown": v4.new_markdown_cell, "code": v4.new_code_cell, "raw": v4.new_raw_cell}
+    nb = v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [new["markdown"](colab_badge(repo, name) + cells[0][1], id=f"{name[:2]}-000"),
+                new["code"](profile, id=f"{name[:2]}-profile"), new["code"](setup, id=f"{name[:2]}-001")]
+    nb.cells += [new[kind](text, id=f"{name[:2]}-{i:03d}") for i, (kind, text) in enumerate(cells[1:], start=2)]
+    target = Path(out_dir) / f"{name}.ipynb"
     nbformat.write(nb, target)
     return target
 
 
 def execute(path: Path, *, profile: str = "smoke", timeout: int = 600) -> float:
-    """Execute a notebook in place with ``S2O_PROFILE=profile`` and return the seconds it took."""
+    """Execute a notebook in place, its kernel given ``S2O_PROFILE=profile`` and ``TQDM_DISABLE=1``.
+
+    Args:
+        path: the ``.ipynb`` file; it runs with its folder as the working directory.
+        profile: ``smoke``, ``class`` or ``paper``.
+        timeout: seconds allowed per cell.
+
+    Returns:
+        The seconds it took.
+    """
     nb = nbformat.read(path, as_version=4)
-    old = os.environ.get("S2O_PROFILE")
-    os.environ["S2O_PROFILE"] = profile
-    try:
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = time.perf_counter() - start
-    finally:
-        if old is None:
-            os.environ.pop("S2O_PROFILE", None)
-        else:
-            os.environ["S2O_PROFILE"] = old
+    resources = {"metadata": {"path": str(path.parent)}}  # the working directory
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources)
+    start = time.perf_counter()
+    client.execute(env={**os.environ, "S2O_PROFILE": profile, "TQDM_DISABLE": "1"})
+    seconds = time.perf_counter() - start
     nbformat.write(nb, path)
     return seconds
 
