@@ -10,7 +10,10 @@ a printed difference of one to three images says nothing by itself. This module 
   ``p = scipy.stats.binomtest(b, b + c, 0.5).pvalue``, and ``p = 1`` when ``b + c = 0``), and a confidence
   interval for the paired difference acc(B) − acc(A) = (c − b) / n by Newcombe's method 10 (`newcombe_interval`):
   the square-and-add combination of the two accuracies' Wilson intervals, corrected for their correlation
-  (Newcombe 1998b; recommended for paired proportions by Fagerland, Lydersen & Laake 2014).
+  (Newcombe 1998b; recommended for paired proportions by Fagerland, Lydersen & Laake 2014). The interval and the
+  exact test are different procedures and can disagree at the margin: with b = 0 and c = 5 the 95% interval
+  excludes 0 while the exact p is 0.0625. Significance is decided by the p-value only (the more conservative of
+  the two there); the interval says how large the difference may be.
 - `compare_seeds`: several training seeds per method, seed s of A paired with seed s of B. Per method the mean
   accuracy and its spread across seeds (`SeedSummary`); for the pair the per-seed differences, their mean with a
   Student-t interval across seeds and the paired t-test (`t_interval`, `t_test`), plus McNemar pooled over all
