@@ -6,6 +6,9 @@ as "at" / "at+s2o" are made by naming those two models, since pairing depends on
 
 from __future__ import annotations
 
+import copy
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -21,8 +24,9 @@ from s2o_lib.compare import (
 )
 from s2o_lib.defenses import parse_method
 from s2o_lib.errors import S2OError
-from s2o_lib.evaluate import robust_accuracy
+from s2o_lib.evaluate import EvalResult, robust_accuracy
 from s2o_lib.presets import PRESETS, ROBUSTBENCH_CONTEXT
+from s2o_lib.stats import NO_DIFFERENCE, compare_seeds, paired_test, wilson_interval
 
 EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
 CHEAP = ("clean", "fgsm", "pgd5")
@@ -42,8 +46,8 @@ def paired(standard_model, at_model, digits_test_tensors):
 # ------------------------------------------------------------------------------------------- the table
 @pytest.mark.filterwarnings("ignore:AutoAttack")  # pyautoattack's zero-gradient warning on the standard model
 def test_table_equals_robust_accuracy(standard_model, at_model, digits_test_tensors):
-    protocol = dict(eps=EPS, alpha=ALPHA, attacks=("clean", "fgsm", "pgd10", "cw10", "autoattack"), n=40,
-                    autoattack_version="fast", seed=3)
+    protocol = {"eps": EPS, "alpha": ALPHA, "attacks": ("clean", "fgsm", "pgd10", "cw10", "autoattack"), "n": 40,
+                    "autoattack_version": "fast", "seed": 3}
     table = compare_models({"standard": standard_model, "at": at_model}, digits_test_tensors, **protocol)
     assert table.methods == ["standard", "at"]
     assert table.attacks == ["clean", "fgsm", "pgd10", "cw10", "autoattack", "worst_case"]
@@ -110,6 +114,140 @@ def test_beside_published_takes_the_authors_numbers_from_presets(paired):
     assert row["authors arch"] == "PreAct ResNet-18"
 
 
+# ------------------------------------------------------------------------------------------- intervals and tests
+def _result(per_sample: dict[str, list[int]], n_seed: int = 0) -> EvalResult:
+    """An EvalResult with constructed per-sample outcomes, as robust_accuracy would return it."""
+    tensors_ = {name: torch.tensor(values, dtype=torch.bool) for name, values in per_sample.items()}
+    protocol = {"eps": 0.1, "alpha": 0.025, "n": len(next(iter(per_sample.values()))), "seed": 0, "restarts": 1,
+                "autoattack_version": "fast"}
+    return EvalResult({name: v.float().mean().item() for name, v in tensors_.items()}, per_sample=tensors_,
+                      protocol=protocol)
+
+
+def _constructed_table() -> ComparisonTable:
+    """40 images: on "clean" S²O is right on 12 images the base gets wrong (c = 12, b = 0, p = 2⁻¹¹); on
+    "worst_case" it loses 3 images (b = 3, c = 0, p = 0.25)."""
+    base = [1] * 20 + [0] * 20
+    return ComparisonTable({
+        "at": _result({"clean": base, "worst_case": base}),
+        "at+s2o": _result({"clean": [1] * 32 + [0] * 8, "worst_case": [0] * 3 + [1] * 17 + [0] * 20}),
+    })
+
+
+def _gain_row(text: str, attack: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| at → at+s2o | {attack} |"))
+
+
+def test_accuracies_carry_their_wilson_intervals(paired):
+    summaries = paired.accuracy_summaries()
+    text = paired.to_markdown()
+    frame = paired.to_dataframe(with_intervals=True)
+    for name, result in paired.results.items():
+        for attack in paired.attacks:
+            per_sample = result.per_sample[attack]
+            low, high = wilson_interval(int(per_sample.sum()), per_sample.numel())
+            pooled = summaries[name][attack].pooled
+            assert (pooled.low, pooled.high) == (low, high) and pooled.n == 64
+            assert low <= result[attack] <= high
+            assert frame.loc[name, f"{attack} low"] == pytest.approx(100 * low)
+            assert f"{100 * result[attack]:.2f} [{100 * low:.2f}, {100 * high:.2f}]" in text
+    assert "95% Wilson interval" in text
+
+
+def test_gain_statistics_are_mcnemar_on_the_per_image_outcomes(paired):
+    statistics = paired.s2o_statistics()
+    assert set(statistics) == {"at"}
+    for attack in paired.attacks:
+        gain = statistics["at"][attack]
+        direct = paired_test(paired.results["at"], paired.results["at+s2o"], attack=attack)
+        assert gain.primary == "McNemar" and gain.per_seed == (direct,) and gain.pooled == direct
+        assert gain.mean_difference == pytest.approx(paired.s2o_gain()["at"][attack] / 100, abs=1e-6)
+        assert 0 <= gain.p_value <= 1
+        low, high = gain.interval
+        assert low <= gain.mean_difference <= high
+    # "at+s2o" is the standard model here: it loses most FGSM images, which McNemar must find.
+    assert statistics["at"]["fgsm"].significant(alpha=0.05) and statistics["at"]["fgsm"].mean_difference < -0.2
+    frame = paired.gain_frame()
+    assert list(frame["attack"]) == paired.attacks and frame["significant"].dtype == bool
+    assert frame.set_index("attack").loc["fgsm", "verdict"] == "S²O lower (p < 0.05)"
+
+
+def test_marker_is_set_only_when_p_is_below_alpha():
+    table = _constructed_table()
+    statistics = table.s2o_statistics()["at"]
+    assert (statistics["clean"].pooled.b, statistics["clean"].pooled.c) == (0, 12)
+    assert (statistics["worst_case"].pooled.b, statistics["worst_case"].pooled.c) == (3, 0)
+    assert statistics["worst_case"].p_value == 0.25 and statistics["clean"].p_value == pytest.approx(2 / 2**12)
+    text = table.to_markdown(alpha=0.05)
+    assert table._repr_markdown_() == text
+    clean, worst = _gain_row(text, "clean"), _gain_row(text, "worst_case")
+    assert "| * |" in clean and "S²O higher" in clean
+    assert "| * |" not in worst and NO_DIFFERENCE in worst and "-7.50" in worst and "0.250" in worst
+    frame = table.to_dataframe(with_gain=True, alpha=0.05)
+    assert bool(frame.loc["at+s2o", "significant clean"]) and not bool(frame.loc["at+s2o", "significant worst_case"])
+    assert frame.loc["at+s2o", "p worst_case"] == 0.25 and frame["significant clean"].isna()["at"]
+    # At α equal to the p-value (p ≥ α) nothing is significant any more; just above it, clean is.
+    p_clean = statistics["clean"].p_value
+    assert "| * |" not in table.to_markdown(alpha=p_clean)
+    assert not table.to_dataframe(with_gain=True, alpha=p_clean)["significant clean"].any()
+    assert "| * |" in _gain_row(table.to_markdown(alpha=1.01 * p_clean), "clean")
+    assert list(table.gain_frame(alpha=p_clean)["significant"]) == [False, False]
+
+
+def test_a_table_without_per_sample_outcomes_shows_no_tests():
+    plain = ComparisonTable({"at": EvalResult({"clean": 0.5}), "at+s2o": EvalResult({"clean": 0.6})})
+    assert not plain.has_outcomes
+    text = plain.to_markdown()
+    assert "no intervals" in text and "untested" in text and "| * |" not in text
+    with pytest.raises(S2OError, match="no per-sample outcomes"):
+        plain.s2o_statistics()
+    assert plain.to_dataframe(with_gain=True)["p clean"].isna().all()
+
+
+# ------------------------------------------------------------------------------------------- seeds
+def _other_seed(model: nn.Module, seed: int) -> nn.Module:
+    """A copy with slightly perturbed weights, standing in for the same method trained with another seed."""
+    copied = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in copied.parameters():
+            parameter.add_(0.05 * parameter.abs().mean() * torch.randn(parameter.shape, generator=generator))
+    return copied.eval()
+
+
+@pytest.mark.filterwarnings("ignore:AutoAttack")
+def test_table_with_seeds_equals_per_seed_robust_accuracy(standard_model, at_model, digits_test_tensors):
+    models = {"at": [at_model, _other_seed(at_model, 1), _other_seed(at_model, 2)],
+              "at+s2o": {0: standard_model, 1: _other_seed(at_model, 3), 2: at_model},
+              "standard": standard_model}
+    protocol = {"eps": EPS, "alpha": ALPHA, "attacks": CHEAP, "n": 48, "seed": 2}
+    table = compare_models(models, digits_test_tensors, **protocol)
+    assert table.seeds == {"at": [0, 1, 2], "at+s2o": [0, 1, 2], "standard": [0]}
+    direct = {name: {s: robust_accuracy(m, digits_test_tensors, **protocol, return_per_sample=True)
+                     for s, m in (enumerate(entry) if isinstance(entry, list) else
+                                  entry.items() if isinstance(entry, dict) else [(0, entry)])}
+              for name, entry in models.items()}
+    for name, by_seed in direct.items():
+        for s, result in by_seed.items():
+            assert dict(table.runs[name][s]) == dict(result), (name, s)  # exactly, not approximately
+            for attack in table.attacks:
+                assert torch.equal(table.runs[name][s].per_sample[attack], result.per_sample[attack])
+        for attack in table.attacks:
+            mean = sum(r[attack] for r in by_seed.values()) / len(by_seed)
+            assert table.results[name][attack] == pytest.approx(mean, abs=1e-12)
+    assert dict(table.results["standard"]) == dict(direct["standard"][0])
+    # The gain statistics are compare_seeds on the same per-seed results: seed s of "at" with seed s of "at+s2o".
+    gain = table.s2o_statistics()["at"]["pgd5"]
+    assert gain == compare_seeds(direct["at"], direct["at+s2o"], attack="pgd5")
+    assert gain.primary == "t-test across seeds" and len(gain.per_seed) == 3
+    assert gain.pooled.n == 3 * 48 and gain.pooled.b == sum(t.b for t in gain.per_seed)
+    text = table.to_markdown()
+    assert "| seeds |" in text and "t-test across seeds" in text and "± " in text
+    assert "training seeds: at 0, 1, 2; at+s2o 0, 1, 2; standard 0" in text
+    frame = table.to_dataframe(with_intervals=True, with_gain=True)
+    assert frame.loc["at", "pgd5 sd"] == pytest.approx(100 * table.accuracy_summaries()["at"]["pgd5"].std)
+
+
 # ------------------------------------------------------------------------------------------- accuracy vs eps
 def test_accuracy_vs_eps_starts_clean_and_does_not_rise(at_model, digits_test_tensors):
     eps_values = [0.0, 0.05, 0.1, 0.15, 0.3]
@@ -117,7 +255,7 @@ def test_accuracy_vs_eps_starts_clean_and_does_not_rise(at_model, digits_test_te
     assert len(accs) == len(eps_values)
     clean = robust_accuracy(at_model, digits_test_tensors, attacks=("clean",), eps=0.0, n=100)["clean"]
     assert accs[0] == clean
-    for smaller, larger in zip(accs, accs[1:]):
+    for smaller, larger in itertools.pairwise(accs):
         assert larger <= smaller + 0.02, accs
     assert accs[-1] < accs[0] - 0.3, "a radius of 0.3 must cost the digits AT model most of its accuracy"
     # Each point is robust_accuracy with the step scaled to the radius (default ratio 1/4).
@@ -135,28 +273,50 @@ class _Exploding(nn.Module):
 @pytest.mark.parametrize(
     "models, kwargs, match",
     [
-        ({}, dict(eps=0.1), "non-empty mapping"),
-        ([nn.Identity()], dict(eps=0.1), "non-empty mapping"),
-        ({"at": "not a model"}, dict(eps=0.1), "nn.Module"),
-        ({"at": _Exploding()}, dict(eps=-0.1), "eps must be a finite number >= 0"),
-        ({"at": _Exploding()}, dict(eps=0.1, attacks=("clean", "deepfool")), "unknown attack 'deepfool'"),
-        ({"at": _Exploding()}, dict(eps=0.1, alpha=-1.0), "alpha"),
-        ({"at": _Exploding()}, dict(eps=0.1, autoattack_version="quick"), "AutoAttack version"),
+        ({}, {"eps": 0.1}, "non-empty mapping"),
+        ([nn.Identity()], {"eps": 0.1}, "non-empty mapping"),
+        ({"at": "not a model"}, {"eps": 0.1}, "nn.Module"),
+        ({"at": []}, {"eps": 0.1}, r"models\['at'\] is empty"),
+        ({"at": [_Exploding(), "not a model"]}, {"eps": 0.1}, "seed 1 must be a torch nn.Module"),
+        ({"at": {-1: _Exploding()}}, {"eps": 0.1}, "integers >= 0"),
+        ({"at": [_Exploding(), _Exploding()], "at+s2o": [_Exploding()]}, {"eps": 0.1}, "same seeds"),
+        ({"at": {0: _Exploding(), 1: _Exploding()}, "at+s2o": {0: _Exploding(), 2: _Exploding()}}, {"eps": 0.1},
+         "same seeds"),
+        ({"at": _Exploding()}, {"eps": -0.1}, "eps must be a finite number >= 0"),
+        ({"at": _Exploding()}, {"eps": 0.1, "attacks": ("clean", "deepfool")}, "unknown attack 'deepfool'"),
+        ({"at": _Exploding()}, {"eps": 0.1, "alpha": -1.0}, "alpha"),
+        ({"at": _Exploding()}, {"eps": 0.1, "autoattack_version": "quick"}, "AutoAttack version"),
     ],
 )
 def test_compare_models_rejects_bad_input(models, kwargs, match, digits_test_tensors):
-    with pytest.raises(S2OError, match=match):
+    with pytest.raises(S2OError, match=match) as info:
         compare_models(models, digits_test_tensors, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 0}, {"alpha": 1.5}, {"alpha": True}])
+def test_table_rejects_a_bad_alpha(kwargs):
+    table = _constructed_table()
+    for call in (table.to_markdown, table.to_dataframe, table.gain_frame):
+        with pytest.raises(S2OError, match="alpha"):
+            call(**kwargs)
+
+
+def test_table_rejects_runs_under_different_protocols():
+    first, second = _result({"clean": [1, 0]}), _result({"clean": [1, 1]})
+    second.protocol["eps"] = 0.2
+    with pytest.raises(S2OError, match="different protocols"):
+        ComparisonTable(runs={"at": {0: first, 1: second}})
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(eps_values=[]), "non-empty sequence"),
-        (dict(eps_values=0.1), "non-empty sequence"),
-        (dict(eps_values=[0.1, -0.1]), "eps_values"),
-        (dict(eps_values=[0.1], steps=0), "steps must be an integer >= 1"),
-        (dict(eps_values=[0.1], alpha_ratio=0), "alpha_ratio"),
+        ({"eps_values": []}, "non-empty sequence"),
+        ({"eps_values": 0.1}, "non-empty sequence"),
+        ({"eps_values": [0.1, -0.1]}, "eps_values"),
+        ({"eps_values": [0.1], "steps": 0}, "steps must be an integer >= 1"),
+        ({"eps_values": [0.1], "alpha_ratio": 0}, "alpha_ratio"),
     ],
 )
 def test_accuracy_vs_eps_rejects_bad_input(kwargs, match, digits_test_tensors):
