@@ -726,8 +726,8 @@ def detail_table(costs: list[NotebookCost], tf: dict[str, float]) -> list[str]:
 
 def throughputs(override: float | None) -> dict[str, float]:
     figures = {key: run.tflops() for key, run in REFERENCE_RUNS.items()}
-    if override is not None:
-        figures["fp32"] = override
+    if override is not None:  # a figure measured on the card replaces both fp32 estimates
+        figures["fp32"] = figures["fp32-low"] = override
     return figures
 
 
@@ -776,7 +776,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="assumed clean accuracy of adversarially trained models")
     parser.add_argument("--robust-aa", type=float, default=ASSUMED["robust"].autoattack,
                         help="assumed AutoAttack accuracy of adversarially trained models")
-    parser.add_argument("--tflops", type=float, help="override the fp32 T4 figure (TFLOP/s)")
+    parser.add_argument("--tflops", type=float,
+                        help="a sustained TFLOP/s measured on the card: replaces both fp32 figures (RESULTS.md)")
     parser.add_argument("--overhead-min", type=float, default=0.5,
                         help="allowance per notebook for start-up, imports and data loading (minutes)")
     parser.add_argument("--data-us", type=float, default=DATA_US,
@@ -785,6 +786,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--derive-throughput", action="store_true", help="print how the T4 figures are derived")
     parser.add_argument("--cpu-timing", action="store_true", help="time the steps on this CPU (run under the lock)")
     parser.add_argument("--cpu-arch", help="architecture timed on the CPU (default: the profile's)")
+    parser.add_argument("--cpu-threads", type=int, default=1,
+                        help="intra-op threads for the CPU timing (1: robust when another process holds a core)")
     parser.add_argument("--cpu-batch", type=int, default=8)
     parser.add_argument("--cpu-repeats", type=int, default=2)
     parser.add_argument("--cpu-methods", help="comma-separated methods to time (default: all in the table)")
@@ -838,6 +841,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _cpu_report(args: argparse.Namespace, profile: Profile) -> dict[str, float | None]:
     arch = args.cpu_arch or profile.arch
+    torch.set_num_threads(args.cpu_threads)
     methods = [m.strip() for m in args.cpu_methods.split(",")] if args.cpu_methods else TABLE_METHODS
     if "standard" not in methods:
         methods = ["standard", *methods]
