@@ -234,8 +234,8 @@ def tensors(
     """``n`` examples of a Dataset, a DataLoader or an ``(X, y)`` tuple, stacked as CPU tensors ``(X, y)``.
 
     Args:
-        data: a map-style Dataset of (image, label) pairs, a DataLoader of (images, labels) batches, or a
-            tuple ``(X, y)`` of tensors with X of shape (N, C, H, W) and y of shape (N,).
+        data: a map-style Dataset of (image, label) pairs, a DataLoader (or `s2o_lib.fast.DeviceLoader`) of
+            (images, labels) batches, or a tuple ``(X, y)`` of tensors with X of shape (N, C, H, W) and y (N,).
         n: how many (``None``: all; more than ``data`` holds: all).
         order: ``"first"``: the first ``n``; ``"random"``: ``n`` drawn at random with ``seed`` and returned in
             the order ``data`` holds them (not from a DataLoader: pass its ``.dataset``).
@@ -257,7 +257,7 @@ def tensors(
     if order not in ORDERS:
         raise unknown_name("order", order, ORDERS)
     check_int(seed, "seed", minimum=0)
-    if isinstance(data, DataLoader):
+    if _yields_batches(data):
         if order != "first":
             raise S2OError("order='random' needs the Dataset (loader.dataset) or an (X, y) tuple, not a DataLoader")
         x, y = _first_batches(data, n)
@@ -278,6 +278,11 @@ def tensors(
 
 
 Rows = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def _yields_batches(data: object) -> bool:
+    """A DataLoader, or another loader that yields (images, labels) batches (e.g. `s2o_lib.fast.DeviceLoader`)."""
+    return isinstance(data, DataLoader) or (hasattr(data, "__iter__") and hasattr(data, "batch_size"))
 
 
 def _indexed(data: object, *, raw: bool) -> tuple[int, Rows]:

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .attacks import pgd
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_eps, check_int, check_positive
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
+from .evaluate import robust_accuracy
 from .fast import Precision, autocast, prepare_model
 from .models import device_of, model_spec
 from .s2o import default_off_diagonal_mass
@@ -285,34 +285,6 @@ def make_scheduler(
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[m - 1 for m in milestones], gamma=0.1)
 
 
-def evaluate_clean_and_pgd(
-    model: nn.Module, loader: DataLoader, *, eps: float, alpha: float, steps: int, n: int | None
-) -> tuple[float, float]:
-    """Clean and PGD accuracy on the first ``n`` samples of ``loader`` (used for model selection)."""
-    device = device_of(model)
-    was_training = model.training
-    model.eval()
-    correct_clean = correct_robust = torch.zeros((), device=device)
-    seen = 0
-    for x, y in loader:
-        if n is not None and seen >= n:
-            break
-        if n is not None:
-            x, y = x[: n - seen], y[: n - seen]
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            clean_ok = model(x).argmax(1) == y
-        x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps)
-        with torch.no_grad():
-            # Robust means correct on x and on x_adv, as in s2o_lib.evaluate (per-sample worst case).
-            robust_ok = clean_ok & (model(x_adv).argmax(1) == y)
-        correct_clean = correct_clean + clean_ok.float().sum()
-        correct_robust = correct_robust + robust_ok.float().sum()
-        seen += len(y)
-    model.train(was_training)
-    return (correct_clean / seen).item(), (correct_robust / seen).item()
-
-
 # --------------------------------------------------------------------------------------------- one run
 def _awp_settings(awp: AWPConfig) -> dict[str, Any]:
     """AWP's γ and warm-up for `DefenseConfig`; ``None`` means the base method's default.
@@ -409,12 +381,17 @@ class _Training:
         return (loss_sum / seen).item(), (correct / seen).item()
 
     def evaluate(self, loader: DataLoader | None, evaluation: EvalConfig) -> tuple[float | None, float | None]:
-        """Clean and PGD accuracy on the evaluation subset (``(None, None)`` without a loader)."""
+        """Clean and PGD accuracy on the evaluation subset (``(None, None)`` without a loader), counted as
+        `s2o_lib.evaluate.robust_accuracy` counts them (robust: correct on the clean input and under PGD), with
+        its own seeded random starts: the evaluation draws nothing from torch's global generator."""
         if loader is None:
             return None, None
+        attack = f"pgd{evaluation.steps}"
         with autocast(self.device, self.speed.precision):
-            return evaluate_clean_and_pgd(self.step_model, loader, eps=evaluation.eps, alpha=evaluation.alpha,
-                                          steps=evaluation.steps, n=evaluation.n)
+            result = robust_accuracy(self.step_model, loader, attacks=("clean", attack), eps=evaluation.eps,
+                                     alpha=evaluation.alpha, n=evaluation.n, device=self.device,
+                                     batch_size=getattr(loader, "batch_size", None) or 256)
+        return result["clean"], result[attack]
 
     def record(self, epoch: int, *, lr: float, train: tuple[float, float], evaluated: tuple[float | None, float | None],
                seconds: float) -> bool:

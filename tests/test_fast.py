@@ -68,6 +68,10 @@ def test_training_loader_picks_the_device_loader_where_it_pays(digits, tmp_path,
     cifar = training_loader(train, batch_size=16, device="cpu", on_device=True)
     assert isinstance(cifar, DeviceLoader) and cifar.augment and cifar.images.dtype == torch.uint8
     assert not training_loader(load_dataset("cifar10", "test", root=tmp_path), batch_size=16, on_device=True).augment
+    # A DeviceLoader also serves as fit's eval_loader: tensors() takes the first n of any loader's batches.
+    x_all, y_all = tensors(digits[0])
+    ordered = DeviceLoader(x_all, y_all, batch_size=64, shuffle=False)
+    assert torch.equal(tensors(ordered, n=100)[0], x_all[:100])
 
 
 def test_fp32_autocast_switch_is_bitwise_the_plain_path(digits):
@@ -150,7 +154,7 @@ def test_pgd_loop_has_no_per_step_host_sync(monkeypatch, digits):
 def test_fast_path_matches_plain_path_on_gpu(digits):
     """bf16 + channels-last + device loader reach the plain fp32 path's accuracy within noise."""
     from s2o_lib.data import make_loader
-    from s2o_lib.train import evaluate_clean_and_pgd
+    from s2o_lib.evaluate import robust_accuracy
 
     x, y = tensors(digits[0])
     results = {}
@@ -164,7 +168,8 @@ def test_fast_path_matches_plain_path_on_gpu(digits):
         fit(model, loader, method="at", epochs=6, progress=False,
             **fit_options(lr=0.05, milestones=(4,), eps=0.15, alpha=0.05, attack_steps=5,
                           precision="bf16" if fast else "fp32", channels_last=fast))
-        results[fast] = evaluate_clean_and_pgd(model, make_loader(digits[1], batch_size=256, shuffle=False),
-                                               eps=0.15, alpha=0.02, steps=20, n=None)
+        result = robust_accuracy(model, make_loader(digits[1], batch_size=256, shuffle=False),
+                                 attacks=("clean", "pgd20"), eps=0.15, alpha=0.02)
+        results[fast] = result["clean"], result["pgd20"]
     (clean_plain, pgd_plain), (clean_fast, pgd_fast) = results[False], results[True]
     assert abs(clean_plain - clean_fast) < 0.05 and abs(pgd_plain - pgd_fast) < 0.06, results

@@ -235,3 +235,22 @@ def test_one_mapping_from_a_profile_to_fit(monkeypatch, tmp_path):
 def test_awp_none_means_the_base_default_in_one_place():
     assert _awp_settings(AWPConfig()) == {"awp_gamma": 5e-3, "awp_warmup": 10}
     assert _awp_settings(AWPConfig(gamma=0.02, warmup=0)) == {"awp_gamma": 0.02, "awp_warmup": 0}
+
+
+def test_the_per_epoch_evaluation_leaves_training_unchanged(digits):
+    """The evaluation draws its PGD starts from its own seeded generator, never from torch's global one."""
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=128))
+
+    def run(eval_loader):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1)
+        history = fit(model, make_loader(train, batch_size=64, shuffle=True, seed=0), method="at", epochs=2,
+                      eval_loader=eval_loader, progress=False,
+                      **fit_options(lr=0.05, eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=1, eval_n=64))
+        return model.state_dict(), history
+
+    plain, _ = run(None)
+    evaluated, history = run(make_loader(train, batch_size=32, shuffle=False))
+    assert all(v is not None for v in history.eval_robust)
+    for name, value in plain.items():
+        assert torch.equal(value, evaluated[name]), name
