@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from released_steps import RELEASED  # noqa: E402
+from released_steps import RELEASED
 
-from s2o_lib.defenses import AWP, DefenseConfig, parse_method, training_step  # noqa: E402
-from s2o_lib.fast import autocast, prepare_model  # noqa: E402
-from s2o_lib.models import build_model  # noqa: E402
+from s2o_lib.defenses import AWP, DefenseConfig, parse_method, training_step
+from s2o_lib.fast import autocast, prepare_model
+from s2o_lib.models import build_model
 
 METHODS = ("at", "at+s2o", "trades", "trades+s2o", "trades+awp+s2o")
 

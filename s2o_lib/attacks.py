@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_eps, check_images, check_int
 from .errors import S2OError, unknown_name
 
 Norm = Literal["linf", "l2"]
@@ -35,41 +35,8 @@ LOSSES: tuple[str, ...] = ("ce", "cw")
 
 
 # --------------------------------------------------------------------------------------------- checks
-def check_eps(eps: float, *, name: str = "eps") -> None:
-    """Raise `S2OError` unless ``eps`` is a finite number ≥ 0."""
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise S2OError(f"{name} must be a finite number >= 0 (e.g. 8/255 for CIFAR-10), got {eps!r}")
-
-
-def check_images(x: Tensor, y: Tensor | None = None) -> None:
-    """Raise `S2OError` unless ``x`` is a float batch in [0, 1] and ``y`` holds one label per image.
-
-    Args:
-        x: images, shape (B, ...) with values in [0, 1].
-        y: optional integer labels, shape (B,).
-    """
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise S2OError("images must be a floating-point torch.Tensor with values in [0, 1]")
-    if x.ndim < 2:
-        raise S2OError(f"images must have a batch dimension, shape (B, C, H, W); got shape {tuple(x.shape)}")
-    lo, hi = torch.aminmax(x)
-    if lo < 0 or hi > 1:
-        raise S2OError(
-            f"images must lie in [0, 1] but range over [{lo.item():.3g}, {hi.item():.3g}]; "
-            "keep inputs in [0, 1] and put normalisation inside the model (s2o_lib.models.Normalize)"
-        )
-    if y is not None:
-        if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise S2OError(
-                f"labels must have shape (B,) = ({x.shape[0]},), one per image; got {tuple(y.shape)}"
-            )
-        if y.is_floating_point():
-            raise S2OError("labels must be integer class indices (torch.long), not floats")
-
-
 def _check_steps(steps: int, alpha: float) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise S2OError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int(steps, "steps", minimum=1)
     check_eps(alpha, name="alpha (step size)")
 
 
@@ -87,8 +54,44 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Switch off ``requires_grad`` of every parameter while attacking, and restore each flag afterwards.
+
+    Attacks need gradients with respect to the input only: this is faster, and leaves the parameters' ``.grad``
+    as they were.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 # --------------------------------------------------------------------------------------------- losses
-def cw_margin_loss(logits: Tensor, y: Tensor, *, margin: float = 50.0) -> Tensor:
+#: The confidence κ of the CW margin loss in the TRADES/MART/S²O evaluation code (CW∞ = PGD on that loss).
+CW_MARGIN = 50.0
+
+
+def margins(logits: Tensor, y: Tensor) -> Tensor:
+    """Classification margins ``z_y − max_{j≠y} z_j`` (positive exactly when the prediction is right, ties aside).
+
+    Args:
+        logits: (B, C) logits.
+        y: (B,) labels.
+
+    Returns:
+        (B,) margins.
+    """
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return true - other
+
+
+def cw_margin_loss(logits: Tensor, y: Tensor, *, margin: float = CW_MARGIN) -> Tensor:
     """Carlini–Wagner margin loss as TRADES/MART/S²O evaluate CW∞ (one value per sample, to maximise).
 
     ``-max(z_y - max_{j≠y} z_j + margin, 0)``: it grows until the best wrong logit beats the true one by
@@ -97,11 +100,9 @@ def cw_margin_loss(logits: Tensor, y: Tensor, *, margin: float = 50.0) -> Tensor
     Args:
         logits: (B, K) logits.
         y: (B,) true labels.
-        margin: the confidence κ (50 in the papers' evaluation code).
+        margin: the confidence κ (`CW_MARGIN`, 50, in the papers' evaluation code).
     """
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-    return -(true - other + margin).clamp(min=0)
+    return -(margins(logits, y) + margin).clamp(min=0)
 
 
 def _objective(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
@@ -109,11 +110,8 @@ def _objective(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
     if loss == "ce":
         value = F.cross_entropy(logits, y, reduction="none")
         return -value if targeted else value
-    # Targeted CW: make the target logit beat every other one by the margin.
-    if targeted:
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-        return -(other - true + 50.0).clamp(min=0)
+    if targeted:  # targeted CW: make the target logit beat every other one by the margin
+        return -(CW_MARGIN - margins(logits, y)).clamp(min=0)
     return cw_margin_loss(logits, y)
 
 

@@ -1,4 +1,4 @@
-r"""Spectral and Frobenius norms, and the PAC-Bayesian robust generalisation bound of S²O.
+r"""The PAC-Bayesian robust generalisation bound of S²O, estimated term by term for one model.
 
 The bound (Neyshabur, Bhojanapalli & Srebro, ICLR 2018, in its spectrally-normalised margin form; extended to
 adversarial inputs and to a posterior with a non-diagonal covariance as in Jin et al., NeurIPS 2020 and the S²O
@@ -9,8 +9,9 @@ paper, CVPR 2022 / TPAMI 2025). With probability ≥ 1 − δ over the m trainin
     Q_S  =  (B + ε₂)² · n² · h · ln(n h) · ∏ᵢ ‖Wᵢ‖₂² · Σᵢ ‖Wᵢ‖_F² / ‖Wᵢ‖₂² · maxᵢ ‖Sᵢ‖₂
             −  Σᵢ ln det Sᵢ  +  ln(n m / δ).
 
-``Q_S`` is reported as ``kl_independent`` / ``kl_correlated`` (with ``log10_kl_*``), and the square-root
-(complexity) term as ``log10_bound_independent`` / ``log10_bound_correlated`` = log10 sqrt(Q_S / (γ² m)).
+``Q_S``, the bracket of the bound (the KL term plus the confidence term), is reported as ``q_independent`` /
+``q_correlated`` (with ``log10_q_*``), and the square-root (complexity) term as ``log10_bound_independent`` /
+``log10_bound_correlated`` = log10 sqrt(Q_S / (γ² m)). The norms ‖Wᵢ‖ come from `s2o_lib.norms`.
 
 Symbols, and what this module plugs in for each (`BoundReport` field in brackets):
 
@@ -71,7 +72,7 @@ Example:
     >>> model = build_model("small-cnn", num_classes=10, in_channels=1)
     >>> x, y = torch.rand(32, 1, 16, 16), torch.randint(0, 10, (32,))
     >>> report = estimate_bound(model, (x, y), eps=0.1, steps=2, n=32, sigma_search=False, power_iters=20)
-    >>> report.kl_correlated >= report.kl_independent
+    >>> report.q_correlated >= report.q_independent
     True
     >>> report.depth, report.width
     (5, 256)
@@ -80,22 +81,23 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.conv import _ConvNd
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from .attacks import check_eps, check_images, eval_mode, pgd
+from .attacks import eval_mode, margins, pgd
+from .checks import check_eps, check_fraction, check_int, check_open_unit, check_positive
+from .data import batch_slices, tensors
 from .errors import S2OError, unknown_name
 from .laplace import kfac_factors, kronecker_correlation, kronecker_summaries
-from .models import last_linear
+from .models import device_of, dtype_of, last_linear
+from .norms import LayerNorms, layer_norms
 
-LayerKind = Literal["conv", "linear"]
 NoiseKind = Literal["isotropic", "correlated"]
 ConvSpectral = Literal["true", "reshaped"]
 NOISE_KINDS: tuple[str, ...] = ("isotropic", "correlated")
@@ -104,363 +106,6 @@ CONV_SPECTRAL: tuple[str, ...] = ("true", "reshaped")
 #: Default σ range of the bisection, relative to the weights' RMS (see `sigma_search`).
 SIGMA_RANGE: tuple[float, float] = (1e-4, 1e2)
 _LN10 = math.log(10.0)
-
-
-# ============================================================================================ checks
-def _check_int(value: Any, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise S2OError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_open_unit(value: Any, name: str, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise S2OError(f"{name} must be a number strictly between 0 and 1 (e.g. {example}), got {value!r}")
-
-
-def _check_iters(iters: Any) -> None:
-    _check_int(iters, "iters (power iterations)", minimum=1)
-
-
-def _seeded_randn(shape: Sequence[int], seed: int, like: Tensor) -> Tensor:
-    """A standard normal tensor drawn on the CPU from ``seed`` (identical on every device), then moved."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=generator, dtype=torch.float64).to(like.device, like.dtype)
-
-
-# ============================================================================================ power iteration
-def power_iteration(
-    op: Callable[[Tensor], Tensor],
-    adjoint: Callable[[Tensor], Tensor],
-    v0: Tensor,
-    *,
-    iters: int = 100,
-) -> Tensor:
-    """Largest singular value of a linear operator A by power iteration on AᵀA, for a batch of start vectors.
-
-    Each of the k start vectors is iterated independently (``v ← AᵀA v / ‖AᵀA v‖``) for exactly ``iters``
-    iterations; the estimate for a unit v is ``sqrt(‖AᵀA v‖)``, a lower bound of ‖A‖₂ that increases to it.
-    There is no convergence test: the loop never synchronises with the host (no ``.item()``, no ``bool()``),
-    and the same start vector and iteration count give the same number every time. Convergence is slow when the
-    top singular values cluster (convolutions on large inputs): the estimate can then be low by ~0.1 % after 100
-    iterations — use more iterations for exact work.
-
-    Args:
-        op: ``v ↦ A v``, mapping a batch (k, *in_shape) to (k, *out_shape).
-        adjoint: ``u ↦ Aᵀ u``, mapping (k, *out_shape) back to (k, *in_shape).
-        v0: start vectors, shape (k, *in_shape) (need not be normalised; a seeded random draw).
-        iters: number of iterations (≥ 1).
-
-    Returns:
-        The k estimates of ‖A‖₂, shape (k,), detached.
-
-    Example:
-        >>> W = torch.diag(torch.tensor([3.0, 1.0]))
-        >>> power_iteration(lambda v: v @ W.T, lambda u: u @ W, torch.ones(1, 2)).round(decimals=4)
-        tensor([3.])
-    """
-    _check_iters(iters)
-    if v0.ndim < 2:
-        raise S2OError(f"v0 must be a batch of start vectors, shape (k, ...); got shape {tuple(v0.shape)}")
-    tiny = torch.finfo(v0.dtype).tiny
-
-    def unit(t: Tensor) -> Tensor:
-        norm = t.flatten(1).norm(dim=1).clamp_min(tiny)
-        return t / norm.view(-1, *([1] * (t.ndim - 1)))
-
-    with torch.no_grad():
-        v = unit(v0.detach())
-        sigma = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
-        for _ in range(iters):  # fixed count: no host synchronisation inside the loop
-            w = adjoint(op(v))
-            sigma = w.flatten(1).norm(dim=1).sqrt()
-            v = unit(w)
-    return sigma
-
-
-def matrix_spectral_norm(
-    W: Tensor, *, iters: int = 100, seed: int = 0
-) -> Tensor:
-    """Spectral norm ‖W‖₂ of a matrix, or of each matrix of a stack, by seeded power iteration.
-
-    Args:
-        W: a matrix (m, n) or a stack (..., m, n).
-        iters: number of power iterations (fixed).
-        seed: seed of the random start vectors (deterministic: drawn on the CPU).
-
-    Returns:
-        ‖W‖₂ as a 0-d tensor for a matrix, shape (...) for a stack.
-
-    Example:
-        >>> W = torch.randn(20, 30)
-        >>> bool(torch.isclose(matrix_spectral_norm(W, iters=500), torch.linalg.matrix_norm(W, ord=2), rtol=1e-3))
-        True
-    """
-    if W.ndim < 2:
-        raise S2OError(f"W must be a matrix (m, n) or a stack (..., m, n); got shape {tuple(W.shape)}")
-    W = W.detach()
-    batch, (m, n) = W.shape[:-2], W.shape[-2:]
-    stack = W.reshape(-1, m, n)
-    v0 = _seeded_randn((stack.shape[0], n), seed, W)
-    sigma = power_iteration(
-        lambda v: torch.bmm(stack, v.unsqueeze(-1)).squeeze(-1),
-        lambda u: torch.bmm(stack.transpose(1, 2), u.unsqueeze(-1)).squeeze(-1),
-        v0,
-        iters=iters,
-    )
-    return sigma.reshape(batch)
-
-
-# ============================================================================================ convolutions
-def conv_operator(
-    conv: nn.Conv2d, input_shape: Sequence[int]
-) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """The linear map of a convolution (bias dropped) on inputs of one shape, and its adjoint.
-
-    With zero padding the adjoint is ``F.conv_transpose2d`` with the layer's stride, padding, dilation and groups
-    (and the ``output_padding`` that restores the input size); for other padding modes, or string padding such
-    as ``"same"``, the adjoint is the vector-Jacobian product of the (linear) forward map.
-
-    Args:
-        conv: the layer; its weight is (out, in/groups, kh, kw).
-        input_shape: one input's shape (C_in, H, W).
-
-    Returns:
-        ``(op, adjoint)``: ``op`` maps (k, C_in, H, W) to (k, C_out, H_out, W_out); ``adjoint`` maps back.
-    """
-    if not isinstance(conv, nn.Conv2d):
-        raise S2OError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) == 4 and shape[0] == 1:
-        shape = shape[1:]
-    if len(shape) != 3 or shape[0] != conv.in_channels:
-        raise S2OError(
-            f"input_shape must be one input's (C_in, H, W) with C_in = {conv.in_channels}; got {tuple(input_shape)}"
-        )
-    weight = conv.weight.detach()
-
-    def op(v: Tensor) -> Tensor:
-        return conv._conv_forward(v, weight, None)
-
-    if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
-        out_hw = op(torch.zeros(1, *shape, dtype=weight.dtype, device=weight.device)).shape[-2:]
-        output_padding = tuple(
-            size - ((o - 1) * s - 2 * p + d * (k - 1) + 1)
-            for size, o, s, p, d, k in zip(
-                shape[1:], out_hw, conv.stride, conv.padding, conv.dilation, conv.kernel_size, strict=True
-            )
-        )
-
-        def adjoint(u: Tensor) -> Tensor:
-            return F.conv_transpose2d(
-                u, weight, None, conv.stride, conv.padding, output_padding, conv.groups, conv.dilation
-            )
-
-        return op, adjoint
-
-    def adjoint_vjp(u: Tensor) -> Tensor:
-        with torch.enable_grad():
-            x = torch.zeros(u.shape[0], *shape, dtype=u.dtype, device=u.device, requires_grad=True)
-            (grad,) = torch.autograd.grad(op(x), x, grad_outputs=u)
-        return grad
-
-    return op, adjoint_vjp
-
-
-def conv_spectral_norm(
-    conv: nn.Conv2d,
-    input_shape: Sequence[int],
-    *,
-    iters: int = 100,
-    seed: int = 0,
-    starts: int = 1,
-) -> Tensor:
-    """Spectral norm of the true linear operator of a convolution on inputs of shape ``input_shape``.
-
-    Power iteration with ``F.conv2d`` and its adjoint ``F.conv_transpose2d`` (see `conv_operator`); the bias is
-    an offset and does not count. ``starts`` random start vectors run as one batch; the largest estimate wins.
-
-    Args:
-        conv: the layer.
-        input_shape: one input's shape (C_in, H, W).
-        iters: number of power iterations (fixed).
-        seed: seed of the start vectors.
-        starts: number of start vectors (≥ 1), run batched.
-
-    Returns:
-        A 0-d tensor, a lower bound of ‖conv‖₂ that converges to it.
-
-    Example:
-        >>> conv = nn.Conv2d(2, 3, 3, padding=1)
-        >>> float(conv_spectral_norm(conv, (2, 8, 8))) > 0
-        True
-    """
-    _check_int(starts, "starts", minimum=1)
-    op, adjoint = conv_operator(conv, input_shape)
-    shape = tuple(int(s) for s in input_shape)[-3:]
-    v0 = _seeded_randn((starts, *shape), seed, conv.weight)
-    return power_iteration(op, adjoint, v0, iters=iters).max()
-
-
-def reshaped_spectral_norm(
-    weight: Tensor, *, iters: int = 100, seed: int = 0
-) -> Tensor:
-    """Spectral norm of a weight reshaped to a matrix (out, rest): for a conv kernel (out, in·kh·kw).
-
-    This cheap proxy ignores how the kernel slides over the image: for a 1×1 convolution with stride 1 it equals
-    the true operator norm; in general ``true ≤ √(kh·kw) · reshaped`` (each input pixel enters at most kh·kw
-    patches), and neither is always the larger.
-
-    Args:
-        weight: a weight tensor (out, ...).
-        iters: number of power iterations (fixed).
-        seed: seed of the start vector.
-
-    Returns:
-        A 0-d tensor.
-    """
-    return matrix_spectral_norm(weight.detach().reshape(weight.shape[0], -1), iters=iters, seed=seed)
-
-
-# ============================================================================================ per-layer norms
-@dataclass(frozen=True)
-class LayerNorms:
-    """Norms of one layer with weights.
-
-    Attributes:
-        name: the module's name in ``model.named_modules()``.
-        kind: ``"conv"`` (nn.Conv2d) or ``"linear"`` (nn.Linear).
-        weight_shape: the weight's shape.
-        input_shape: one input's shape as seen in the forward pass ((C, H, W) or (D,)).
-        out_width: out_channels / out_features.
-        in_width: in_channels / in_features.
-        spectral: ‖W‖₂ of the true linear operator on ``input_shape`` (for a Linear: of the matrix). This is the
-            norm the bound uses by default.
-        spectral_reshaped: ‖W‖₂ of the weight reshaped to (out, rest) (for a Linear: the same number as
-            ``spectral``).
-        frobenius: ‖W‖_F of the weight tensor.
-    """
-
-    name: str
-    kind: str
-    weight_shape: tuple[int, ...]
-    input_shape: tuple[int, ...]
-    out_width: int
-    in_width: int
-    spectral: float
-    spectral_reshaped: float
-    frobenius: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The norms as a plain dictionary."""
-        return asdict(self)
-
-
-def _example_batch(model: nn.Module, example_input: Tensor | Sequence[int]) -> Tensor:
-    """The example batch on the model's device/dtype; a shape (C, H, W) or (1, C, H, W) gives one zero input."""
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    device = param.device if param is not None else torch.device("cpu")
-    if isinstance(example_input, Tensor):
-        if example_input.ndim < 2 or example_input.shape[0] < 1:
-            raise S2OError(
-                "example_input must be a non-empty batch, e.g. x_train[:1] of shape (1, C, H, W); "
-                f"got shape {tuple(example_input.shape)}"
-            )
-        return example_input.detach().to(device, dtype)
-    shape = tuple(int(s) for s in example_input)
-    if len(shape) == 0 or any(s < 1 for s in shape):
-        raise S2OError(f"example_input must be a batch tensor or one input's shape, e.g. (1, 16, 16); got {shape}")
-    if len(shape) == 4 and shape[0] == 1:
-        shape = shape[1:]
-    return torch.zeros(1, *shape, dtype=dtype, device=device)
-
-
-def _weight_layers_in_call_order(model: nn.Module, example: Tensor) -> list[tuple[str, nn.Module, tuple]]:
-    """Every Conv2d/Linear that runs on the example batch, in call order, with its per-sample input shape."""
-    names = {module: name for name, module in model.named_modules()}
-    for name, module in model.named_modules():
-        if isinstance(module, _ConvNd) and not isinstance(module, nn.Conv2d):
-            raise S2OError(
-                f"layer {name!r} is a {type(module).__name__}; bounds support nn.Conv2d and nn.Linear layers only"
-            )
-    seen: dict[nn.Module, tuple] = {}
-
-    def hook(module: nn.Module, inputs: tuple, _output: Any) -> None:
-        if module not in seen:  # a module called twice keeps its first input shape
-            seen[module] = tuple(inputs[0].shape[1:])
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [(names[m], m, s) for m, s in seen.items()]
-
-
-def layer_norms(
-    model: nn.Module,
-    example_input: Tensor | Sequence[int],
-    *,
-    iters: int = 100,
-    seed: int = 0,
-) -> list[LayerNorms]:
-    """Spectral (true and reshaped) and Frobenius norms of every Conv2d and Linear layer of a model.
-
-    The layers are those that run in one eval-mode forward pass of ``example_input`` (forward hooks record each
-    layer's per-sample input shape), in call order; residual shortcuts count. **BatchNorm is ignored** (not
-    folded into the preceding convolution), and so are biases (offsets do not change a Lipschitz constant) and
-    any ``Normalize`` step inside the model.
-
-    For a convolution, ``spectral`` is the norm of the true linear operator ``x ↦ conv(x)`` on the recorded
-    input shape (`conv_spectral_norm`) and ``spectral_reshaped`` the cheaper norm of the kernel reshaped to
-    (out, in·k·k) (`reshaped_spectral_norm`). For a Linear layer both are the matrix's spectral norm. Every
-    norm is a seeded, fixed-iteration power iteration (a lower bound of the exact value).
-
-    Args:
-        model: the network; its mode is restored afterwards and its weights are not touched.
-        example_input: one sample batch of inputs, e.g. ``x_train[:1]`` (any batch size; only the shapes matter),
-            or, for convenience, one input's shape such as (3, 32, 32), which runs a zero input.
-        iters: power iterations per norm.
-        seed: seed of the power iterations' start vectors (layer i uses ``seed + 7919·i``).
-
-    Returns:
-        One `LayerNorms` per layer.
-
-    Example:
-        >>> from s2o_lib.models import build_model
-        >>> norms = layer_norms(build_model("small-cnn", num_classes=10, in_channels=1), torch.rand(1, 1, 16, 16))
-        >>> [layer.kind for layer in norms]
-        ['conv', 'conv', 'conv', 'linear', 'linear']
-    """
-    _check_iters(iters)
-    example = _example_batch(model, example_input)
-    result: list[LayerNorms] = []
-    for index, (name, module, in_shape) in enumerate(_weight_layers_in_call_order(model, example)):
-        weight = module.weight.detach()
-        layer_seed = seed + 7919 * index
-        reshaped = float(reshaped_spectral_norm(weight, iters=iters, seed=layer_seed))
-        if isinstance(module, nn.Conv2d):
-            true = float(conv_spectral_norm(module, in_shape, iters=iters, seed=layer_seed))
-            kind, out_w, in_w = "conv", module.out_channels, module.in_channels
-        else:
-            true = reshaped
-            kind, out_w, in_w = "linear", module.out_features, module.in_features
-        result.append(
-            LayerNorms(
-                name=name,
-                kind=kind,
-                weight_shape=tuple(weight.shape),
-                input_shape=tuple(in_shape),
-                out_width=int(out_w),
-                in_width=int(in_w),
-                spectral=true,
-                spectral_reshaped=reshaped,
-                frobenius=float(weight.double().norm()),
-            )
-        )
-    return result
 
 
 # ============================================================================================ Laplace posterior
@@ -514,29 +159,19 @@ def last_layer_laplace(features: Tensor, probs: Tensor, *, damping: float = 0.1)
 
 # ============================================================================================ forward passes
 @dataclass
-class _Pass:
+class _ForwardOutputs:
+    """What one eval-mode pass over a set of inputs gives the bound (CPU tensors)."""
+
     logits: Tensor  # (m, C) model outputs
     features: Tensor  # (m, D) inputs of the last linear layer
     head_out: Tensor  # (m, C) outputs of the last linear layer
     head_is_output: bool  # the head ran once per forward and its output is the model's output
 
 
-def _device_of(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    param = next(model.parameters(), None)
-    if param is None:
-        raise S2OError("the model has no parameters; give a trained network")
-    return param.device, param.dtype
-
-
-def _batches(count: int, batch_size: int) -> Iterator[slice]:
-    for start in range(0, count, batch_size):
-        yield slice(start, min(start + batch_size, count))
-
-
-def _forward_pass(model: nn.Module, x: Tensor, *, batch_size: int) -> _Pass:
+def _forward_pass(model: nn.Module, x: Tensor, *, batch_size: int) -> _ForwardOutputs:
     """Eval-mode logits, last-layer inputs and last-layer outputs of ``x`` (CPU tensors), batch by batch."""
     head = last_linear(model)
-    device, dtype = _device_of(model)
+    device, dtype = device_of(model), dtype_of(model)
     calls: list[tuple[Tensor, Tensor]] = []
 
     def hook(_module: nn.Module, inputs: tuple, output: Tensor) -> None:
@@ -546,7 +181,7 @@ def _forward_pass(model: nn.Module, x: Tensor, *, batch_size: int) -> _Pass:
     handle = head.register_forward_hook(hook)
     try:
         with eval_mode(model), torch.no_grad():
-            for part in _batches(x.shape[0], batch_size):
+            for part in batch_slices(x.shape[0], batch_size):
                 calls.clear()
                 out = model(x[part].to(device, dtype))
                 if len(calls) != 1 or calls[0][0].ndim != 2:
@@ -561,26 +196,11 @@ def _forward_pass(model: nn.Module, x: Tensor, *, batch_size: int) -> _Pass:
         handle.remove()
     logits_t, head_out_t = torch.cat(logits), torch.cat(outs)
     is_output = head_out_t.shape == logits_t.shape and bool(torch.equal(head_out_t, logits_t))
-    return _Pass(logits=logits_t, features=torch.cat(feats), head_out=head_out_t, head_is_output=is_output)
-
-
-def margins(logits: Tensor, y: Tensor) -> Tensor:
-    """Classification margins ``z_y − max_{j≠y} z_j`` (positive exactly when the prediction is right, ties aside).
-
-    Args:
-        logits: (B, C) logits.
-        y: (B,) labels.
-
-    Returns:
-        (B,) margins.
-    """
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-    return true - other
+    return _ForwardOutputs(logits=logits_t, features=torch.cat(feats), head_out=head_out_t, head_is_output=is_output)
 
 
 # ============================================================================================ σ search
-class _HeadNoise:
+class _NoisyHeadAccuracy:
     """Accuracy of a model on fixed inputs when Gaussian noise is added to its last layer's weight.
 
     Fast path (models whose output is the last layer's output, as every `s2o_lib.models` model): the last
@@ -590,11 +210,11 @@ class _HeadNoise:
     """
 
     def __init__(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int, forward: _Pass | None = None
+        self, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int, forward: _ForwardOutputs | None = None
     ) -> None:
         self.model, self.x, self.y, self.batch_size = model, x, y.cpu(), batch_size
         self.head = last_linear(model)
-        self.device, self.dtype = _device_of(model)
+        self.device, self.dtype = device_of(model), dtype_of(model)
         self.forward = forward if forward is not None else _forward_pass(model, x, batch_size=batch_size)
         weight = self.head.weight.detach()
         # The weights' root-mean-square: σ is relative to it.
@@ -615,7 +235,7 @@ class _HeadNoise:
         try:
             with eval_mode(self.model), torch.no_grad():
                 param.copy_(weight.to(param.device, param.dtype))
-                for part in _batches(self.x.shape[0], self.batch_size):
+                for part in batch_slices(self.x.shape[0], self.batch_size):
                     out = self.model(self.x[part].to(self.device, self.dtype))
                     correct.append((out.argmax(1).cpu() == self.y[part]).double())
         finally:
@@ -683,10 +303,9 @@ class _HeadNoise:
 
 
 def _check_search_args(draws: int, max_drop: float, iters: int, sigma_range: tuple[float, float]) -> None:
-    _check_int(draws, "draws", minimum=1)
-    _check_int(iters, "iters (bisection steps)", minimum=0)
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop <= 1:
-        raise S2OError(f"max_drop must be an accuracy drop in [0, 1] (e.g. 0.1), got {max_drop!r}")
+    check_int(draws, "draws", minimum=1)
+    check_int(iters, "iters (bisection steps)", minimum=0)
+    check_fraction(max_drop, "max_drop (an accuracy drop, e.g. 0.1)")
     lo, hi = sigma_range
     if not (0 < lo < hi and math.isfinite(hi)):
         raise S2OError(f"sigma_range must be (low, high) with 0 < low < high, e.g. (1e-4, 100); got {sigma_range!r}")
@@ -721,9 +340,9 @@ def noisy_accuracy(
         The mean accuracy over the draws, in [0, 1].
     """
     check_eps(sigma, name="sigma")
-    _check_int(draws, "draws", minimum=1)
-    _check_int(batch_size, "batch_size", minimum=1)
-    evaluator = _HeadNoise(model, x, y, batch_size=batch_size)
+    check_int(draws, "draws", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    evaluator = _NoisyHeadAccuracy(model, x, y, batch_size=batch_size)
     return evaluator.noisy_accuracy(sigma, evaluator.directions(noise, correlation, draws, seed))
 
 
@@ -765,8 +384,8 @@ def sigma_search(
         σ (relative to ‖W‖_F/√(C·D)).
     """
     _check_search_args(draws, max_drop, iters, sigma_range)
-    _check_int(batch_size, "batch_size", minimum=1)
-    evaluator = _HeadNoise(model, x, y, batch_size=batch_size)
+    check_int(batch_size, "batch_size", minimum=1)
+    evaluator = _NoisyHeadAccuracy(model, x, y, batch_size=batch_size)
     directions = evaluator.directions(noise, correlation, draws, seed)
     return evaluator.search(directions, max_drop=max_drop, iters=iters, sigma_range=sigma_range)
 
@@ -797,16 +416,16 @@ class BoundValue:
     """One evaluation of the bound (see the module docstring); natural logs unless named ``log10_``.
 
     Attributes:
-        log_kl: ln Q, Q the bracket of the bound (the KL-derived term plus the confidence term ln(nm/δ)).
-        kl: Q (``inf`` when it overflows a float).
-        log10_kl: log10 Q.
+        log_q: ln Q, Q the bracket of the bound (the KL-derived term plus the confidence term ln(nm/δ)).
+        q: Q (``inf`` when it overflows a float).
+        log10_q: log10 Q.
         log10_bound: log10 sqrt(Q / (γ² m)), the complexity (square-root) term of the bound.
         bound: L̂_γ^adv + sqrt(Q / (γ² m)) (``inf`` when it overflows).
     """
 
-    log_kl: float
-    kl: float
-    log10_kl: float
+    log_q: float
+    q: float
+    log10_q: float
     log10_bound: float
     bound: float
 
@@ -863,9 +482,9 @@ def robust_bound(
     log_sqrt_term = 0.5 * (log_q - 2 * _ln(gamma) - math.log(m))
     log_bound = _logsumexp([_ln(empirical_loss), log_sqrt_term])
     return BoundValue(
-        log_kl=log_q,
-        kl=_exp(log_q),
-        log10_kl=log_q / _LN10,
+        log_q=log_q,
+        q=_exp(log_q),
+        log10_q=log_q / _LN10,
         log10_bound=log_sqrt_term / _LN10,
         bound=_exp(log_bound),
     )
@@ -901,10 +520,10 @@ class BoundReport:
         R_spectral: ‖R‖₂ (≥ 1).
         R_logdet: log det R (natural log, ≤ 0).
         R_dim: the dimension C·D of R.
-        kl_independent: Q_I, the bracket of the bound with every Sᵢ = I (``inf`` if it overflows a float).
-        kl_correlated: Q_R, the bracket with the last layer's S = R (≥ Q_I).
-        log10_kl_independent: log10 Q_I (always finite).
-        log10_kl_correlated: log10 Q_R.
+        q_independent: Q_I, the bracket of the bound with every Sᵢ = I (``inf`` if it overflows a float).
+        q_correlated: Q_R, the bracket with the last layer's S = R (≥ Q_I).
+        log10_q_independent: log10 Q_I (always finite).
+        log10_q_correlated: log10 Q_R.
         log10_bound_independent: log10 sqrt(Q_I / (γ² m)), the complexity term of the independent bound.
         log10_bound_correlated: log10 sqrt(Q_R / (γ² m)).
         bound_independent: the whole bound L̂_γ^adv + sqrt(Q_I / (γ² m)) (``inf`` on overflow; > 1 is vacuous).
@@ -942,10 +561,10 @@ class BoundReport:
     R_spectral: float
     R_logdet: float
     R_dim: int
-    kl_independent: float
-    kl_correlated: float
-    log10_kl_independent: float
-    log10_kl_correlated: float
+    q_independent: float
+    q_correlated: float
+    log10_q_independent: float
+    log10_q_correlated: float
     log10_bound_independent: float
     log10_bound_correlated: float
     bound_independent: float
@@ -967,63 +586,92 @@ class BoundReport:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"}
 
 
-def _as_tensors(train_data: Any, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """A seeded random subset of at most ``n`` (image, label) pairs, as CPU tensors."""
-    if isinstance(train_data, (tuple, list)) and len(train_data) == 2 and all(
-        isinstance(t, Tensor) for t in train_data
-    ):
-        x_all, y_all = train_data
-        if x_all.shape[0] != y_all.shape[0]:
-            raise S2OError(
-                f"(X, y) must hold one label per image; got {x_all.shape[0]} images, {y_all.shape[0]} labels"
-            )
-        total = x_all.shape[0]
-        getter = None
-    elif isinstance(train_data, DataLoader):
-        raise S2OError("give the Dataset (loader.dataset) or an (X, y) tuple of tensors, not a DataLoader")
-    elif isinstance(train_data, Dataset) and hasattr(train_data, "__len__"):
-        total = len(train_data)
-        getter = train_data
-    else:
-        raise S2OError(
-            f"train_data must be an (X, y) tuple of tensors or a map-style Dataset; got {type(train_data).__name__}"
-        )
-    if total == 0:
-        raise S2OError("train_data is empty; give at least one (image, label) pair")
-    if total > n:
-        index = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n].sort().values
-    else:
-        index = torch.arange(total)
-    if getter is None:
-        x, y = x_all[index], y_all[index]
-    else:
-        items = [getter[int(i)] for i in index]
-        x = torch.stack([torch.as_tensor(item[0]) for item in items])
-        y = torch.as_tensor([int(item[1]) for item in items], dtype=torch.long)
-    x, y = x.detach().cpu(), torch.as_tensor(y).detach().cpu()
-    check_images(x, y)
-    return x, y.long()
+@dataclass(frozen=True)
+class _RobustMargin:
+    """γ and the empirical robust margin loss L̂_γ^adv from the adversarial margins (see the module docstring)."""
+
+    gamma: float
+    gamma_fallback: bool
+    empirical_loss: float
+
+    @classmethod
+    def of(cls, margin_adv: Tensor, *, quantile: float) -> _RobustMargin:
+        positive = margin_adv[margin_adv > 0]
+        fallback = positive.numel() == 0
+        source = margin_adv.abs() if fallback else positive
+        gamma = max(float(torch.quantile(source, quantile)), 1e-12)
+        return cls(gamma=gamma, gamma_fallback=fallback, empirical_loss=float((margin_adv <= gamma).double().mean()))
+
+
+def _check_bound_args(
+    *, eps: float, steps: int, n: int, batch_size: int, seed: int, delta: float, margin_quantile: float,
+    damping: float, conv_spectral: str, power_iters: int,
+) -> None:
+    check_eps(eps)
+    check_int(steps, "steps", minimum=1)
+    check_int(n, "n (number of training samples)", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    check_open_unit(delta, "delta", example="0.05")
+    check_open_unit(margin_quantile, "margin_quantile", example="0.1")
+    check_positive(damping, "damping", example="0.1")
+    if conv_spectral not in CONV_SPECTRAL:
+        raise unknown_name("conv_spectral", conv_spectral, CONV_SPECTRAL)
+    check_int(power_iters, "power_iters", minimum=1)
+
+
+def _training_points(model: nn.Module, train_data: object, *, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """At most ``n`` training points drawn at random with ``seed``, with labels the model can output."""
+    classes = last_linear(model).out_features  # S2OError for a model without nn.Linear
+    x, y = tensors(train_data, n=n, order="random", seed=seed)
+    if int(y.max()) >= classes or int(y.min()) < 0:
+        raise S2OError(f"labels must lie in [0, {classes - 1}] for this model; got [{int(y.min())}, {int(y.max())}]")
+    return x, y
+
+
+def _adversarial_points(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, seed: int, batch_size: int
+) -> Tensor:
+    """L∞ PGD on the CW margin loss from a seeded random start, batch by batch (CPU); ``x`` itself at ε = 0."""
+    if eps == 0:
+        return x
+    device, dtype = device_of(model), dtype_of(model)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    return torch.cat([
+        pgd(model, x[part].to(device, dtype), y[part].to(device), eps=eps, alpha=alpha, steps=steps, loss="cw",
+            generator=generator).cpu()
+        for part in batch_slices(x.shape[0], batch_size)
+    ])
+
+
+def _norm_terms(norms: Sequence[LayerNorms], conv_spectral: str) -> dict[str, Any]:
+    """ln ∏ᵢ‖Wᵢ‖₂², Σᵢ ‖Wᵢ‖_F²/‖Wᵢ‖₂², the depth n and the width h of the layers."""
+    spectral = [layer.spectral if conv_spectral == "true" else layer.spectral_reshaped for layer in norms]
+    return {
+        "log_spectral_product": sum(2 * _ln(s) for s in spectral),
+        "sum_fro_over_spec": sum((layer.frobenius / s) ** 2 if s > 0 else 0.0
+                                 for layer, s in zip(norms, spectral, strict=True)),
+        "depth": len(norms),
+        "width": max(max(layer.out_width, layer.in_width) for layer in norms),
+    }
+
+
+def _sigmas(
+    evaluator: _NoisyHeadAccuracy, laplace: LastLayerLaplace, *, max_drop: float, draws: int, iters: int, seed: int
+) -> dict[str, float]:
+    """The σ search for isotropic and for correlated noise on the same fixed adversarial points."""
+    found = {}
+    for kind in NOISE_KINDS:
+        directions = evaluator.directions(kind, (laplace.R_A, laplace.R_G), draws, seed)
+        found[f"sigma_{kind}"] = evaluator.search(directions, max_drop=max_drop, iters=iters, sigma_range=SIGMA_RANGE)
+    return found
 
 
 def estimate_bound(
-    model: nn.Module,
-    train_data: tuple[Tensor, Tensor] | Dataset,
-    *,
-    eps: float,
-    alpha: float | None = None,
-    steps: int = 10,
-    n: int = 512,
-    delta: float = 0.05,
-    margin_quantile: float = 0.1,
-    damping: float = 0.1,
-    sigma_search: bool = True,
-    seed: int = 0,
-    batch_size: int = 256,
-    conv_spectral: ConvSpectral = "true",
-    power_iters: int = 100,
-    sigma_max_drop: float = 0.1,
-    sigma_draws: int = 4,
-    sigma_iters: int = 12,
+    model: nn.Module, train_data: tuple[Tensor, Tensor] | Dataset, *, eps: float, alpha: float | None = None,
+    steps: int = 10, n: int = 512, delta: float = 0.05, margin_quantile: float = 0.1, damping: float = 0.1,
+    sigma_search: bool = True, seed: int = 0, batch_size: int = 256, conv_spectral: ConvSpectral = "true",
+    power_iters: int = 100, sigma_max_drop: float = 0.1, sigma_draws: int = 4, sigma_iters: int = 12,
 ) -> BoundReport:
     """Estimate every term of the robust PAC-Bayes bound, independent and correlated, for one model.
 
@@ -1061,98 +709,61 @@ def estimate_bound(
         >>> report = estimate_bound(model, (x_train, y_train), eps=8/255, steps=10)  # doctest: +SKIP
         >>> report.log10_bound_independent, report.log10_bound_correlated  # doctest: +SKIP
     """
-    check_eps(eps)
-    _check_int(steps, "steps", minimum=1)
-    _check_int(n, "n (number of training samples)", minimum=1)
-    _check_int(batch_size, "batch_size", minimum=1)
-    _check_int(seed, "seed", minimum=0)
-    _check_open_unit(delta, "delta", "0.05")
-    _check_open_unit(margin_quantile, "margin_quantile", "0.1")
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not damping > 0:
-        raise S2OError(f"damping must be > 0 (e.g. 0.1), got {damping!r}")
-    if conv_spectral not in CONV_SPECTRAL:
-        raise unknown_name("conv_spectral", conv_spectral, CONV_SPECTRAL)
-    _check_iters(power_iters)
+    _check_bound_args(eps=eps, steps=steps, n=n, batch_size=batch_size, seed=seed, delta=delta,
+                      margin_quantile=margin_quantile, damping=damping, conv_spectral=conv_spectral,
+                      power_iters=power_iters)
     if sigma_search:
         _check_search_args(sigma_draws, sigma_max_drop, sigma_iters, SIGMA_RANGE)
-    if alpha is None:
-        alpha = 2.5 * eps / steps
+    alpha = 2.5 * eps / steps if alpha is None else alpha
     check_eps(alpha, name="alpha (step size)")
-    head = last_linear(model)  # S2OError for a model without nn.Linear
-    device, dtype = _device_of(model)
-
-    x, y = _as_tensors(train_data, n, seed)
-    m = x.shape[0]
-    if int(y.max()) >= head.out_features or int(y.min()) < 0:
-        raise S2OError(
-            f"labels must lie in [0, {head.out_features - 1}] for this model; got [{int(y.min())}, {int(y.max())}]"
-        )
-
+    x, y = _training_points(model, train_data, n=n, seed=seed)
     with eval_mode(model):
         clean = _forward_pass(model, x, batch_size=batch_size)
-        if eps > 0:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
-            x_adv = torch.cat([
-                pgd(model, x[part].to(device, dtype), y[part].to(device), eps=eps, alpha=alpha, steps=steps,
-                    loss="cw", generator=generator).cpu()
-                for part in _batches(m, batch_size)
-            ])
-        else:
-            x_adv = x
+        x_adv = _adversarial_points(model, x, y, eps=eps, alpha=alpha, steps=steps, seed=seed, batch_size=batch_size)
         adv = clean if eps == 0 else _forward_pass(model, x_adv, batch_size=batch_size)
-
-        margin_adv = margins(adv.logits.double(), y)
-        positive = margin_adv[margin_adv > 0]
-        gamma_fallback = positive.numel() == 0
-        source = margin_adv.abs() if gamma_fallback else positive
-        gamma = max(float(torch.quantile(source, margin_quantile)), 1e-12)
-        empirical = float((margin_adv <= gamma).double().mean())
-        robust_acc = float((adv.logits.argmax(1) == y).double().mean())
-        clean_acc = float((clean.logits.argmax(1) == y).double().mean())
-
+        margin = _RobustMargin.of(margins(adv.logits.double(), y), quantile=margin_quantile)
         norms = layer_norms(model, x[:1], iters=power_iters, seed=seed)
         laplace = last_layer_laplace(clean.features, F.softmax(clean.head_out.double(), dim=1), damping=damping)
+        evaluator = _NoisyHeadAccuracy(model, x_adv, y, batch_size=batch_size, forward=adv)
+        sigmas = (_sigmas(evaluator, laplace, max_drop=sigma_max_drop, draws=sigma_draws, iters=sigma_iters, seed=seed)
+                  if sigma_search else {"sigma_isotropic": math.nan, "sigma_correlated": math.nan})
 
-        sigma_iso = sigma_cor = math.nan
-        evaluator = _HeadNoise(model, x_adv, y, batch_size=batch_size, forward=adv)
-        if sigma_search:
-            for kind in NOISE_KINDS:
-                directions = evaluator.directions(kind, (laplace.R_A, laplace.R_G), sigma_draws, seed)
-                value = evaluator.search(directions, max_drop=sigma_max_drop, iters=sigma_iters,
-                                         sigma_range=SIGMA_RANGE)
-                if kind == "isotropic":
-                    sigma_iso = value
-                else:
-                    sigma_cor = value
+    return _bound_report(
+        x, y, clean=clean, adv=adv, margin=margin, terms=_norm_terms(norms, conv_spectral), laplace=laplace,
+        sigmas=sigmas, layers=tuple(norms), head_weight_rms=evaluator.rms,
+        settings={"eps": float(eps), "alpha": float(alpha), "steps": steps, "delta": float(delta),
+                  "margin_quantile": float(margin_quantile), "conv_spectral": conv_spectral,
+                  "damping": float(damping), "sigma_max_drop": float(sigma_max_drop)},
+    )
 
-    spectral = [layer.spectral if conv_spectral == "true" else layer.spectral_reshaped for layer in norms]
-    log_spec = sum(2 * _ln(s) for s in spectral)
-    sum_ratio = sum((layer.frobenius / s) ** 2 if s > 0 else 0.0 for layer, s in zip(norms, spectral, strict=True))
-    depth = len(norms)
-    width = max(max(layer.out_width, layer.in_width) for layer in norms)
-    input_dim = int(x[0].numel())
-    B = float(x.flatten(1).double().norm(dim=1).max())
-    eps_l2 = eps * math.sqrt(input_dim)
-    common = {"B": B, "eps_l2": eps_l2, "depth": depth, "width": width, "log_spectral_product": log_spec,
-              "sum_fro_over_spec": sum_ratio, "m": m, "delta": delta, "gamma": gamma, "empirical_loss": empirical}
+
+def _bound_report(
+    x: Tensor, y: Tensor, *, clean: _ForwardOutputs, adv: _ForwardOutputs, margin: _RobustMargin,
+    terms: dict[str, Any], laplace: LastLayerLaplace, sigmas: dict[str, float], layers: tuple[LayerNorms, ...],
+    head_weight_rms: float, settings: dict[str, Any],
+) -> BoundReport:
+    """Both bounds (independent and correlated posterior) from the measured terms, as a `BoundReport`."""
+    m, input_dim, delta = x.shape[0], int(x[0].numel()), settings["delta"]
+    B, eps_l2 = float(x.flatten(1).double().norm(dim=1).max()), settings["eps"] * math.sqrt(input_dim)
+    common = {"B": B, "eps_l2": eps_l2, "m": m, "delta": delta, "gamma": margin.gamma,
+              "empirical_loss": margin.empirical_loss, **terms}
     # Independent posterior: every S_i = I. Correlated: the last layer's S is the Laplace correlation R, so
     # max_i ‖S_i‖₂ = max(1, ‖R‖₂) and −Σ_i ln det S_i = −log det R (≥ 0; the clamp only absorbs round-off).
     independent = robust_bound(max_S_spectral=1.0, neg_logdet_S=0.0, **common)
     correlated = robust_bound(max_S_spectral=max(1.0, laplace.spectral), neg_logdet_S=max(0.0, -laplace.logdet),
                               **common)
     return BoundReport(
-        m=m, depth=depth, width=width, input_dim=input_dim, input_norm=B, eps=float(eps), eps_l2=eps_l2,
-        alpha=float(alpha), steps=steps, delta=float(delta), margin_quantile=float(margin_quantile), gamma=gamma,
-        gamma_fallback=gamma_fallback, robust_margin_loss=empirical, clean_train_acc=clean_acc,
-        robust_train_acc=robust_acc, conv_spectral=conv_spectral, log10_spectral_product=log_spec / _LN10,
-        sum_fro_over_spec=sum_ratio, confidence_term=math.log(depth * m / delta), damping=float(damping),
-        R_fro=laplace.fro, R_spectral=laplace.spectral, R_logdet=laplace.logdet, R_dim=laplace.dim,
-        kl_independent=independent.kl, kl_correlated=correlated.kl,
-        log10_kl_independent=independent.log10_kl, log10_kl_correlated=correlated.log10_kl,
+        m=m, depth=terms["depth"], width=terms["width"], input_dim=input_dim, input_norm=B, eps_l2=eps_l2,
+        gamma=margin.gamma, gamma_fallback=margin.gamma_fallback, robust_margin_loss=margin.empirical_loss,
+        clean_train_acc=float((clean.logits.argmax(1) == y).double().mean()),
+        robust_train_acc=float((adv.logits.argmax(1) == y).double().mean()),
+        log10_spectral_product=terms["log_spectral_product"] / _LN10, sum_fro_over_spec=terms["sum_fro_over_spec"],
+        confidence_term=math.log(terms["depth"] * m / delta), R_fro=laplace.fro, R_spectral=laplace.spectral,
+        R_logdet=laplace.logdet, R_dim=laplace.dim, q_independent=independent.q, q_correlated=correlated.q,
+        log10_q_independent=independent.log10_q, log10_q_correlated=correlated.log10_q,
         log10_bound_independent=independent.log10_bound, log10_bound_correlated=correlated.log10_bound,
-        bound_independent=independent.bound, bound_correlated=correlated.bound,
-        head_weight_rms=evaluator.rms, sigma_max_drop=float(sigma_max_drop), sigma_isotropic=sigma_iso,
-        sigma_correlated=sigma_cor, layers=tuple(norms),
+        bound_independent=independent.bound, bound_correlated=correlated.bound, head_weight_rms=head_weight_rms,
+        **settings, **sigmas, layers=layers,
     )
 
 
@@ -1161,7 +772,7 @@ def estimate_bound(
 TABLE_ROWS: tuple[str, ...] = (
     "m", "depth", "width", "input_norm", "eps", "eps_l2", "gamma", "robust_margin_loss", "clean_train_acc",
     "robust_train_acc", "log10_spectral_product", "sum_fro_over_spec", "R_fro", "R_spectral", "R_logdet",
-    "log10_kl_independent", "log10_kl_correlated", "log10_bound_independent", "log10_bound_correlated",
+    "log10_q_independent", "log10_q_correlated", "log10_bound_independent", "log10_bound_correlated",
     "sigma_isotropic", "sigma_correlated",
 )
 
@@ -1176,7 +787,7 @@ def _check_reports(reports: Mapping[str, BoundReport]) -> None:
             )
 
 
-def _fmt(value: Any) -> str:
+def _format_cell(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
@@ -1207,7 +818,7 @@ def compare_reports(reports: Mapping[str, BoundReport], *, rows: Sequence[str] =
     names = list(reports)
     lines = ["| term | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in rows:
-        lines.append(f"| {row} | " + " | ".join(_fmt(getattr(reports[k], row)) for k in names) + " |")
+        lines.append(f"| {row} | " + " | ".join(_format_cell(getattr(reports[k], row)) for k in names) + " |")
     return "\n".join(lines)
 
 

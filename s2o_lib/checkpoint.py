@@ -70,7 +70,7 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     # Any failure to unpickle (UnpicklingError, EOFError, BadZipFile, or IndexError on random bytes)
     # means the file is unusable; say so once instead of showing torch's internals.
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise S2OError(
             f"could not read checkpoint {path}: the file is corrupted, truncated or not an S²O checkpoint "
             f"({type(err).__name__}); delete it and train again"

@@ -21,40 +21,40 @@ from typing import Any
 from .errors import S2OError
 
 
+def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What to train (arch, dataset, method, batch size) and `fit`'s settings: the profile's (the same mapping
+    as the notebooks', `s2o_lib.zoo.fit_settings`), then the preset's, then the flags given."""
+    from .presets import get_preset
+    from .zoo import fit_settings
+
+    what = {"arch": profile.arch, "dataset": profile.dataset, "method": "standard", "batch_size": profile.batch_size}
+    flat: dict[str, Any] = {}
+    if args.preset:
+        preset = get_preset(args.preset)
+        what.update(arch=preset.arch, dataset=preset.dataset, method=preset.method, batch_size=preset.batch_size)
+        flat.update(preset.fit)
+        flat.update(eval_eps=preset.eval["eps"], eval_alpha=preset.eval["alpha"], eval_steps=preset.eval["steps"])
+    for key in ("arch", "dataset", "method", "batch_size"):
+        what[key] = getattr(args, key) or what[key]
+    for key in ("epochs", "lr", "eps", "alpha", "attack_steps"):
+        if getattr(args, key) is not None:
+            flat[key] = getattr(args, key)
+    return what, fit_settings(profile, **flat)
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
     from .config import get_device, get_profile, seed_everything
     from .data import dataset_info, load_dataset, make_loader
+    from .fast import training_loader
     from .models import build_model
-    from .presets import get_preset
     from .train import fit
 
     profile = get_profile(args.profile)
-    fit_kwargs: dict[str, Any] = dict(
-        epochs=profile.epochs, lr=profile.lr, milestones=profile.milestones, eps=profile.eps,
-        alpha=profile.alpha, attack_steps=profile.train_steps, awp_warmup=profile.awp_warmup,
-        eval_eps=profile.eval_eps, eval_alpha=profile.eval_alpha, eval_steps=profile.eval_steps,
-        eval_n=min(profile.eval_n, 1000),
-    )
-    arch, dataset, method, batch_size = profile.arch, profile.dataset, "standard", profile.batch_size
-    if args.preset:
-        preset = get_preset(args.preset)
-        arch, dataset, method, batch_size = preset.arch, preset.dataset, preset.method, preset.batch_size
-        fit_kwargs.update(preset.fit)
-        fit_kwargs.update(eval_eps=preset.eval["eps"], eval_alpha=preset.eval["alpha"], eval_steps=preset.eval["steps"])
-    arch = args.arch or arch
-    dataset = args.dataset or dataset
-    method = args.method or method
-    batch_size = args.batch_size or batch_size
-    for key in ("epochs", "lr", "eps", "alpha"):
-        if getattr(args, key) is not None:
-            fit_kwargs[key] = getattr(args, key)
-    if args.attack_steps is not None:
-        fit_kwargs["attack_steps"] = args.attack_steps
-
-    generator_seed = args.seed
-    seed_everything(generator_seed)
+    what, settings = _train_settings(args, profile)
+    dataset, arch = what["dataset"], what["arch"]
+    seed_everything(args.seed)
     device = get_device(args.device)
     info = dataset_info(dataset)
     train = load_dataset(dataset, "train", root=args.data, download=args.download, subset=args.subset, seed=args.seed)
@@ -63,14 +63,15 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     history = fit(
         model,
-        make_loader(train, batch_size=batch_size, shuffle=True, seed=args.seed, num_workers=args.workers),
-        method=method,
+        training_loader(train, batch_size=what["batch_size"], seed=args.seed, device=device,
+                        on_device=args.device_loader, num_workers=args.workers),
+        method=what["method"],
         eval_loader=make_loader(test, batch_size=256, shuffle=False),
         checkpoint_dir=out,
         resume=not args.no_resume,
         progress=not args.no_progress,
         metadata={"dataset": dataset, "seed": args.seed, "profile": profile.name, "preset": args.preset},
-        **fit_kwargs,
+        **settings,
     )
     metrics = {
         "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "profile": profile.name,
@@ -137,11 +138,33 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m s2o_lib", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _run_notebooks(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
 
+    from .report import format_seconds
+    from .runner import NotebookFailed, NotebookResult, run_notebooks
+
+    def line(result: NotebookResult) -> None:
+        seconds = "" if result.seconds is None else f"  {result.seconds:7.1f} s"
+        tqdm.write(f"{result.status:>7}  {result.name}{seconds}", file=sys.stdout)
+
+    try:
+        report = run_notebooks(args.notebooks or None, profile=args.profile, out=args.out, timeout=args.timeout,
+                               kernel_name=args.kernel, progress=not args.no_progress,
+                               notebook_dir=args.notebook_dir, on_result=line)
+    except NotebookFailed as exc:
+        for result in exc.report.results if exc.report is not None else ():
+            if result.status == "not run":
+                line(result)
+        sys.stdout.flush()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"all {len(report.results)} notebook(s) ok in {format_seconds(report.total_seconds)}; "
+          f"report: {report.report_path}")
+    return 0
+
+
+def _add_train_parser(sub: Any) -> None:
     t = sub.add_parser("train", help="train a model and write DIR/checkpoint.pt and DIR/metrics.json",
                        description="Train a model. Defaults come from the profile (S2O_PROFILE), then --preset, "
                                    "then the flags given. Re-running with the same --out resumes.")
@@ -163,10 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download the dataset if missing")
     t.add_argument("--device", help="cuda, mps or cpu (default: the fastest available)")
     t.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    t.add_argument("--device-loader", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the training set on the device (default: for CIFAR-style data on a CUDA GPU)")
     t.add_argument("--no-resume", action="store_true", help="start over even if DIR/checkpoint.pt exists")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (or set TQDM_DISABLE=1)")
     t.set_defaults(func=_train)
 
+
+def _add_evaluate_parser(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint under clean, FGSM, PGD, CW and AutoAttack")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--attacks", default="clean,pgd20,cw20,autoattack",
@@ -185,8 +212,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device")
     e.set_defaults(func=_evaluate)
 
-    sub.add_parser("run-notebooks", help="execute every notebook headless and write an HTML report",
-                   add_help=False).set_defaults(func=None)
+
+def _add_run_notebooks_parser(sub: Any) -> None:
+    r = sub.add_parser(
+        "run-notebooks", help="execute every notebook headless and write an HTML report",
+        description="Execute the tutorial notebooks headless, in order, each in a fresh Jupyter kernel with\n"
+                    "S2O_PROFILE set, and write the executed notebooks plus one self-contained HTML report\n"
+                    "(report.html, with report.json beside it) to --out. Stops at the first failing notebook.\n"
+                    "Needs the notebooks extra: pip install \"s2o-tutorials[notebooks]\".",
+        epilog="examples:\n"
+               "  %(prog)s --profile smoke                 # the whole suite on a CPU in minutes\n"
+               "  %(prog)s 00 03 --profile class --out build/class\n"
+               "  %(prog)s notebooks/08_robustness_comparison.ipynb --timeout 3600\n"
+               "Cells whose source has a line starting with '# REPORT' put their outputs in the report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                   help="notebooks to run: paths, names in --notebook-dir, or numbers like 03 "
+                        "(default: all NN_*.ipynb)")
+    r.add_argument("--profile", "-p", default=None,
+                   help="smoke, class or paper (default: $S2O_PROFILE, else class with a GPU and smoke without)")
+    r.add_argument("--out", "-o", type=Path, default=Path("build"), metavar="DIR",
+                   help="folder for executed notebooks and the report (default: build)")
+    r.add_argument("--timeout", type=int, default=900, metavar="S",
+                   help="seconds one cell may run before the run stops (default: 900)")
+    r.add_argument("--kernel", default="python3", metavar="NAME", help="Jupyter kernel to use (default: python3)")
+    r.add_argument("--notebook-dir", type=Path, default=Path("notebooks"), metavar="DIR",
+                   help="where the suite's notebooks live (default: notebooks)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (or set TQDM_DISABLE=1)")
+    r.set_defaults(func=_run_notebooks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m s2o_lib`` and its sub-commands."""
+    parser = argparse.ArgumentParser(prog="python -m s2o_lib", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_run_notebooks_parser(sub)
     sub.add_parser("presets", help="list the paper presets").set_defaults(func=_presets)
     d = sub.add_parser("download", help="download a dataset into data/ (needs a network)")
     d.add_argument("dataset")
@@ -196,18 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (0 ok, 1 a notebook failed, 2 bad input, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] == "run-notebooks":
-            from .runner import main_run_notebooks
-
-            return main_run_notebooks(argv[1:], prog="python -m s2o_lib run-notebooks")
         args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
         return args.func(args)
     except S2OError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        print("interrupted (train: re-run the same command to resume from the last checkpoint)", file=sys.stderr)
         return 130

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from .checks import check_int
 from .errors import S2OError, unknown_name
 
-ProfileName = Literal["smoke", "class", "paper"]
 PROFILE_ENV = "S2O_PROFILE"
 
 
@@ -73,15 +73,10 @@ class Profile:
     milestones: tuple[int, ...]
     awp_warmup: int
     notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as a plain dictionary (for metrics files and reports)."""
         return asdict(self)
-
-    def with_(self, **changes: Any) -> Profile:
-        """A copy of this profile with some fields changed."""
-        return replace(self, **changes)
 
 
 PROFILES: dict[str, Profile] = {
@@ -183,8 +178,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator
     Returns:
         A `torch.Generator` seeded with ``seed``, for data loaders.
     """
-    if seed < 0:
-        raise S2OError(f"seed must be a non-negative integer, got {seed}")
+    check_int(seed, "seed", minimum=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -194,9 +188,6 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
-
-
-DeviceName = Literal["cuda", "mps", "cpu"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,9 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from .checks import check_images, check_int
 from .errors import S2OError, unknown_name
 
 Split = Literal["train", "test"]
+Order = Literal["first", "random"]
+ORDERS: tuple[str, ...] = ("first", "random")
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 
 
@@ -197,29 +201,170 @@ def make_loader(
         num_workers: worker processes (0: load in the main process).
         drop_last: drop the last incomplete batch.
     """
-    if batch_size < 1:
-        raise S2OError(f"batch_size must be >= 1, got {batch_size}")
+    check_int(batch_size, "batch_size", minimum=1)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
         num_workers=num_workers, drop_last=drop_last, pin_memory=torch.cuda.is_available(),
     )
 
 
-def tensors(dataset: Dataset, *, n: int | None = None) -> tuple[Tensor, Tensor]:
-    """The first ``n`` examples of a dataset stacked as ``(X, y)``.
+def batch_slices(count: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(count)`` of ``batch_size`` items each (the last one may be shorter)."""
+    for start in range(0, count, batch_size):
+        yield slice(start, min(start + batch_size, count))
+
+
+def is_augmented(dataset: Dataset) -> bool:
+    """Whether ``dataset`` (or the dataset a `Subset` draws from) applies `load_dataset`'s crop-and-flip."""
+    from torchvision import transforms
+
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    steps = getattr(getattr(base, "transform", None), "transforms", ())
+    return any(isinstance(step, transforms.RandomCrop) for step in steps)
+
+
+def tensors(
+    data: Dataset | DataLoader | tuple[Tensor, Tensor],
+    *,
+    n: int | None = None,
+    order: Order = "first",
+    seed: int = 0,
+    raw: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """``n`` examples of a Dataset, a DataLoader or an ``(X, y)`` tuple, stacked as CPU tensors ``(X, y)``.
 
     Args:
-        dataset: the dataset.
-        n: how many (``None``: all; more than the dataset holds: all). Augmented datasets give augmented images.
+        data: a map-style Dataset of (image, label) pairs, a DataLoader (or `s2o_lib.fast.DeviceLoader`) of
+            (images, labels) batches, or a tuple ``(X, y)`` of tensors with X of shape (N, C, H, W) and y (N,).
+        n: how many (``None``: all; more than ``data`` holds: all).
+        order: ``"first"``: the first ``n``; ``"random"``: ``n`` drawn at random with ``seed`` and returned in
+            the order ``data`` holds them (not from a DataLoader: pass its ``.dataset``).
+        seed: seed of the ``"random"`` draw.
+        raw: the images as a torchvision dataset stores them, before its transform (uint8, no augmentation),
+            for `s2o_lib.fast.DeviceLoader`; data that stores no such array gives what ``raw=False`` gives.
 
     Returns:
-        Fresh tensors on both paths: editing them never changes the dataset.
+        Fresh CPU tensors (editing them never changes ``data``): images (n, C, H, W), float in [0, 1]
+        (checked; augmented datasets give augmented images) or uint8 with ``raw=True``, and long labels (n,).
+
+    Example:
+        >>> x, y = tensors(load_dataset("digits", "test"), n=100, order="random", seed=0)
+        >>> tuple(x.shape), y.dtype
+        ((100, 1, 16, 16), torch.int64)
     """
-    if n is not None and n < 1:
-        raise S2OError(f"n must be >= 1 (or None for all), got {n}")
-    n = len(dataset) if n is None else min(n, len(dataset))
-    if isinstance(dataset, TensorDataset):
-        # Clone so the fast path matches the slow one: a caller's in-place edit must not reach the dataset.
-        return dataset.tensors[0][:n].clone(), dataset.tensors[1][:n].clone().long()
-    xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+    if n is not None:
+        check_int(n, "n", minimum=1)
+    if order not in ORDERS:
+        raise unknown_name("order", order, ORDERS)
+    check_int(seed, "seed", minimum=0)
+    if _yields_batches(data):
+        if order != "first":
+            raise S2OError("order='random' needs the Dataset (loader.dataset) or an (X, y) tuple, not a DataLoader")
+        x, y = _first_batches(data, n)
+    else:
+        total, rows = _indexed(data, raw=raw)
+        count = total if n is None else min(n, total)
+        if order == "random" and count < total:
+            index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        else:
+            index = torch.arange(count)
+        x, y = rows(index)
+    x, y = x.detach().cpu(), torch.as_tensor(y).detach().cpu().long()
+    if x.shape[0] == 0:
+        raise S2OError("there are no examples to take; give a non-empty dataset")
+    if not (raw and x.dtype == torch.uint8):
+        check_images(x, y)
+    return x, y
+
+
+Rows = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def _yields_batches(data: object) -> bool:
+    """A DataLoader, or another loader that yields (images, labels) batches (e.g. `s2o_lib.fast.DeviceLoader`)."""
+    return isinstance(data, DataLoader) or (hasattr(data, "__iter__") and hasattr(data, "batch_size"))
+
+
+def _indexed(data: object, *, raw: bool) -> tuple[int, Rows]:
+    """How many examples ``data`` holds, and a function from their indices to the stacked ``(X, y)``."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise S2OError(f"(X, y) must hold one label per image; got {x.shape[0]} images, {y.shape[0]} labels")
+        return x.shape[0], lambda index: (x[index], y[index])
+    if isinstance(data, TensorDataset):
+        x, y = data.tensors[0], data.tensors[1]
+        return len(data), lambda index: (x[index], y[index])
+    if isinstance(data, Subset):
+        inner = torch.as_tensor(data.indices, dtype=torch.long)
+        _, rows = _indexed(data.dataset, raw=raw)
+        return len(inner), lambda index: rows(inner[index])
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        stored = _stored_images(data) if raw else None
+        if stored is not None:
+            images, labels = stored
+            return len(labels), lambda index: (images[index], labels[index])
+        return len(data), lambda index: _stack_items(data, index)
+    raise S2OError(
+        "data must be a map-style torch Dataset (with __len__), a DataLoader or an (X, y) tuple of tensors; "
+        f"got {type(data).__name__}"
+    )
+
+
+def _stack_items(dataset: Dataset, index: Tensor) -> tuple[Tensor, Tensor]:
+    items = [dataset[int(i)] for i in index]
+    if not items:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    x = torch.stack([torch.as_tensor(item[0]) for item in items])
+    return x, torch.as_tensor([int(item[1]) for item in items], dtype=torch.long)
+
+
+def _storage(dataset: Dataset) -> tuple[object, object] | None:
+    """The image array and labels a torchvision dataset keeps in memory (as it keeps them), or ``None``."""
+    data = getattr(dataset, "data", None)
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = getattr(dataset, "labels", None)
+    return None if data is None or labels is None else (data, labels)
+
+
+def _stored_images(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
+    """The (N, C, H, W) images and labels a torchvision dataset keeps in memory, or ``None``.
+
+    CIFAR keeps ``data`` as an N×H×W×C uint8 array and ``targets`` as a list, SVHN ``data`` as N×C×H×W and
+    ``labels``, MNIST ``data`` as an N×H×W uint8 tensor.
+    """
+    storage = _storage(dataset)
+    if storage is None:
+        return None
+    images = torch.as_tensor(storage[0])
+    if images.ndim == 4 and images.shape[-1] in (1, 3):
+        images = images.permute(0, 3, 1, 2)
+    elif images.ndim == 3:
+        images = images[:, None]
+    return images.contiguous(), torch.as_tensor(storage[1], dtype=torch.long)
+
+
+def holds_uint8_images(dataset: Dataset) -> bool:
+    """Whether ``dataset`` (or the dataset a `Subset` draws from) keeps its images in memory as uint8, as
+    torchvision's CIFAR, SVHN and MNIST do: then ``tensors(dataset, raw=True)`` decodes nothing."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    storage = _storage(base)
+    return storage is not None and torch.as_tensor(storage[0][:1]).dtype == torch.uint8
+
+
+def _first_batches(loader: DataLoader, n: int | None) -> tuple[Tensor, Tensor]:
+    """The first ``n`` examples a DataLoader yields (all with ``None``), concatenated on the CPU."""
+    xs, ys, seen = [], [], 0
+    for batch in loader:
+        bx, by = batch[0], batch[1]
+        if n is not None:
+            bx, by = bx[: n - seen], by[: n - seen]
+        xs.append(bx.cpu())
+        ys.append(torch.as_tensor(by).cpu())
+        seen += len(by)
+        if n is not None and seen >= n:
+            break
+    if not xs:
+        raise S2OError("the DataLoader yielded no batches; give it a non-empty dataset")
+    return torch.cat(xs), torch.cat(ys)

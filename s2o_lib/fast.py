@@ -28,39 +28,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from .checks import check_int
+from .data import holds_uint8_images, is_augmented, make_loader, tensors
 from .errors import S2OError, unknown_name
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS = ("fp32", "bf16")
-
-
-def dataset_to_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
-    """The raw images (uint8 where the dataset stores them so, N×C×H×W) and labels of a dataset.
-
-    torchvision's CIFAR keeps ``data`` as an N×H×W×C uint8 array and ``targets`` as a list; SVHN keeps
-    ``data`` as N×C×H×W and ``labels``. Other datasets are stacked item by item (without augmentation).
-    """
-    base, indices = dataset, None
-    if isinstance(dataset, torch.utils.data.Subset):
-        base, indices = dataset.dataset, torch.as_tensor(dataset.indices)
-    data = getattr(base, "data", None)
-    labels = getattr(base, "targets", None)
-    if labels is None:
-        labels = getattr(base, "labels", None)
-    if data is not None and labels is not None and not isinstance(base, torch.utils.data.TensorDataset):
-        images = torch.as_tensor(data)
-        if images.ndim == 4 and images.shape[-1] in (1, 3):
-            images = images.permute(0, 3, 1, 2)
-        elif images.ndim == 3:
-            images = images[:, None]
-        y = torch.as_tensor(labels, dtype=torch.long)
-        if indices is not None:
-            images, y = images[indices], y[indices]
-        return images.contiguous(), y
-    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
 
 def random_crop_flip(x: Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> Tensor:
@@ -110,10 +85,10 @@ class DeviceLoader:
         device: torch.device | str | None = None,
         drop_last: bool = False,
     ) -> None:
-        if batch_size < 1:
-            raise S2OError(f"batch_size must be >= 1, got {batch_size}")
+        check_int(batch_size, "batch_size", minimum=1)
         if images.ndim != 4 or len(images) != len(labels):
-            raise S2OError(f"images must be (N, C, H, W) with one label each; got {tuple(images.shape)} and {len(labels)} labels")
+            raise S2OError(f"images must be (N, C, H, W) with one label each; got {tuple(images.shape)} and "
+                           f"{len(labels)} labels")
         device = torch.device(device) if device is not None else images.device
         self.images = images.to(device)
         self.labels = labels.to(device, dtype=torch.long)
@@ -123,8 +98,12 @@ class DeviceLoader:
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, **kwargs) -> DeviceLoader:
-        """Build from a torchvision (or tensor) dataset; keyword arguments as for the constructor."""
-        images, labels = dataset_to_tensors(dataset)
+        """Build from a torchvision (or tensor) dataset; keyword arguments as for the constructor.
+
+        The images are taken as the dataset stores them (`s2o_lib.data.tensors` with ``raw=True``: uint8 for
+        torchvision's CIFAR, SVHN and MNIST), without the dataset's own transform: pass ``augment`` to crop and flip.
+        """
+        images, labels = tensors(dataset, raw=True)
         return cls(images, labels, **kwargs)
 
     def __len__(self) -> int:
@@ -165,3 +144,38 @@ def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: boo
     if compile:
         model = torch.compile(model)
     return model
+
+
+def training_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    on_device: bool | None = None,
+    num_workers: int = 0,
+) -> DataLoader | DeviceLoader:
+    """The shuffling training loader of ``dataset``: a `DeviceLoader` where it pays, else a DataLoader.
+
+    A DataLoader decodes, crops and flips every image on the CPU between steps (in the main process with
+    ``num_workers=0``), which leaves a GPU waiting; a `DeviceLoader` does it with a few batched tensor ops on
+    the GPU. It pays for datasets that torchvision keeps in memory as uint8 (CIFAR-10/100, SVHN, MNIST) on a
+    CUDA device, which is what ``on_device=None`` chooses. The two shuffle and augment with different random
+    streams, so they train different (equally good) models; each is reproducible and resumes exactly.
+
+    Args:
+        dataset: the training set (from `s2o_lib.data.load_dataset`); its crop-and-flip, if any, is kept.
+        batch_size: batch size.
+        seed: seed of the shuffling (and of the `DeviceLoader`'s augmentation).
+        device: where training runs.
+        on_device: ``True``/``False`` force the choice (e.g. ``True`` to test the device path on a CPU);
+            ``None``: a `DeviceLoader` for a uint8 torchvision dataset on CUDA, a DataLoader otherwise.
+        num_workers: worker processes of the DataLoader (unused by a `DeviceLoader`).
+    """
+    device = torch.device(device)
+    if on_device is None:
+        on_device = device.type == "cuda" and holds_uint8_images(dataset)
+    if not on_device:
+        return make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, num_workers=num_workers)
+    return DeviceLoader.from_dataset(dataset, batch_size=batch_size, shuffle=True, augment=is_augmented(dataset),
+                                     seed=seed, device=device)

@@ -264,6 +264,16 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model lives: the device of its first parameter (or buffer), the CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def dtype_of(model: nn.Module) -> torch.dtype:
+    """The floating-point type of the model's first parameter (float32 for a model without one)."""
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32

@@ -108,20 +108,3 @@ def correlation_heatmap(matrix: torch.Tensor | np.ndarray, *, ax: Axes | None = 
                 cbar_kws={"shrink": 0.8})
     ax.set_title(title, fontsize=10)
     return ax
-
-
-def weight_correlation(weight: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity between the rows (neurons or flattened filters) of a weight tensor.
-
-    Jin et al. (2020) measure a layer's weight correlation as the mean absolute off-diagonal entry.
-    """
-    w = weight.detach().flatten(1).float()
-    w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return w @ w.T
-
-
-def mean_abs_correlation(weight: torch.Tensor) -> float:
-    """Mean |cosine similarity| over distinct pairs of neurons (Jin et al. 2020's ρ)."""
-    c = weight_correlation(weight)
-    n = c.shape[0]
-    return float((c.abs().sum() - c.diagonal().abs().sum()) / (n * (n - 1)))

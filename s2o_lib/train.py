@@ -1,15 +1,21 @@
 """`fit`: one training loop for every method, with checkpoints that resume exactly.
 
+Its settings come in small groups, each with the paper's defaults: `OptimConfig` (SGD and the schedule),
+`AttackConfig` (the training attack), `LossConfig` (the weights of the method's terms), `AWPConfig`,
+`EvalConfig` (the per-epoch evaluation that picks ``best.pt``) and `SpeedConfig` (the GPU fast path).
+`fit_options` groups flat settings such as ``lr=0.05, attack_steps=5, beta=3.0`` into them.
+
 Example:
-    >>> from s2o_lib.train import fit                                       # doctest: +SKIP
+    >>> from s2o_lib.train import fit, fit_options                          # doctest: +SKIP
     >>> history = fit(model, train_loader, method="at+s2o", epochs=200, eval_loader=test_loader,
     ...               checkpoint_dir="runs/at_s2o")
     >>> history.best_epoch, history.best_robust
+    >>> fit(model, train_loader, method="trades", epochs=10, **fit_options(lr=0.05, beta=3.0, eval_n=200))
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -21,18 +27,163 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .attacks import check_eps, pgd
 from .checkpoint import load_checkpoint, save_checkpoint
+from .checks import check_eps, check_int, check_positive
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
+from .evaluate import robust_accuracy
 from .fast import Precision, autocast, prepare_model
-from .models import model_spec
+from .models import device_of, model_spec
 from .s2o import default_off_diagonal_mass
 
 Schedule = Literal["piecewise", "constant"]
 SCHEDULES = ("piecewise", "constant")
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
+
+
+# --------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum and weight decay, and the learning-rate schedule (the paper's values).
+
+    Attributes:
+        lr: initial learning rate (0.1).
+        momentum: SGD momentum (0.9).
+        weight_decay: SGD weight decay (5e-4).
+        schedule: ``"piecewise"`` (×0.1 from each milestone on) or ``"constant"``.
+        milestones: epochs from which the rate is multiplied by 0.1 (100 and 150).
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "piecewise"
+    milestones: tuple[int, ...] = (100, 150)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The training attack: L∞ PGD on cross-entropy (AT, MART) or on TRADES' KL (the paper: PGD-10 at 8/255).
+
+    Attributes:
+        eps: L∞ radius (8/255).
+        alpha: step size (2/255).
+        steps: steps (10).
+    """
+
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    steps: int = 10
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The weights of a method's loss terms (see `s2o_lib.defenses`).
+
+    Attributes:
+        beta: weight of the robust term of TRADES and MART (6).
+        s2o_weight: weight w of the S²O regulariser (``None``: 0.1 for AT, 0.3 for TRADES/MART).
+        off_diagonal_mass: m of S²O's soft targets (``None``: 0.8, or 0.98 with 100 classes).
+        kfac_weight: λ of the ``+s2o-kfac`` penalty (0.1).
+    """
+
+    beta: float = 6.0
+    s2o_weight: float | None = None
+    off_diagonal_mass: float | None = None
+    kfac_weight: float = 0.1
+
+
+@dataclass(frozen=True)
+class AWPConfig:
+    """Adversarial weight perturbation, for methods with ``+awp``.
+
+    Attributes:
+        gamma: relative weight perturbation γ (``None``: the base method's default).
+        warmup: epochs of plain training before AWP starts (``None``: the base method's default).
+    """
+
+    gamma: float | None = None
+    warmup: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The PGD evaluation after every epoch (with an ``eval_loader``), which picks ``best.pt``.
+
+    Attributes:
+        eps: L∞ radius (``None``: the training attack's).
+        alpha: step size (``None``: ``eps / 4``).
+        steps: PGD steps (10).
+        n: samples evaluated, the first ``n`` of the loader (``None``: all; 500).
+    """
+
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int = 10
+    n: int | None = 500
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """The fast path for GPUs (`s2o_lib.fast`); the defaults compute exactly the plain fp32 path.
+
+    Attributes:
+        precision: ``"fp32"`` or ``"bf16"`` (autocast for the attack and the training step).
+        channels_last: the channels-last memory format (faster convolutions on GPUs).
+        compile: run the model through ``torch.compile`` (the first epoch pays for compilation).
+    """
+
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+
+#: `fit`'s keyword for each group of settings, and its config class.
+CONFIGS: dict[str, type] = {"optim": OptimConfig, "attack": AttackConfig, "loss": LossConfig, "awp": AWPConfig,
+                            "evaluation": EvalConfig, "speed": SpeedConfig}
+#: Each flat setting name: the `fit` keyword of its group, and its field there.
+FLAT_SETTINGS: dict[str, tuple[str, str]] = {
+    **{name: ("optim", name) for name in ("lr", "momentum", "weight_decay", "schedule", "milestones")},
+    "eps": ("attack", "eps"), "alpha": ("attack", "alpha"), "attack_steps": ("attack", "steps"),
+    **{name: ("loss", name) for name in ("beta", "s2o_weight", "off_diagonal_mass", "kfac_weight")},
+    "awp_gamma": ("awp", "gamma"), "awp_warmup": ("awp", "warmup"),
+    **{f"eval_{name}": ("evaluation", name) for name in ("eps", "alpha", "steps", "n")},
+    **{name: ("speed", name) for name in ("precision", "channels_last", "compile")},
+}
+_FIT_KEYWORDS = ("method", "epochs", "eval_loader", "checkpoint_dir", "resume", "keep_every", "progress", "metadata")
+
+
+def fit_options(**settings: Any) -> dict[str, Any]:
+    """`fit`'s keyword arguments from flat settings, each put into the config that holds it.
+
+    ``lr``, ``momentum``, ``weight_decay``, ``schedule``, ``milestones`` go to ``optim``; ``eps``, ``alpha``,
+    ``attack_steps`` to ``attack``; ``beta``, ``s2o_weight``, ``off_diagonal_mass``, ``kfac_weight`` to
+    ``loss``; ``awp_gamma``, ``awp_warmup`` to ``awp``; ``eval_eps``, ``eval_alpha``, ``eval_steps``, ``eval_n``
+    to ``evaluation``; ``precision``, ``channels_last``, ``compile`` to ``speed``. `fit`'s other keywords
+    (``epochs``, ``checkpoint_dir``, ...) and whole configs (``optim=OptimConfig(...)``) pass through; flat
+    settings then replace fields of a config given whole.
+
+    Args:
+        settings: flat settings and `fit` keywords.
+
+    Example:
+        >>> fit_options(lr=0.05, attack_steps=5, epochs=3)["attack"]
+        AttackConfig(eps=0.03137254901960784, alpha=0.00784313725490196, steps=5)
+    """
+    out: dict[str, Any] = {}
+    flat: dict[str, dict[str, Any]] = {}
+    for name, value in settings.items():
+        if name in FLAT_SETTINGS:
+            group, attribute = FLAT_SETTINGS[name]
+            flat.setdefault(group, {})[attribute] = value
+        elif name in CONFIGS or name in _FIT_KEYWORDS:
+            out[name] = value
+        else:
+            raise unknown_name("fit setting", name, [*FLAT_SETTINGS, *CONFIGS, *_FIT_KEYWORDS])
+    for group, changes in flat.items():
+        out[group] = dataclasses.replace(out.get(group) or CONFIGS[group](), **changes)
+    return out
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -134,234 +285,235 @@ def make_scheduler(
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[m - 1 for m in milestones], gamma=0.1)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+# --------------------------------------------------------------------------------------------- one run
+def _awp_settings(awp: AWPConfig) -> dict[str, Any]:
+    """AWP's γ and warm-up for `DefenseConfig`; ``None`` means the base method's default.
+
+    `DefenseConfig` does not resolve ``None`` per base method yet, so this is the one place that stands in for it,
+    with the values used so far (γ = 5e-3, 10 warm-up epochs). Once it does, pass both through unchanged.
+    """
+    return {"awp_gamma": 5e-3 if awp.gamma is None else awp.gamma,
+            "awp_warmup": 10 if awp.warmup is None else awp.warmup}
 
 
-def evaluate_clean_and_pgd(
-    model: nn.Module, loader: DataLoader, *, eps: float, alpha: float, steps: int, n: int | None
-) -> tuple[float, float]:
-    """Clean and PGD accuracy on the first ``n`` samples of ``loader`` (used for model selection)."""
-    device = _device_of(model)
-    was_training = model.training
-    model.eval()
-    correct_clean = correct_robust = torch.zeros((), device=device)
-    seen = 0
-    for x, y in loader:
-        if n is not None and seen >= n:
-            break
-        if n is not None:
-            x, y = x[: n - seen], y[: n - seen]
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            clean_ok = model(x).argmax(1) == y
-        x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps)
-        with torch.no_grad():
-            # Robust means correct on x and on x_adv, as in s2o_lib.evaluate (per-sample worst case).
-            robust_ok = clean_ok & (model(x_adv).argmax(1) == y)
-        correct_clean = correct_clean + clean_ok.float().sum()
-        correct_robust = correct_robust + robust_ok.float().sum()
-        seen += len(y)
-    model.train(was_training)
-    return (correct_clean / seen).item(), (correct_robust / seen).item()
+def _defense_config(model: nn.Module, attack: AttackConfig, loss: LossConfig, awp: AWPConfig) -> DefenseConfig:
+    num_classes = getattr(getattr(model, "head", None), "out_features", 10)
+    mass = default_off_diagonal_mass(num_classes) if loss.off_diagonal_mass is None else loss.off_diagonal_mass
+    return DefenseConfig(eps=attack.eps, alpha=attack.alpha, steps=attack.steps, beta=loss.beta,
+                         s2o_weight=loss.s2o_weight, off_diagonal_mass=mass, kfac_weight=loss.kfac_weight,
+                         **_awp_settings(awp))
 
 
-def _progress_enabled(progress: bool) -> bool:
-    return progress and not os.environ.get("CI")
+def _check_fit_args(*, epochs: int, configs: dict[str, Any], keep_every: int, checkpoint_dir: Any) -> None:
+    for name, config in configs.items():
+        if not isinstance(config, CONFIGS[name]):
+            raise S2OError(f"{name} must be {CONFIGS[name].__name__}(...) (or None for the defaults), "
+                           f"got {type(config).__name__}; flat settings go through fit_options(...)")
+    check_int(epochs, "epochs", minimum=0)
+    check_eps(configs["attack"].eps)
+    check_eps(configs["attack"].alpha, name="alpha (step size)")
+    check_int(configs["attack"].steps, "attack_steps", minimum=1)
+    check_positive(configs["optim"].lr, "lr", example="0.1")
+    check_int(keep_every, "keep_every", minimum=0)
+    if keep_every and checkpoint_dir is None:
+        raise S2OError("keep_every needs a checkpoint_dir to write the per-epoch weights into")
+
+
+@dataclass
+class _Training:
+    """The state of one `fit` call; each step of its loop is a method."""
+
+    model: nn.Module
+    step_model: nn.Module  # the model, compiled if asked
+    loader: DataLoader
+    method: Method
+    config: DefenseConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    awp: AWP | None
+    speed: SpeedConfig
+    history: History
+    meta: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return device_of(self.model)
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint of the same method: weights, optimiser, schedule, history, RNG states."""
+        state = load_checkpoint(path, model=self.model, map_location=self.device)
+        saved_method = state["meta"].get("method")
+        if saved_method != self.method.name:
+            raise S2OError(
+                f"{path} was trained with method {saved_method!r}, not {self.method.name!r}; "
+                "choose another checkpoint folder or pass resume=False to start over"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.awp is not None and state.get("awp_optimizer"):
+            self.awp.proxy_optimizer.load_state_dict(state["awp_optimizer"])
+        self.history = History.from_dict(state["history"])
+        _set_rng_state(state["rng"], self.loader)
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the training data, then one scheduler step; the mean loss and the accuracy on the
+        inputs the loss was computed on (adversarial ones for AT and MART)."""
+        device, method = self.device, self.method
+        use_awp = self.awp if (self.awp is not None and epoch > self.config.awp_warmup) else None
+        memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for x, y in self.loader:
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with autocast(device, self.speed.precision):
+                result = training_step(self.step_model, x, y, method=method, config=self.config,
+                                       optimizer=self.optimizer, awp=use_awp)
+            adversarial = result.logits_adv is not None and method.base != "trades"
+            logits = result.logits_adv if adversarial else result.logits_clean
+            loss_sum += result.loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        self.scheduler.step()
+        if seen == 0:
+            raise S2OError("the training loader yielded no batches; check the dataset and batch size")
+        return (loss_sum / seen).item(), (correct / seen).item()
+
+    def evaluate(self, loader: DataLoader | None, evaluation: EvalConfig) -> tuple[float | None, float | None]:
+        """Clean and PGD accuracy on the evaluation subset (``(None, None)`` without a loader), counted as
+        `s2o_lib.evaluate.robust_accuracy` counts them (robust: correct on the clean input and under PGD), with
+        its own seeded random starts: the evaluation draws nothing from torch's global generator."""
+        if loader is None:
+            return None, None
+        attack = f"pgd{evaluation.steps}"
+        with autocast(self.device, self.speed.precision):
+            result = robust_accuracy(self.step_model, loader, attacks=("clean", attack), eps=evaluation.eps,
+                                     alpha=evaluation.alpha, n=evaluation.n, device=self.device,
+                                     batch_size=getattr(loader, "batch_size", None) or 256)
+        return result["clean"], result[attack]
+
+    def record(self, epoch: int, *, lr: float, train: tuple[float, float], evaluated: tuple[float | None, float | None],
+               seconds: float) -> bool:
+        """Append one epoch to the history; whether it is the best so far under PGD."""
+        h = self.history
+        h.epoch.append(epoch)
+        h.lr.append(lr)
+        h.train_loss.append(train[0])
+        h.train_acc.append(train[1])
+        h.eval_clean.append(evaluated[0])
+        h.eval_robust.append(evaluated[1])
+        h.seconds.append(seconds)
+        robust = evaluated[1]
+        improved = robust is not None and (h.best_robust is None or robust > h.best_robust)
+        if improved:
+            h.best_epoch, h.best_robust = epoch, robust
+        return improved
+
+    def save(self, folder: Path, epoch: int, *, improved: bool, keep_every: int) -> None:
+        """The resumable checkpoint (atomic), ``best.pt`` when PGD accuracy improved, and the kept epochs."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "awp_optimizer": self.awp.proxy_optimizer.state_dict() if self.awp is not None else None,
+            "history": self.history.as_dict(),
+            "rng": _rng_state(self.loader),
+            "meta": {**self.meta, "epoch": epoch},
+        }
+        weights = {"model": state["model"], "meta": state["meta"], "history": state["history"]}
+        if improved:
+            save_checkpoint(folder / BEST_NAME, weights)
+        if keep_every and epoch % keep_every == 0:
+            save_checkpoint(folder / epoch_checkpoint_name(epoch), weights)
+        save_checkpoint(folder / CHECKPOINT_NAME, state)
+
+
+def _start(model: nn.Module, loader: DataLoader, *, method: Method, configs: dict[str, Any], epochs: int,
+           metadata: dict[str, Any] | None) -> _Training:
+    """Everything a run needs before its first epoch: the model prepared, optimiser, schedule, AWP, metadata."""
+    optim, speed, evaluation = configs["optim"], configs["speed"], configs["evaluation"]
+    config = _defense_config(model, configs["attack"], configs["loss"], configs["awp"])
+    model = prepare_model(model, channels_last=speed.channels_last)
+    optimizer = make_optimizer(model, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    scheduler = make_scheduler(optimizer, schedule=optim.schedule, milestones=tuple(optim.milestones))
+    settings = {"epochs": epochs, **asdict(optim), "milestones": list(optim.milestones), **asdict(config),
+                **{f"eval_{k}": v for k, v in asdict(evaluation).items()}}
+    return _Training(
+        model=model, step_model=prepare_model(model, compile=speed.compile), loader=loader, method=method,
+        config=config, optimizer=optimizer, scheduler=scheduler,
+        awp=AWP(model, gamma=config.awp_gamma, lr=config.awp_lr) if method.awp else None, speed=speed,
+        history=History(method=method.name),
+        meta={"model": model_spec(model), "method": method.name, "settings": settings, **(metadata or {})},
+    )
 
 
 # --------------------------------------------------------------------------------------------- fit
 def fit(
-    model: nn.Module,
-    train_loader: DataLoader,
-    *,
-    method: str | Method = "standard",
-    epochs: int,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    schedule: Schedule = "piecewise",
-    milestones: tuple[int, ...] = (100, 150),
-    eps: float = 8 / 255,
-    alpha: float = 2 / 255,
-    attack_steps: int = 10,
-    beta: float = 6.0,
-    s2o_weight: float | None = None,
-    off_diagonal_mass: float | None = None,
-    kfac_weight: float = 0.1,
-    awp_gamma: float = 5e-3,
-    awp_warmup: int = 10,
-    eval_loader: DataLoader | None = None,
-    eval_eps: float | None = None,
-    eval_alpha: float | None = None,
-    eval_steps: int = 10,
-    eval_n: int | None = 500,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = True,
-    keep_every: int = 0,
-    progress: bool = True,
-    metadata: dict[str, Any] | None = None,
-    precision: Precision = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
+    model: nn.Module, train_loader: DataLoader, *, method: str | Method = "standard", epochs: int,
+    optim: OptimConfig | None = None, attack: AttackConfig | None = None, loss: LossConfig | None = None,
+    awp: AWPConfig | None = None, eval_loader: DataLoader | None = None, evaluation: EvalConfig | None = None,
+    speed: SpeedConfig | None = None, checkpoint_dir: str | Path | None = None, resume: bool = True,
+    keep_every: int = 0, progress: bool = True, metadata: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` with any method of `s2o_lib.defenses` and return its `History`.
 
     The model trains on the device its parameters live on. Every epoch ends with an atomic checkpoint
     (``checkpoint_dir/checkpoint.pt``: weights, optimiser, scheduler, RNG states, history) and, when an
-    evaluation loader is given, the best-robust model is kept as ``best.pt``. With ``resume=True`` a run
-    that finds a checkpoint continues after its last epoch and ends with the same weights as a run that
-    was never interrupted (bitwise on CPU).
+    evaluation loader is given, the best-robust model is kept as ``best.pt``. With ``resume=True`` a run that
+    finds a checkpoint continues after its last epoch and ends with the same weights as a run that was never
+    interrupted (bitwise on CPU). Settings left ``None`` take the paper's values; `fit_options` builds the
+    configs from flat settings.
 
     Args:
         model: the model to train (e.g. from `s2o_lib.models.build_model`).
-        train_loader: batches of (images in [0, 1], labels).
+        train_loader: batches of (images in [0, 1], labels): a DataLoader or a `s2o_lib.fast.DeviceLoader`.
         method: ``standard``, ``at``, ``trades``, ``mart``, optionally ``+awp`` and ``+s2o``/``+s2o-kfac``.
         epochs: total number of epochs (counted from 1; a resumed run stops at the same total).
-        lr: initial learning rate (paper: 0.1).
-        momentum: SGD momentum (paper: 0.9).
-        weight_decay: SGD weight decay (paper: 5e-4).
-        schedule: ``piecewise`` (×0.1 at each milestone) or ``constant``.
-        milestones: epochs from which the rate is multiplied by 0.1 (paper: 100 and 150).
-        eps: L∞ radius of the training attack (paper: 8/255).
-        alpha: step size of the training attack (paper: 2/255).
-        attack_steps: steps of the training attack (paper: 10).
-        beta: weight of the robust term of TRADES and MART (6).
-        s2o_weight: weight w of the S²O regulariser (default: 0.1 for AT, 0.3 for TRADES/MART).
-        off_diagonal_mass: m of S²O's soft targets (default: 0.8, or 0.98 with 100 classes).
-        kfac_weight: λ of the ``+s2o-kfac`` penalty.
-        awp_gamma: AWP's relative weight perturbation γ (5e-3).
-        awp_warmup: epochs before AWP starts (10 in the paper's TRADES-AWP runs).
+        optim: SGD and the learning-rate schedule (`OptimConfig`).
+        attack: the training attack (`AttackConfig`).
+        loss: the weights of the method's terms: β, the S²O weight and mass, the KFAC weight (`LossConfig`).
+        awp: AWP's γ and warm-up (`AWPConfig`; used by ``+awp`` methods).
         eval_loader: optional test data for per-epoch clean/PGD accuracy and best-robust selection.
-        eval_eps: radius of the evaluation attack (default: ``eps``).
-        eval_alpha: step size of the evaluation attack (default: ``eps / 4``).
-        eval_steps: steps of the evaluation attack.
-        eval_n: number of evaluation samples per epoch (``None``: all).
+        evaluation: that per-epoch evaluation (`EvalConfig`).
+        speed: bf16, channels-last and ``torch.compile`` for GPUs (`SpeedConfig`).
         checkpoint_dir: folder for ``checkpoint.pt`` and ``best.pt`` (``None``: no checkpoints).
         resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists.
         keep_every: also keep the weights after every ``keep_every``-th epoch as ``epoch_NNN.pt`` (0: none), e.g.
             to follow a quantity over training (robust overfitting, the bound of notebook 07).
-        progress: show a tqdm progress bar (never under ``CI``).
+        progress: show a tqdm progress bar (``TQDM_DISABLE=1`` in the environment hides it too).
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast for the attack and the training step; GPUs).
-        channels_last: use the channels-last memory format (faster convolutions on GPUs).
-        compile: run the model through ``torch.compile`` (opt-in; the first epoch pays for compilation).
     """
     parsed = parse_method(method)
-    if not isinstance(epochs, int) or epochs < 0:
-        raise S2OError(f"epochs must be a non-negative integer, got {epochs!r}")
-    check_eps(eps)
-    check_eps(alpha, name="alpha (step size)")
-    if lr <= 0:
-        raise S2OError(f"lr must be > 0, got {lr}")
-    if isinstance(keep_every, bool) or not isinstance(keep_every, int) or keep_every < 0:
-        raise S2OError(f"keep_every must be a non-negative integer (0: keep no per-epoch weights), got {keep_every!r}")
-    if keep_every and checkpoint_dir is None:
-        raise S2OError("keep_every needs a checkpoint_dir to write the per-epoch weights into")
-    eval_eps = eps if eval_eps is None else eval_eps
-    eval_alpha = eval_eps / 4 if eval_alpha is None else eval_alpha
-    num_classes = getattr(getattr(model, "head", None), "out_features", 10)
-    config = DefenseConfig(
-        eps=eps, alpha=alpha, steps=attack_steps, beta=beta, s2o_weight=s2o_weight,
-        off_diagonal_mass=default_off_diagonal_mass(num_classes) if off_diagonal_mass is None else off_diagonal_mass,
-        kfac_weight=kfac_weight, awp_gamma=awp_gamma, awp_warmup=awp_warmup,
-    )
-    device = _device_of(model)
-    model = prepare_model(model, channels_last=channels_last)
-    step_model = prepare_model(model, compile=compile)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    optimizer = make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = make_scheduler(optimizer, schedule=schedule, milestones=tuple(milestones))
-    awp = AWP(model, gamma=config.awp_gamma, lr=config.awp_lr) if parsed.awp else None
-    history = History(method=parsed.name)
-    settings = {
-        "epochs": epochs, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule,
-        "milestones": list(milestones), **asdict(config), "eval_eps": eval_eps, "eval_alpha": eval_alpha,
-        "eval_steps": eval_steps, "eval_n": eval_n,
-    }
-    meta = {"model": model_spec(model), "method": parsed.name, "settings": settings, **(metadata or {})}
-
-    ckpt_path = best_path = None
-    if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-        best_path = Path(checkpoint_dir) / BEST_NAME
-        if resume and ckpt_path.exists():
-            state = load_checkpoint(ckpt_path, model=model, map_location=device)
-            saved_method = state["meta"].get("method")
-            if saved_method != parsed.name:
-                raise S2OError(
-                    f"{ckpt_path} was trained with method {saved_method!r}, not {parsed.name!r}; "
-                    "choose another checkpoint folder or pass resume=False to start over"
-                )
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if awp is not None and state.get("awp_optimizer"):
-                awp.proxy_optimizer.load_state_dict(state["awp_optimizer"])
-            history = History.from_dict(state["history"])
-            _set_rng_state(state["rng"], train_loader)
-
-    start = len(history.epoch)
+    given = {"optim": optim, "attack": attack, "loss": loss, "awp": awp, "evaluation": evaluation, "speed": speed}
+    configs = {name: CONFIGS[name]() if value is None else value for name, value in given.items()}
+    _check_fit_args(epochs=epochs, configs=configs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
+    evaluation = configs["evaluation"]
+    eval_eps = configs["attack"].eps if evaluation.eps is None else evaluation.eps
+    configs["evaluation"] = dataclasses.replace(
+        evaluation, eps=eval_eps, alpha=eval_eps / 4 if evaluation.alpha is None else evaluation.alpha)
+    run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if folder is not None and resume and (folder / CHECKPOINT_NAME).exists():
+        run.resume(folder / CHECKPOINT_NAME)
+    start = len(run.history.epoch)
     bar = None
-    if _progress_enabled(progress) and start < epochs:
+    if progress and start < epochs:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start, desc=parsed.name, unit="epoch")
-    model.train()
+    run.model.train()
     for epoch in range(start + 1, epochs + 1):
-        t0 = time.perf_counter()
-        current_lr = optimizer.param_groups[0]["lr"]
-        use_awp = awp if (awp is not None and epoch > config.awp_warmup) else None
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        for x, y in train_loader:
-            x = x.to(device, non_blocking=True, memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
-            with autocast(device, precision):
-                result = training_step(step_model, x, y, method=parsed, config=config, optimizer=optimizer, awp=use_awp)
-            logits = result.logits_adv if result.logits_adv is not None and parsed.base != "trades" else result.logits_clean
-            loss_sum += result.loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-        scheduler.step()
-        if seen == 0:
-            raise S2OError("the training loader yielded no batches; check the dataset and batch size")
-        clean = robust = None
-        if eval_loader is not None:
-            with autocast(device, precision):
-                clean, robust = evaluate_clean_and_pgd(
-                    step_model, eval_loader, eps=eval_eps, alpha=eval_alpha, steps=eval_steps, n=eval_n
-                )
-        history.epoch.append(epoch)
-        history.lr.append(current_lr)
-        history.train_loss.append((loss_sum / seen).item())
-        history.train_acc.append((correct / seen).item())
-        history.eval_clean.append(clean)
-        history.eval_robust.append(robust)
-        history.seconds.append(time.perf_counter() - t0)
-        improved = robust is not None and (history.best_robust is None or robust > history.best_robust)
-        if improved:
-            history.best_epoch, history.best_robust = epoch, robust
-        if ckpt_path is not None:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "awp_optimizer": awp.proxy_optimizer.state_dict() if awp is not None else None,
-                "history": history.as_dict(),
-                "rng": _rng_state(train_loader),
-                "meta": {**meta, "epoch": epoch},
-            }
-            weights = {"model": state["model"], "meta": state["meta"], "history": state["history"]}
-            if improved:
-                save_checkpoint(best_path, weights)
-            if keep_every and epoch % keep_every == 0:
-                save_checkpoint(ckpt_path.with_name(epoch_checkpoint_name(epoch)), weights)
-            save_checkpoint(ckpt_path, state)
+        t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
+        train = run.train_epoch(epoch)
+        evaluated = run.evaluate(eval_loader, configs["evaluation"])
+        improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
+        if folder is not None:
+            run.save(folder, epoch, improved=improved, keep_every=keep_every)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", acc=f"{history.train_acc[-1]:.2f}",
-                            **({"pgd": f"{robust:.2f}"} if robust is not None else {}))
+            bar.set_postfix(loss=f"{train[0]:.3f}", acc=f"{train[1]:.2f}",
+                            **({"pgd": f"{evaluated[1]:.2f}"} if evaluated[1] is not None else {}))
     if bar is not None:
         bar.close()
-    return history
+    return run.history

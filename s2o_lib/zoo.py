@@ -20,8 +20,9 @@ from torch import nn
 from .config import Profile, get_device, get_profile, seed_everything
 from .data import dataset_info, load_dataset, make_loader
 from .defenses import parse_method
+from .fast import training_loader
 from .models import build_model
-from .train import History, fit
+from .train import History, fit, fit_options
 
 RUNS_ENV = "S2O_RUNS"
 
@@ -31,13 +32,25 @@ def runs_root() -> Path:
     return Path(os.environ.get(RUNS_ENV, "runs"))
 
 
-def fit_settings(profile: Profile) -> dict[str, Any]:
-    """The `fit` keyword arguments a profile implies."""
-    return dict(
-        epochs=profile.epochs, lr=profile.lr, milestones=profile.milestones, eps=profile.eps, alpha=profile.alpha,
-        attack_steps=profile.train_steps, awp_warmup=profile.awp_warmup, eval_eps=profile.eval_eps,
-        eval_alpha=profile.eval_alpha, eval_steps=min(profile.eval_steps, 10), eval_n=min(profile.eval_n, 500),
-    )
+def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
+    """`fit`'s keyword arguments for a profile, with flat overrides (``beta=3``, ``attack_steps=1``, ...).
+
+    The one mapping from a profile to training settings: `trained_model` (the notebooks) and
+    ``python -m s2o_lib train`` both use it, so they train the same model for the same profile. The per-epoch
+    evaluation that picks ``best.pt`` runs PGD with at most 10 steps on at most 500 test images (model
+    selection, not the evaluation a notebook reports).
+
+    Args:
+        profile: the profile.
+        overrides: flat settings or `fit` keywords that replace the profile's (see `s2o_lib.train.fit_options`).
+    """
+    flat = {
+        "epochs": profile.epochs, "lr": profile.lr, "milestones": profile.milestones, "eps": profile.eps,
+        "alpha": profile.alpha, "attack_steps": profile.train_steps, "awp_warmup": profile.awp_warmup,
+        "eval_eps": profile.eval_eps, "eval_alpha": profile.eval_alpha, "eval_steps": min(profile.eval_steps, 10),
+        "eval_n": min(profile.eval_n, 500),
+    }
+    return fit_options(**{**flat, **overrides})
 
 
 def profile_data(profile: Profile, *, root: str | Path = "data", download: bool = False):
@@ -57,6 +70,7 @@ def trained_model(
     download: bool = False,
     progress: bool = True,
     tag: str = "",
+    device_loader: bool | None = None,
     **overrides: Any,
 ) -> tuple[nn.Module, History]:
     """A model trained with ``method`` in a profile, loaded from the cache when it is there.
@@ -70,7 +84,10 @@ def trained_model(
         download: download the dataset if missing.
         progress: show a progress bar while training.
         tag: extra name for runs whose settings differ from the profile's (e.g. ``"beta1"``).
-        **overrides: `fit` keyword arguments that replace the profile's (use a ``tag`` with them).
+        device_loader: keep the training set on the device (`s2o_lib.fast.training_loader`; ``None``: where it
+            pays, CIFAR-style data on a CUDA GPU).
+        **overrides: flat settings such as ``beta=3``, ``attack_steps=1``, ``awp_gamma=0.02``, or `fit`
+            keywords, that replace the profile's (`fit_settings`; use a ``tag`` with them).
 
     Returns:
         ``(model, history)`` with the model in eval mode on the profile's device.
@@ -82,16 +99,16 @@ def trained_model(
     info = dataset_info(profile.dataset)
     seed_everything(seed)
     model = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
-    model = model.to(get_device())
-    settings = {**fit_settings(profile), **overrides}
+    device = get_device()
+    model = model.to(device)
     history = fit(
         model,
-        make_loader(train, batch_size=profile.batch_size, shuffle=True, seed=seed),
+        training_loader(train, batch_size=profile.batch_size, seed=seed, device=device, on_device=device_loader),
         method=name,
         eval_loader=make_loader(test, batch_size=256, shuffle=False),
         checkpoint_dir=folder,
         progress=progress,
         metadata={"dataset": profile.dataset, "profile": profile.name, "seed": seed, "tag": tag},
-        **settings,
+        **fit_settings(profile, **overrides),
     )
     return model.eval(), history

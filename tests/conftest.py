@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import load_dataset, make_loader, tensors
 from s2o_lib.models import build_model
-from s2o_lib.train import fit
+from s2o_lib.train import fit, fit_options
 
 SMOKE = get_profile("smoke")
 
@@ -39,7 +45,8 @@ def digits_test_tensors(digits):
 
 
 def train_small(method: str, train, *, epochs: int, seed: int = 0, **kwargs) -> torch.nn.Module:
-    """A small CNN trained on digits with the smoke profile's attack settings."""
+    """A small CNN trained on digits with the smoke profile's attack settings; ``kwargs`` are flat settings
+    (``lr=...``, ``beta=...``) or `fit` keywords, as `s2o_lib.train.fit_options` takes them."""
     seed_everything(seed)
     model = build_model("small-cnn", num_classes=10, in_channels=1)
     settings = dict(
@@ -47,8 +54,22 @@ def train_small(method: str, train, *, epochs: int, seed: int = 0, **kwargs) -> 
         alpha=SMOKE.alpha, attack_steps=SMOKE.train_steps, awp_warmup=SMOKE.awp_warmup, progress=False,
     )
     settings.update(kwargs)
-    fit(model, make_loader(train, batch_size=SMOKE.batch_size, shuffle=True, seed=seed), **settings)
+    fit(model, make_loader(train, batch_size=SMOKE.batch_size, shuffle=True, seed=seed), **fit_options(**settings))
     return model.eval()
+
+
+def reference_pgd(model, x, y, *, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    """Textbook L∞ PGD (Madry et al. 2018), written as torchattacks.PGD writes it: a uniform random start in
+    the ε-ball (from torch's global generator), then ``steps`` signed-gradient steps on the mean cross-entropy,
+    each projected back onto the ball and into [0, 1]. The reference the library's PGD is measured against."""
+    model.eval()
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    return x_adv
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +80,42 @@ def standard_model(digits):
 @pytest.fixture(scope="session")
 def at_model(digits):
     return train_small("at", digits[0], epochs=5)
+
+
+# --------------------------------------------------------------------------- a tiny CIFAR-10 on disk
+CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 4, 6
+
+
+def write_fake_cifar10(root: Path) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Write a tiny CIFAR-10 in the real on-disk format: pickled dicts, N×3072 uint8, channel-major.
+
+    torchvision unpickles with ``encoding="latin1"`` and reads the keys ``"data"`` and ``"labels"`` (the
+    real files come from Python 2, so their keys load as ``str``), and ``"label_names"`` from batches.meta.
+    """
+    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written: dict[str, tuple[np.ndarray, list[int]]] = {}
+    sizes = {f"data_batch_{i}": CIFAR_TRAIN_PER_BATCH for i in range(1, 6)} | {"test_batch": CIFAR_TEST}
+    for filename, n in sizes.items():
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).tolist()
+        with open(folder / filename, "wb") as f:
+            pickle.dump({"batch_label": filename, "data": data, "labels": labels}, f, protocol=2)
+        written[filename] = (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        pickle.dump({"label_names": names, "num_cases_per_batch": CIFAR_TRAIN_PER_BATCH, "num_vis": 3072}, f)
+    return written
+
+
+@pytest.fixture()
+def skip_md5(monkeypatch):
+    """Bypass only the MD5 comparison: the files must still exist.
+
+    Patching ``CIFAR10._check_integrity`` alone is not enough, since ``_load_meta`` calls the module-level
+    ``check_integrity`` with the real batches.meta checksum.
+    """
+    from torchvision.datasets import cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))

@@ -1,15 +1,14 @@
-"""Attacks: the ε-ball, [0, 1], strength against an independent implementation, and clear errors."""
+"""Attacks: the ε-ball, [0, 1], strength against a textbook PGD written in the tests, and clear errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torchattacks
 
-from s2o_lib.attacks import cw_margin_loss, fgsm, pgd, trades_kl_attack
+from s2o_lib.attacks import CW_MARGIN, cw_margin_loss, fgsm, margins, pgd, trades_kl_attack
 from s2o_lib.errors import S2OError
 
-from .conftest import SMOKE
+from .conftest import SMOKE, reference_pgd
 
 
 def _accuracy(model, x, y):
@@ -36,12 +35,11 @@ def test_pgd_lowers_accuracy_below_clean(at_model, digits_test_tensors):
     assert _accuracy(at_model, x_adv, y) < _accuracy(at_model, x, y) - 0.05
 
 
-def test_pgd_at_least_as_strong_as_torchattacks(at_model, digits_test_tensors):
+def test_pgd_at_least_as_strong_as_a_reference_pgd(at_model, digits_test_tensors):
     x, y = digits_test_tensors
     torch.manual_seed(0)
     ours = _accuracy(at_model, pgd(at_model, x, y, eps=SMOKE.eps, alpha=SMOKE.eval_alpha, steps=20), y)
-    reference = torchattacks.PGD(at_model, eps=SMOKE.eps, alpha=SMOKE.eval_alpha, steps=20, random_start=True)
-    theirs = _accuracy(at_model, reference(x, y), y)
+    theirs = _accuracy(at_model, reference_pgd(at_model, x, y, eps=SMOKE.eps, alpha=SMOKE.eval_alpha, steps=20), y)
     assert ours <= theirs + 0.02, (ours, theirs)
 
 
@@ -61,10 +59,11 @@ def test_restarts_are_per_sample_worst_case(at_model, digits_test_tensors):
     assert three <= one + 1e-9
 
 
-def test_targeted_pgd_reaches_targets_on_standard_model(standard_model, digits_test_tensors):
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+def test_targeted_pgd_reaches_targets_on_standard_model(standard_model, digits_test_tensors, loss):
     x, y = digits_test_tensors[0][:100], digits_test_tensors[1][:100]
     target = (y + 1) % 10
-    x_adv = pgd(standard_model, x, target, eps=0.3, alpha=0.02, steps=40, targeted=True)
+    x_adv = pgd(standard_model, x, target, eps=0.3, alpha=0.02, steps=40, targeted=True, loss=loss)
     with torch.no_grad():
         hit = (standard_model(x_adv).argmax(1) == target).float().mean().item()
     assert hit > 0.8
@@ -96,6 +95,12 @@ def test_cw_margin_loss_matches_definition():
     # sample 0: 3 - 1 + 50 = 52 -> -52; sample 1: 1 - 5 + 50 = 46 -> -46
     assert torch.allclose(cw_margin_loss(logits, y), torch.tensor([-52.0, -46.0]))
     assert torch.allclose(cw_margin_loss(logits, y, margin=0.0), torch.tensor([-2.0, 0.0]))
+    assert CW_MARGIN == 50.0 and torch.equal(cw_margin_loss(logits, y), -(margins(logits, y) + CW_MARGIN).clamp(min=0))
+
+
+def test_margins():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    assert torch.equal(margins(logits, torch.tensor([0, 2])), torch.tensor([1.0, -4.0]))
 
 
 def test_attacks_leave_model_mode_and_grads_untouched(standard_model, digits_test_tensors):

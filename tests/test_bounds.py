@@ -1,4 +1,4 @@
-"""Bounds: norms against materialised operators, Laplace factor identities, the bound's terms, the σ search."""
+"""Bounds: Laplace factor identities, the bound's terms, the σ search (the norms: test_norms.py)."""
 
 from __future__ import annotations
 
@@ -11,28 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from s2o_lib.attacks import pgd
+from s2o_lib.attacks import margins, pgd
 from s2o_lib.bounds import (
     TABLE_ROWS,
     BoundReport,
-    _HeadNoise,
+    _NoisyHeadAccuracy,
     compare_reports,
-    conv_operator,
-    conv_spectral_norm,
     estimate_bound,
     last_layer_laplace,
-    layer_norms,
-    margins,
-    matrix_spectral_norm,
     noisy_accuracy,
-    power_iteration,
     reports_to_rows,
-    reshaped_spectral_norm,
     sigma_search,
 )
+from s2o_lib.data import load_dataset, tensors
 from s2o_lib.errors import S2OError
 from s2o_lib.laplace import correlation_from_covariance, kfac_factors, kronecker_correlation, kronecker_summaries
-from s2o_lib.data import load_dataset, tensors
 from s2o_lib.models import ARCHITECTURES, build_model
 
 EPS = 0.05
@@ -83,132 +76,6 @@ def adversarial(trained, digits16):
     return pgd(trained, x, y, eps=0.02, alpha=0.008, steps=5, loss="cw", generator=gen), y
 
 
-# ============================================================================================ linear norms
-@pytest.mark.parametrize("shape", [(10, 10), (7, 30), (40, 5)])
-def test_linear_power_iteration_matches_matrix_norm(shape):
-    W = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    ours = matrix_spectral_norm(W, iters=2000)
-    assert torch.isclose(ours, torch.linalg.matrix_norm(W, ord=2), rtol=1e-6)
-    assert ours <= torch.linalg.matrix_norm(W, ord=2) * (1 + 1e-12)  # a lower bound
-
-
-def test_matrix_spectral_norm_batched_and_deterministic():
-    W = torch.randn(4, 6, 9, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    ours = matrix_spectral_norm(W, iters=2000, seed=3)
-    assert ours.shape == (4,)
-    assert torch.allclose(ours, torch.linalg.matrix_norm(W, ord=2), rtol=1e-6)
-    assert torch.equal(ours, matrix_spectral_norm(W, iters=2000, seed=3))
-
-
-def test_linear_layers_in_layer_norms(trained, digits16):
-    norms = layer_norms(trained, digits16[0][:3])  # shapes inferred with forward hooks on a sample batch
-    assert [(layer.name, layer.kind) for layer in norms] == [
-        ("body.0", "conv"), ("body.3", "conv"), ("body.6", "conv"), ("body.11", "linear"), ("head", "linear"),
-    ]
-    assert [layer.input_shape for layer in norms] == [(1, 16, 16), (32, 16, 16), (64, 8, 8), (256,), (128,)]
-    modules = dict(trained.named_modules())
-    for layer in norms:
-        weight = modules[layer.name].weight.detach()
-        assert layer.frobenius == pytest.approx(float(weight.norm()), rel=1e-6)
-        exact = float(torch.linalg.matrix_norm(weight.double().reshape(weight.shape[0], -1), ord=2))
-        assert layer.spectral_reshaped == pytest.approx(exact, rel=1e-3)
-        if layer.kind == "linear":
-            assert layer.spectral == layer.spectral_reshaped
-            assert layer.spectral == pytest.approx(exact, rel=1e-3)  # vs torch.linalg.matrix_norm(ord=2)
-    by_shape = layer_norms(trained, (1, 16, 16))  # a shape runs one zero input: same layers, same norms
-    assert [layer.as_dict() for layer in by_shape] == [layer.as_dict() for layer in norms]
-
-
-# ============================================================================================ conv norms
-def _dense(conv: nn.Conv2d, shape: tuple[int, int, int]) -> torch.Tensor:
-    """The convolution's (bias-free) linear map as a dense matrix, via torch.func.jacrev."""
-    weight = conv.weight.detach()
-    jac = torch.func.jacrev(lambda v: conv._conv_forward(v[None], weight, None).flatten())(
-        torch.zeros(shape, dtype=weight.dtype)
-    )
-    return jac.reshape(jac.shape[0], -1)
-
-
-CONV_CASES = [
-    {"stride": 1, "padding": 1},
-    {"stride": 2, "padding": 1},
-    {"stride": 2, "padding": 0},
-    {"stride": 1, "padding": 2, "dilation": 2},
-    {"stride": 1, "padding": 1, "groups": 2},
-    {"stride": 1, "padding": "same"},
-    {"stride": 1, "padding": 1, "padding_mode": "circular"},
-]
-
-
-@pytest.mark.parametrize("options", CONV_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_conv_adjoint_is_transpose(options):
-    torch.manual_seed(0)
-    conv = nn.Conv2d(2, 4, 3, **options).double()
-    for size in (7, 8):  # odd and even sizes: strided convs then need different output_padding
-        op, adjoint = conv_operator(conv, (2, size, size))
-        x = torch.randn(3, 2, size, size, dtype=torch.float64)
-        u = torch.randn_like(op(x))
-        assert adjoint(u).shape == x.shape
-        assert torch.allclose((op(x) * u).sum(), (x * adjoint(u)).sum(), rtol=1e-10)
-    op, _ = conv_operator(conv, (2, 7, 7))
-    x = torch.randn(3, 2, 7, 7, dtype=torch.float64)
-    J = _dense(conv, (2, 7, 7))
-    assert torch.allclose(op(x).flatten(1), x.flatten(1) @ J.T, atol=1e-10)  # op has no bias
-
-
-@pytest.mark.parametrize("options", CONV_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_conv_true_norm_matches_materialised_jacobian(options):
-    torch.manual_seed(1)
-    conv = nn.Conv2d(2, 4, 3, **options).double()
-    exact = torch.linalg.matrix_norm(_dense(conv, (2, 8, 8)), ord=2)
-    ours = conv_spectral_norm(conv, (2, 8, 8), iters=3000)
-    assert float(ours) == pytest.approx(float(exact), rel=1e-3)
-    assert float(ours) <= float(exact) * (1 + 1e-9)
-
-
-def test_one_by_one_conv_true_equals_reshaped():
-    torch.manual_seed(2)
-    conv = nn.Conv2d(5, 3, 1).double()
-    true = conv_spectral_norm(conv, (5, 6, 6), iters=2000)
-    reshaped = reshaped_spectral_norm(conv.weight, iters=2000)
-    exact = torch.linalg.matrix_norm(conv.weight.detach().reshape(3, 5), ord=2)
-    assert torch.isclose(true, exact, rtol=1e-6) and torch.isclose(reshaped, exact, rtol=1e-6)
-
-
-@pytest.mark.parametrize("stride", [1, 2])
-def test_reshaped_and_true_differ_but_are_related(stride):
-    torch.manual_seed(3)
-    conv = nn.Conv2d(3, 4, 3, stride=stride, padding=1).double()
-    true = float(conv_spectral_norm(conv, (3, 8, 8), iters=3000))
-    reshaped = float(reshaped_spectral_norm(conv.weight, iters=2000))
-    # Each input pixel enters at most kh·kw patches: ‖conv‖₂ ≤ √(kh·kw)·‖W_reshaped‖₂.
-    assert true <= 3 * reshaped * (1 + 1e-9)
-    assert abs(true / reshaped - 1) > 0.01  # in general they are different numbers
-
-
-def test_power_iteration_runs_a_fixed_number_of_iterations():
-    W = torch.randn(6, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    calls = []
-
-    def op(v):
-        calls.append(1)
-        return v @ W.T
-
-    v0 = torch.randn(2, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    est = power_iteration(op, lambda u: u @ W, v0, iters=17)
-    assert len(calls) == 17 and est.shape == (2,)  # no early stop (no host-synchronising convergence test)
-    assert torch.all(est <= torch.linalg.matrix_norm(W, ord=2) * (1 + 1e-12))
-    assert torch.equal(est, power_iteration(lambda v: v @ W.T, lambda u: u @ W, v0, iters=17))
-    with pytest.raises(S2OError):
-        power_iteration(op, lambda u: u @ W, v0, iters=0)
-
-
-def test_conv_norm_is_deterministic():
-    torch.manual_seed(4)
-    conv = nn.Conv2d(3, 8, 3, padding=1)
-    assert torch.equal(conv_spectral_norm(conv, (3, 8, 8), seed=5), conv_spectral_norm(conv, (3, 8, 8), seed=5))
-
-
 # ============================================================================================ Laplace
 def test_kronecker_factor_identities_against_materialised_matrices():
     g = torch.Generator().manual_seed(0)
@@ -236,7 +103,7 @@ def test_correlated_noise_has_covariance_R():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     x, y = torch.rand(5, 1, 2, 2), torch.randint(0, 3, (5,))
     lap = last_layer_laplace(torch.randn(50, 4), torch.softmax(torch.randn(50, 3), 1))
-    noise = _HeadNoise(model, x, y, batch_size=8)
+    noise = _NoisyHeadAccuracy(model, x, y, batch_size=8)
     drawn = noise.directions("correlated", (lap.R_A, lap.R_G), 1, 7)[0]
     E = torch.randn(3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     L_A, L_G = torch.linalg.cholesky(lap.R_A), torch.linalg.cholesky(lap.R_G)
@@ -260,15 +127,15 @@ def test_report_terms_follow_the_formula(report):
     q_cor = pre * r.R_spectral - r.R_logdet + conf
     assert r.log10_spectral_product == pytest.approx(math.log10(prod), rel=1e-9)
     assert r.sum_fro_over_spec == pytest.approx(ratio, rel=1e-9)
-    assert r.kl_independent == pytest.approx(q_ind, rel=1e-9)
-    assert r.kl_correlated == pytest.approx(q_cor, rel=1e-9)
+    assert r.q_independent == pytest.approx(q_ind, rel=1e-9)
+    assert r.q_correlated == pytest.approx(q_cor, rel=1e-9)
     bound_ind = r.robust_margin_loss + math.sqrt(q_ind / (r.gamma**2 * r.m))
     bound_cor = r.robust_margin_loss + math.sqrt(q_cor / (r.gamma**2 * r.m))
     assert r.bound_independent == pytest.approx(bound_ind, rel=1e-9)
     assert r.bound_correlated == pytest.approx(bound_cor, rel=1e-9)
     assert r.log10_bound_independent == pytest.approx(0.5 * math.log10(q_ind / (r.gamma**2 * r.m)), rel=1e-9)
     assert r.log10_bound_correlated == pytest.approx(0.5 * math.log10(q_cor / (r.gamma**2 * r.m)), rel=1e-9)
-    assert r.log10_kl_independent == pytest.approx(math.log10(q_ind), rel=1e-9)
+    assert r.log10_q_independent == pytest.approx(math.log10(q_ind), rel=1e-9)
 
 
 def test_guaranteed_orderings(report):
@@ -276,8 +143,8 @@ def test_guaranteed_orderings(report):
     assert r.R_spectral >= 1.0 - 1e-9  # a correlation matrix's largest eigenvalue is ≥ its mean, 1
     assert r.R_logdet <= 1e-9  # and its determinant ≤ 1 (Hadamard)
     assert r.R_fro >= math.sqrt(r.R_dim) * (1 - 1e-9)
-    assert r.kl_correlated >= r.kl_independent
-    assert r.log10_kl_correlated >= r.log10_kl_independent
+    assert r.q_correlated >= r.q_independent
+    assert r.log10_q_correlated >= r.log10_q_independent
     assert r.log10_bound_correlated >= r.log10_bound_independent
     assert r.bound_correlated >= r.bound_independent
     assert r.gamma > 0 and not r.gamma_fallback
@@ -422,10 +289,10 @@ def test_finite_terms_for_every_architecture(arch):
     convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert r.depth == convs + sum(isinstance(m, nn.Linear) for m in model.modules())
     for name in ("log10_spectral_product", "sum_fro_over_spec", "R_fro", "R_spectral", "R_logdet", "gamma",
-                 "log10_kl_independent", "log10_kl_correlated", "log10_bound_independent",
+                 "log10_q_independent", "log10_q_correlated", "log10_bound_independent",
                  "log10_bound_correlated", "input_norm", "eps_l2"):
         assert math.isfinite(getattr(r, name)), name
-    assert r.kl_correlated >= r.kl_independent and r.R_spectral >= 1 - 1e-9
+    assert r.q_correlated >= r.q_independent and r.R_spectral >= 1 - 1e-9
 
 
 # ============================================================================================ tables
@@ -446,11 +313,6 @@ def test_compare_reports_and_rows(report):
         compare_reports({"first": report}, rows=("no_such_term",))
     with pytest.raises(S2OError):
         compare_reports({})
-
-
-def test_margins():
-    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
-    assert torch.equal(margins(logits, torch.tensor([0, 2])), torch.tensor([1.0, -4.0]))
 
 
 # ============================================================================================ bad input
@@ -480,13 +342,6 @@ def test_bad_models_and_data_raise():
         estimate_bound(mlp, DataLoader(TensorDataset(x, y)), eps=0.1, n=4)
     with pytest.raises(S2OError):
         estimate_bound(mlp, (x, y[:3]), eps=0.1, n=4)
-    conv1d = nn.Sequential(nn.Flatten(1, 2), nn.Conv1d(8, 4, 3), nn.Flatten(), nn.Linear(24, 10))
-    with pytest.raises(S2OError, match="Conv1d"):
-        layer_norms(conv1d, (1, 8, 8))
-    with pytest.raises(S2OError):
-        conv_operator(nn.Conv2d(3, 4, 3), (2, 8, 8))
-    with pytest.raises(S2OError):
-        matrix_spectral_norm(torch.randn(5))
     with pytest.raises(S2OError):
         sigma_search(mlp, x, y, noise="correlated")
     with pytest.raises(S2OError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import struct
 import urllib.error
 import urllib.request
@@ -14,10 +13,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from s2o_lib.data import DATASETS, dataset_info, load_dataset, make_loader, tensors
+from s2o_lib.data import (
+    DATASETS,
+    batch_slices,
+    dataset_info,
+    holds_uint8_images,
+    is_augmented,
+    load_dataset,
+    make_loader,
+    tensors,
+)
 from s2o_lib.errors import S2OError
+
+from .conftest import CIFAR_TEST, write_fake_cifar10
 
 N_DIGITS = 1797  # size of scikit-learn's bundled digits
 
@@ -137,46 +147,8 @@ def test_dataset_info(name, expected):
 
 # --------------------------------------------------------------------------- CIFAR-10, real torchvision path
 
-CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 4, 6
-
-
-def _write_fake_cifar10(root: Path) -> dict[str, tuple[np.ndarray, list[int]]]:
-    """Write a tiny CIFAR-10 in the real on-disk format: pickled dicts, N×3072 uint8, channel-major.
-
-    torchvision unpickles with ``encoding="latin1"`` and reads the keys ``"data"`` and ``"labels"`` (the
-    real files come from Python 2, so their keys load as ``str``), and ``"label_names"`` from batches.meta.
-    """
-    folder = root / "cifar10" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    written: dict[str, tuple[np.ndarray, list[int]]] = {}
-    sizes = {f"data_batch_{i}": CIFAR_TRAIN_PER_BATCH for i in range(1, 6)} | {"test_batch": CIFAR_TEST}
-    for filename, n in sizes.items():
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).tolist()
-        with open(folder / filename, "wb") as f:
-            pickle.dump({"batch_label": filename, "data": data, "labels": labels}, f, protocol=2)
-        written[filename] = (data, labels)
-    with open(folder / "batches.meta", "wb") as f:
-        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-        pickle.dump({"label_names": names, "num_cases_per_batch": CIFAR_TRAIN_PER_BATCH, "num_vis": 3072}, f)
-    return written
-
-
-@pytest.fixture()
-def skip_md5(monkeypatch):
-    """Bypass only the MD5 comparison: the files must still exist.
-
-    Patching ``CIFAR10._check_integrity`` alone is not enough, since ``_load_meta`` calls the module-level
-    ``check_integrity`` with the real batches.meta checksum.
-    """
-    import torchvision.datasets.cifar as cifar
-
-    monkeypatch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
-
-
 def test_cifar10_loads_the_written_pixels_and_labels(tmp_path, skip_md5):
-    written = _write_fake_cifar10(tmp_path)
+    written = write_fake_cifar10(tmp_path)
     test = load_dataset("cifar10", "test", root=tmp_path)
     data, labels = written["test_batch"]
     assert len(test) == CIFAR_TEST
@@ -186,7 +158,7 @@ def test_cifar10_loads_the_written_pixels_and_labels(tmp_path, skip_md5):
     expected = torch.from_numpy(data.reshape(-1, 3, 32, 32)).float() / 255
     torch.testing.assert_close(x, expected, rtol=0, atol=1e-7)  # ToTensor only: no normalisation
     assert y.tolist() == labels
-    image, label = test[0]
+    _, label = test[0]
     assert isinstance(label, int)
 
     # Train without augmentation: the five batches, in order.
@@ -199,7 +171,7 @@ def test_cifar10_loads_the_written_pixels_and_labels(tmp_path, skip_md5):
 
 
 def test_cifar10_train_augmentation_keeps_shape_and_range(tmp_path, skip_md5):
-    _write_fake_cifar10(tmp_path)
+    write_fake_cifar10(tmp_path)
     plain = load_dataset("cifar10", "train", root=tmp_path, augment=False)
     augmented = load_dataset("cifar10", "train", root=tmp_path)  # augment=None: on for CIFAR train
     torch.manual_seed(0)
@@ -217,7 +189,7 @@ def test_cifar10_train_augmentation_keeps_shape_and_range(tmp_path, skip_md5):
 
 
 def test_cifar10_subset(tmp_path, skip_md5):
-    _write_fake_cifar10(tmp_path)
+    write_fake_cifar10(tmp_path)
     a = load_dataset("cifar10", "test", root=tmp_path, subset=3, seed=0)
     b = load_dataset("cifar10", "test", root=tmp_path, subset=3, seed=0)
     assert len(a) == 3 and torch.equal(tensors(a)[0], tensors(b)[0])
@@ -258,7 +230,7 @@ def test_root_with_tilde_names_the_expanded_folder(tmp_path, monkeypatch):
 
 
 def test_download_without_network_is_an_s2o_error(tmp_path, monkeypatch):
-    import torchvision.datasets.cifar as cifar
+    from torchvision.datasets import cifar
 
     calls = []
 
@@ -314,7 +286,7 @@ def _write_fake_svhn(folder: Path, split: str, n: int, seed: int) -> tuple[np.nd
 
 
 def test_svhn_passes_the_split_and_loads_the_written_pixels(tmp_path, monkeypatch):
-    import torchvision.datasets.svhn as svhn
+    from torchvision.datasets import svhn
 
     monkeypatch.setattr(svhn, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))  # md5 only
     folder = tmp_path / "svhn"
@@ -400,7 +372,7 @@ def test_tensors_fast_and_slow_paths_agree():
     train = load_dataset("digits", "train")
     x, y = tensors(train, n=20)
     assert x.shape == (20, 1, 16, 16) and y.dtype == torch.long
-    # A Subset is not a TensorDataset: goes through __getitem__.
+    # A Subset goes through its indices into the dataset it draws from.
     x_slow, y_slow = tensors(torch.utils.data.Subset(train, range(20)))
     assert torch.equal(x, x_slow) and torch.equal(y, y_slow)
     assert len(tensors(train, n=10**6)[0]) == len(train)
@@ -410,3 +382,68 @@ def test_tensors_fast_and_slow_paths_agree():
     assert torch.equal(tensors(train, n=20)[0], x_slow)
     with pytest.raises(S2OError):
         tensors(train, n=0)
+
+
+class _ItemsOnly(torch.utils.data.Dataset):
+    """A map-style dataset known only through __getitem__ (no tensors to index)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def test_tensors_takes_every_form_of_data_first_or_at_random():
+    x_all, y_all = tensors(load_dataset("digits", "test"))
+    forms = {
+        "tuple": (x_all, y_all),
+        "tensor dataset": TensorDataset(x_all, y_all),
+        "items": _ItemsOnly(x_all, y_all),
+        "subset": torch.utils.data.Subset(TensorDataset(x_all, y_all), range(len(y_all))),
+    }
+    picked = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(5))[:30].sort().values
+    for name, data in forms.items():
+        x, y = tensors(data, n=30)
+        assert torch.equal(x, x_all[:30]) and torch.equal(y, y_all[:30]), name
+        x, y = tensors(data, n=30, order="random", seed=5)  # n drawn with the seed, kept in the data's order
+        assert torch.equal(x, x_all[picked]) and torch.equal(y, y_all[picked]), name
+        assert torch.equal(tensors(data, order="random", seed=5)[0], x_all), name  # all of them: nothing to draw
+    assert not torch.equal(tensors(forms["tuple"], n=30, order="random", seed=6)[0], x_all[picked])
+    loader = DataLoader(TensorDataset(x_all, y_all), batch_size=7)
+    x, y = tensors(loader, n=30)  # a DataLoader: the first n it yields
+    assert torch.equal(x, x_all[:30]) and torch.equal(y, y_all[:30])
+    with pytest.raises(S2OError, match="DataLoader"):
+        tensors(loader, n=30, order="random")
+    with pytest.raises(S2OError, match="unknown order"):
+        tensors(forms["tuple"], order="last")
+    with pytest.raises(S2OError, match="one label per image"):
+        tensors((x_all, y_all[:-1]))
+    with pytest.raises(S2OError, match=r"\[0, 1\]"):
+        tensors((x_all * 2, y_all))
+    with pytest.raises(S2OError, match="Dataset"):
+        tensors(x_all)
+
+
+def test_tensors_raw_gives_the_stored_cifar_pixels(tmp_path, skip_md5):
+    written = write_fake_cifar10(tmp_path)
+    train = load_dataset("cifar10", "train", root=tmp_path)  # augmented: items would be cropped and flipped
+    assert is_augmented(train) and holds_uint8_images(train)
+    assert not is_augmented(load_dataset("cifar10", "test", root=tmp_path))
+    x, y = tensors(train, raw=True)
+    batches = [written[f"data_batch_{i}"] for i in range(1, 6)]
+    expected = torch.from_numpy(np.concatenate([d for d, _ in batches]).reshape(-1, 3, 32, 32))
+    assert x.dtype == torch.uint8 and torch.equal(x, expected)
+    assert y.tolist() == [label for _, batch_labels in batches for label in batch_labels]
+    subset = torch.utils.data.Subset(train, [3, 1])
+    assert torch.equal(tensors(subset, raw=True)[0], expected[[3, 1]]) and holds_uint8_images(subset)
+    digits = load_dataset("digits", "test")  # stores float tensors: raw changes nothing
+    assert not holds_uint8_images(digits) and torch.equal(tensors(digits, raw=True)[0], tensors(digits)[0])
+
+
+def test_batch_slices_cover_the_range_once():
+    assert list(batch_slices(7, 3)) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert list(batch_slices(0, 3)) == []

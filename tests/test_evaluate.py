@@ -1,8 +1,8 @@
-"""Tests for `s2o_lib.evaluate`: per-sample worst-case robust accuracy, AutoAttack, and the sanity checks.
+"""Tests for `s2o_lib.evaluate` (per-sample worst-case robust accuracy, AutoAttack) and `s2o_lib.sanity` (the
+sanity checks and the gradient-masked model that fails them), which share the models trained here.
 
-The models are trained here with `s2o_lib.train.fit` (the data come from scikit-learn, not from
-`s2o_lib.data`), once per module: a standard small CNN (also the surrogate of the transfer check) and an
-adversarially trained one, on scikit-learn's digits at 16×16.
+The models are trained with `s2o_lib.train.fit` once per module: a standard small CNN (also the surrogate of
+the transfer check) and an adversarially trained one, on the library's digits at 16×16.
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import (
     ATTACKS,
     AUTOATTACK_PROTOCOLS,
-    Check,
     EvalResult,
-    SanityReport,
     describe_protocol,
-    mask_gradients,
     parse_attack,
     robust_accuracy,
-    sanity_checks,
 )
 from s2o_lib.models import build_model
-from s2o_lib.train import fit
+from s2o_lib.sanity import Check, SanityReport, mask_gradients, sanity_checks
+from s2o_lib.train import fit, fit_options
+
+from .conftest import reference_pgd
 
 EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
 
@@ -49,7 +48,8 @@ def _fit(split, method: str, *, seed: int, epochs: int, milestones: tuple[int, .
     model = build_model("small-cnn", num_classes=10, in_channels=1)
     loader = DataLoader(TensorDataset(x_train, y_train), batch_size=64, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    fit(model, loader, method=method, epochs=epochs, lr=0.05, milestones=milestones, progress=False, **kwargs)
+    fit(model, loader, method=method, epochs=epochs, progress=False,
+        **fit_options(lr=0.05, milestones=milestones, **kwargs))
     return model.eval()
 
 
@@ -112,17 +112,15 @@ def test_standard_model_is_not_robust(std_model, test_xy):
     assert result["pgd20"] < 0.1
 
 
-def test_pgd_no_weaker_than_torchattacks(at_model, at_result, test_xy):
-    torchattacks = pytest.importorskip("torchattacks")
+def test_pgd_no_weaker_than_a_reference_pgd(at_model, at_result, test_xy):
     x, y = test_xy[0][:200], test_xy[1][:200]
     ours = at_result["pgd20"]  # the library's PGD-20 on the same 200 samples, eps and step
     torch.manual_seed(0)
-    reference = torchattacks.PGD(at_model, eps=EPS, alpha=ALPHA, steps=20, random_start=True)
-    x_adv = reference(x, y)
+    x_adv = reference_pgd(at_model, x, y, eps=EPS, alpha=ALPHA, steps=20)
     with torch.no_grad():
         clean = at_model(x).argmax(1) == y
         theirs = (clean & (at_model(x_adv).argmax(1) == y)).float().mean().item()
-    assert ours <= theirs + 0.03, f"library PGD-20 {ours:.3f} weaker than torchattacks {theirs:.3f}"
+    assert ours <= theirs + 0.03, f"library PGD-20 {ours:.3f} weaker than the reference PGD-20 {theirs:.3f}"
 
 
 def test_autoattack_fast_runs_pyautoattack(at_model, test_xy, monkeypatch):

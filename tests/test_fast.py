@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from s2o_lib.config import seed_everything
-from s2o_lib.data import tensors
+from s2o_lib.data import load_dataset, tensors
 from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.errors import S2OError
-from s2o_lib.fast import DeviceLoader, autocast, random_crop_flip
+from s2o_lib.fast import DeviceLoader, autocast, random_crop_flip, training_loader
 from s2o_lib.models import build_model
-from s2o_lib.train import fit
+from s2o_lib.train import AttackConfig, OptimConfig, SpeedConfig, fit, fit_options
+
+from .conftest import write_fake_cifar10
 
 
 def test_crop_flip_returns_windows_of_the_padded_image():
@@ -49,6 +52,28 @@ def test_device_loader_batches_shuffles_and_scales():
         DeviceLoader(images, labels, batch_size=0, shuffle=True)
 
 
+def test_training_loader_picks_the_device_loader_where_it_pays(digits, tmp_path, skip_md5):
+    # On a CPU the default is the plain DataLoader (exactly what make_loader gives); on_device=True forces it.
+    plain = training_loader(digits[0], batch_size=64, seed=3, device="cpu")
+    assert isinstance(plain, DataLoader) and plain.batch_size == 64
+    forced = training_loader(digits[0], batch_size=64, seed=3, device="cpu", on_device=True)
+    assert isinstance(forced, DeviceLoader) and not forced.augment
+    _, y = tensors(digits[0])
+    batches = list(forced)
+    assert sorted(torch.cat([b[1] for b in batches]).tolist()) == sorted(y.tolist())
+    assert all(b[0].dtype == torch.float32 and 0 <= b[0].min() and b[0].max() <= 1 for b in batches)
+    # A CIFAR training set: the raw uint8 pixels go to the device, and the dataset's crop-and-flip is kept.
+    write_fake_cifar10(tmp_path)
+    train = load_dataset("cifar10", "train", root=tmp_path)
+    cifar = training_loader(train, batch_size=16, device="cpu", on_device=True)
+    assert isinstance(cifar, DeviceLoader) and cifar.augment and cifar.images.dtype == torch.uint8
+    assert not training_loader(load_dataset("cifar10", "test", root=tmp_path), batch_size=16, on_device=True).augment
+    # A DeviceLoader also serves as fit's eval_loader: tensors() takes the first n of any loader's batches.
+    x_all, y_all = tensors(digits[0])
+    ordered = DeviceLoader(x_all, y_all, batch_size=64, shuffle=False)
+    assert torch.equal(tensors(ordered, n=100)[0], x_all[:100])
+
+
 def test_fp32_autocast_switch_is_bitwise_the_plain_path(digits):
     x, y = tensors(digits[0], n=64)
     config = DefenseConfig(eps=0.1, alpha=0.03, steps=2)
@@ -68,7 +93,7 @@ def test_fp32_autocast_switch_is_bitwise_the_plain_path(digits):
 
 
 def test_bf16_autocast_runs_and_stays_close(digits):
-    x, y = tensors(digits[0], n=64)
+    x, _ = tensors(digits[0], n=64)
     model = build_model("small-cnn", num_classes=10, in_channels=1).eval()
     with torch.no_grad():
         ref = model(x)
@@ -88,8 +113,9 @@ def test_fit_with_device_loader_resumes_exactly(tmp_path, digits):
         seed_everything(0)
         model = build_model("small-cnn", num_classes=10, in_channels=1)
         loader = DeviceLoader(images, y, batch_size=64, shuffle=True, augment=True, seed=0)
-        fit(model, loader, method="at", epochs=epochs, lr=0.05, eps=0.1, alpha=0.03, attack_steps=2,
-            checkpoint_dir=folder, progress=False, channels_last=True)
+        fit(model, loader, method="at", epochs=epochs, optim=OptimConfig(lr=0.05),
+            attack=AttackConfig(eps=0.1, alpha=0.03, steps=2), checkpoint_dir=folder, progress=False,
+            speed=SpeedConfig(channels_last=True))
         return model.state_dict()
 
     straight = run(2, None)
@@ -127,8 +153,8 @@ def test_pgd_loop_has_no_per_step_host_sync(monkeypatch, digits):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_path_matches_plain_path_on_gpu(digits):
     """bf16 + channels-last + device loader reach the plain fp32 path's accuracy within noise."""
-    from s2o_lib.train import evaluate_clean_and_pgd
     from s2o_lib.data import make_loader
+    from s2o_lib.evaluate import robust_accuracy
 
     x, y = tensors(digits[0])
     results = {}
@@ -139,9 +165,11 @@ def test_fast_path_matches_plain_path_on_gpu(digits):
             loader = DeviceLoader((x * 255).round().to(torch.uint8), y, batch_size=64, shuffle=True, device="cuda")
         else:
             loader = make_loader(digits[0], batch_size=64, shuffle=True)
-        fit(model, loader, method="at", epochs=6, lr=0.05, milestones=(4,), eps=0.15, alpha=0.05, attack_steps=5,
-            progress=False, precision="bf16" if fast else "fp32", channels_last=fast)
-        results[fast] = evaluate_clean_and_pgd(model, make_loader(digits[1], batch_size=256, shuffle=False),
-                                               eps=0.15, alpha=0.02, steps=20, n=None)
+        fit(model, loader, method="at", epochs=6, progress=False,
+            **fit_options(lr=0.05, milestones=(4,), eps=0.15, alpha=0.05, attack_steps=5,
+                          precision="bf16" if fast else "fp32", channels_last=fast))
+        result = robust_accuracy(model, make_loader(digits[1], batch_size=256, shuffle=False),
+                                 attacks=("clean", "pgd20"), eps=0.15, alpha=0.02)
+        results[fast] = result["clean"], result["pgd20"]
     (clean_plain, pgd_plain), (clean_fast, pgd_fast) = results[False], results[True]
     assert abs(clean_plain - clean_fast) < 0.05 and abs(pgd_plain - pgd_fast) < 0.06, results

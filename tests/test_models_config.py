@@ -21,7 +21,7 @@ def test_every_architecture_has_features_and_head(arch):
 
 
 def test_paper_architectures_have_standard_sizes():
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(build_model("wrn-34-10")) == 46_160_474  # the usual WRN-34-10 figure
     assert 11.1e6 < count(build_model("preact-resnet18")) < 11.2e6
 

@@ -1,4 +1,5 @@
-"""`s2o_lib.runner`: headless execution of the suite and its HTML/JSON report.
+"""`s2o_lib.runner` and `s2o_lib.report`: headless execution of the suite (also through ``python -m s2o_lib
+run-notebooks``) and its HTML/JSON report.
 
 Starting a kernel costs seconds, so the whole file executes exactly three tiny notebooks:
 one good run through the command line, one failing run through the API, and one failing run through
@@ -12,21 +13,21 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from s2o_lib.cli import main
 from s2o_lib.errors import S2OError
-from s2o_lib.runner import (
-    NotebookFailed,
-    RunReport,
-    _render_output,
-    discover_notebooks,
-    main_run_notebooks,
-    report_caption,
-    run_notebooks,
-)
+from s2o_lib.report import _render_output, report_caption
+from s2o_lib.runner import NotebookFailed, RunReport, discover_notebooks, run_notebooks
+
+
+def main_run_notebooks(argv: list[str]) -> int:
+    return main(["run-notebooks", *argv])
 
 GOOD = [
     new_markdown_cell("# A tiny notebook"),
@@ -225,6 +226,25 @@ def test_cli_help_and_usage_errors(capsys):
     assert main_run_notebooks(["--help"]) == 0
     assert "--profile" in capsys.readouterr().out
     assert main_run_notebooks(["--timeout", "soon"]) == 2
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_runner_imports_without_jupyter_and_says_how_to_install_it(suite, tmp_path):
+    """The library installs without the notebooks extra: only running notebooks needs nbclient/nbformat."""
+    code = (
+        "import sys\n"
+        "sys.modules['nbclient'] = sys.modules['nbformat'] = None  # as if they were not installed\n"
+        "import s2o_lib.runner, s2o_lib.report\n"
+        "from s2o_lib.cli import main\n"
+        f"sys.exit(main(['run-notebooks', '00', '-p', 'smoke', '-o', {str(tmp_path / 'o')!r}, "
+        f"'--notebook-dir', {str(suite)!r}]))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root,
+                            check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: run-notebooks needs Jupyter's nbclient and nbformat (nbclient is "
+                                     'missing): pip install "s2o-tutorials[notebooks]"')
 
 
 def test_bad_input_raises_before_running(suite, tmp_path):

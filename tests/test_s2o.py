@@ -19,7 +19,7 @@ from s2o_lib.s2o import (
 
 def transcribed_soft_targets(logits: torch.Tensor, targets: torch.Tensor, m: float) -> torch.Tensor:
     """The definition, written as plainly as possible (loops, no vectorisation)."""
-    b, c = logits.shape
+    c = logits.shape[1]
     M = torch.zeros(c, c, dtype=torch.float64)
     for z in logits.double():
         for i in range(c):
@@ -103,7 +103,7 @@ def test_kfac_penalty_matches_materialised_correlation():
     p = F.softmax(logits, 1)
     A = feats.T @ feats / 64
     G = torch.diag(p.mean(0)) - p.T @ p / 64
-    damp = lambda X: X + 0.1 * X.diagonal().mean() * torch.eye(len(X))  # noqa: E731
+    damp = lambda X: X + 0.1 * X.diagonal().mean() * torch.eye(len(X))
     R = correlation_from_covariance(torch.linalg.inv(torch.kron(damp(G), damp(A))))
     expected = torch.linalg.matrix_norm(R) / (4 * 6) ** 0.5
     assert torch.allclose(kfac_correlation_penalty(feats, logits), expected, rtol=1e-4)

@@ -13,7 +13,19 @@ from s2o_lib.config import seed_everything
 from s2o_lib.data import make_loader, tensors
 from s2o_lib.errors import S2OError
 from s2o_lib.models import build_model
-from s2o_lib.train import fit, make_optimizer, make_scheduler
+from s2o_lib.train import (
+    AttackConfig,
+    AWPConfig,
+    EvalConfig,
+    LossConfig,
+    OptimConfig,
+    _awp_settings,
+    fit,
+    fit_options,
+    make_optimizer,
+    make_scheduler,
+)
+from s2o_lib.zoo import fit_settings
 
 from .conftest import SMOKE
 
@@ -53,8 +65,9 @@ def _run(tmp: Path | None, epochs: int, method: str, train):
     model = build_model("small-cnn", num_classes=10, in_channels=1)
     loader = make_loader(train, batch_size=64, shuffle=True, seed=0)
     history = fit(
-        model, loader, method=method, epochs=epochs, lr=0.05, milestones=(2,), eps=SMOKE.eps, alpha=SMOKE.alpha,
-        attack_steps=2, awp_warmup=1, checkpoint_dir=tmp, progress=False,
+        model, loader, method=method, epochs=epochs, optim=OptimConfig(lr=0.05, milestones=(2,)),
+        attack=AttackConfig(eps=SMOKE.eps, alpha=SMOKE.alpha, steps=2), awp=AWPConfig(warmup=1),
+        checkpoint_dir=tmp, progress=False,
     )
     return model, history
 
@@ -76,15 +89,16 @@ def test_checkpoint_metadata_and_best_model(tmp_path, digits):
     train = torch.utils.data.TensorDataset(*tensors(digits[0], n=256))
     seed_everything(0)
     model = build_model("small-cnn", num_classes=10, in_channels=1)
-    history = fit(model, make_loader(train, batch_size=64, shuffle=True), method="at", epochs=2, lr=0.05,
-                  eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=2, eval_loader=make_loader(train, batch_size=128, shuffle=False),
-                  eval_n=128, checkpoint_dir=tmp_path, progress=False, metadata={"dataset": "digits"})
+    history = fit(model, make_loader(train, batch_size=64, shuffle=True), method="at", epochs=2,
+                  eval_loader=make_loader(train, batch_size=128, shuffle=False), checkpoint_dir=tmp_path,
+                  progress=False, metadata={"dataset": "digits"},
+                  **fit_options(lr=0.05, eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=2, eval_n=128))
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     meta = state["meta"]
     assert meta["model"]["arch"] == "small-cnn" and meta["method"] == "at" and meta["dataset"] == "digits"
     assert meta["epoch"] == 2 and state["library_version"]
     assert {"optimizer", "scheduler", "rng", "history"} <= set(state)
-    best, best_meta = load_model(tmp_path / "best.pt")
+    _, best_meta = load_model(tmp_path / "best.pt")
     assert best_meta["epoch"] == history.best_epoch
     assert history.best_robust == max(history.eval_robust)
     assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
@@ -137,9 +151,13 @@ def test_fit_argument_errors(digits):
     with pytest.raises(S2OError, match="unknown training method"):
         fit(model, loader, method="pgd-at", epochs=1)
     with pytest.raises(S2OError, match="eps must be"):
-        fit(model, loader, method="at", epochs=1, eps=-1.0)
+        fit(model, loader, method="at", epochs=1, attack=AttackConfig(eps=-1.0))
     with pytest.raises(S2OError, match="unknown learning-rate schedule"):
-        fit(model, loader, method="at", epochs=1, schedule="cosine")
+        fit(model, loader, method="at", epochs=1, optim=OptimConfig(schedule="cosine"))
+    with pytest.raises(S2OError, match=r"optim must be OptimConfig\(...\).*got dict.*fit_options"):
+        fit(model, loader, method="at", epochs=1, optim={"lr": 0.1})
+    with pytest.raises(S2OError, match="unknown fit setting 'learning_rate'"):
+        fit_options(learning_rate=0.1)
 
 
 def test_keep_every_writes_the_weights_of_each_kept_epoch(tmp_path, digits):
@@ -148,9 +166,9 @@ def test_keep_every_writes_the_weights_of_each_kept_epoch(tmp_path, digits):
     def run(folder, epochs, keep_every):
         seed_everything(0)
         model = build_model("small-cnn", num_classes=10, in_channels=1)
-        fit(model, make_loader(train, batch_size=64, shuffle=True, seed=0), method="at", epochs=epochs, lr=0.05,
-            eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=1, checkpoint_dir=folder, keep_every=keep_every,
-            progress=False)
+        fit(model, make_loader(train, batch_size=64, shuffle=True, seed=0), method="at", epochs=epochs,
+            checkpoint_dir=folder, keep_every=keep_every, progress=False,
+            **fit_options(lr=0.05, eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=1))
         return model
 
     final = run(tmp_path / "kept", 2, 1)
@@ -171,3 +189,68 @@ def test_keep_every_writes_the_weights_of_each_kept_epoch(tmp_path, digits):
         fit(model, make_loader(train, batch_size=64, shuffle=False), method="at", epochs=1, keep_every=-1)
     with pytest.raises(S2OError, match="needs a checkpoint_dir"):
         fit(model, make_loader(train, batch_size=64, shuffle=False), method="at", epochs=1, keep_every=1)
+
+
+def test_fit_options_put_flat_settings_into_their_configs():
+    options = fit_options(lr=0.05, milestones=(4,), eps=0.15, attack_steps=5, beta=3.0, awp_gamma=0.02,
+                          eval_n=200, epochs=6, keep_every=2)
+    assert options["optim"] == OptimConfig(lr=0.05, milestones=(4,))
+    assert options["attack"] == AttackConfig(eps=0.15, steps=5)
+    assert options["loss"] == LossConfig(beta=3.0)
+    assert options["awp"] == AWPConfig(gamma=0.02)
+    assert options["evaluation"] == EvalConfig(n=200)
+    assert (options["epochs"], options["keep_every"]) == (6, 2)
+    assert set(options) == {"optim", "attack", "loss", "awp", "evaluation", "epochs", "keep_every"}
+    # A flat setting replaces one field of a config given whole and keeps the others.
+    assert fit_options(optim=OptimConfig(lr=0.2, momentum=0.5), lr=0.01)["optim"] == OptimConfig(lr=0.01, momentum=0.5)
+
+
+def test_one_mapping_from_a_profile_to_fit(monkeypatch, tmp_path):
+    """`s2o train` and the notebooks' `trained_model` both train with `fit_settings(profile)`."""
+    settings = fit_settings(SMOKE)
+    assert settings["epochs"] == SMOKE.epochs and settings["optim"].milestones == SMOKE.milestones
+    assert settings["attack"] == AttackConfig(eps=SMOKE.eps, alpha=SMOKE.alpha, steps=SMOKE.train_steps)
+    assert settings["awp"] == AWPConfig(warmup=SMOKE.awp_warmup)
+    assert settings["evaluation"] == EvalConfig(eps=SMOKE.eval_eps, alpha=SMOKE.eval_alpha,
+                                                steps=min(SMOKE.eval_steps, 10), n=min(SMOKE.eval_n, 500))
+    assert fit_settings(SMOKE, beta=3.0, attack_steps=1)["attack"].steps == 1
+    import s2o_lib.cli
+    import s2o_lib.train
+    import s2o_lib.zoo
+
+    seen = []
+
+    def fake_fit(model, loader, **kwargs):
+        seen.append({k: v for k, v in kwargs.items() if k in settings})
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(s2o_lib.train, "fit", fake_fit)
+    monkeypatch.setattr(s2o_lib.zoo, "fit", fake_fit)
+    with pytest.raises(KeyboardInterrupt):
+        s2o_lib.zoo.trained_model("at", profile="smoke", root=tmp_path, progress=False)
+    assert s2o_lib.cli.main(["train", "--method", "at", "--profile", "smoke", "--out", str(tmp_path / "cli")]) == 130
+    assert seen[0] == seen[1] == settings
+
+
+def test_awp_none_means_the_base_default_in_one_place():
+    assert _awp_settings(AWPConfig()) == {"awp_gamma": 5e-3, "awp_warmup": 10}
+    assert _awp_settings(AWPConfig(gamma=0.02, warmup=0)) == {"awp_gamma": 0.02, "awp_warmup": 0}
+
+
+def test_the_per_epoch_evaluation_leaves_training_unchanged(digits):
+    """The evaluation draws its PGD starts from its own seeded generator, never from torch's global one."""
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=128))
+
+    def run(eval_loader):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1)
+        history = fit(model, make_loader(train, batch_size=64, shuffle=True, seed=0), method="at", epochs=2,
+                      eval_loader=eval_loader, progress=False,
+                      **fit_options(lr=0.05, eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=1, eval_n=64))
+        return model.state_dict(), history
+
+    plain, _ = run(None)
+    evaluated, history = run(make_loader(train, batch_size=32, shuffle=False))
+    assert all(v is not None for v in history.eval_robust)
+    for name, value in plain.items():
+        assert torch.equal(value, evaluated[name]), name

@@ -18,7 +18,6 @@
 import math
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import make_moons

@@ -18,6 +18,7 @@
 #   masking) and run the **sanity checks** that catch them.
 
 # %%
+import itertools
 import math
 
 import matplotlib.pyplot as plt
@@ -244,8 +245,8 @@ assert all(acc_l2[k] <= clean[k] for k in clean)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print(f"d = {d}, eps_inf = {eps}, eps_2 = {eps_l2:.3f}  (eps*sqrt(d) = {eps * math.sqrt(d):.2f})")
-for name in clean:
-    print(f"{name:8s}: clean {clean[name]:.3f}, L-inf PGD {acc_linf[name]:.3f}, L2 PGD {acc_l2[name]:.3f}")
+for name, acc in clean.items():
+    print(f"{name:8s}: clean {acc:.3f}, L-inf PGD {acc_linf[name]:.3f}, L2 PGD {acc_l2[name]:.3f}")
 
 # %% [markdown]
 # The two perturbations of the AT model's inputs look different: the L∞ one spends the full budget ε on
@@ -282,7 +283,7 @@ acc_no_start = pgd_acc(model_at, **attack, random_start=False)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print(f"AT model, eps = {eps}, clean accuracy {clean['AT']:.3f}")
-print("steps (alpha = %.3f):   " % profile.eval_alpha + "  ".join(f"{k:>2d}: {a:.3f}" for k, a in zip(steps_grid, acc_steps)))
+print(f"steps (alpha = {profile.eval_alpha:.3f}):   " + "  ".join(f"{k:>2d}: {a:.3f}" for k, a in zip(steps_grid, acc_steps)))
 print("alpha/eps (10 steps): " + "  ".join(f"{f:>4}: {a:.3f}" for f, a in zip(alpha_factors, acc_alpha)))
 print("restarts (10 steps):  " + "  ".join(f"{r}: {a:.3f}" for r, a in zip(restarts_grid, acc_restarts)))
 print(f"no random start (10 steps, alpha = eps/4): {acc_no_start:.3f}")
@@ -315,7 +316,7 @@ plt.show()
 
 # %%
 assert all(a <= clean["AT"] for a in acc_steps + acc_alpha + acc_restarts)
-assert all(b <= a for a, b in zip(acc_restarts, acc_restarts[1:])), "more restarts can only break more images"
+assert all(b <= a for a, b in itertools.pairwise(acc_restarts)), "more restarts can only break more images"
 assert acc_steps[-1] < acc_steps[0], "PGD-40 must beat PGD-1 with a small step"
 assert acc_steps[-1] <= acc_steps[-2] + 0.02, "going from 20 to 40 steps must not help the model"
 assert min(acc_alpha) < acc_alpha[0], "a tiny step size must be weaker than a sensible one"
@@ -378,8 +379,8 @@ for name in clean:
     print(f"{name:8s}: PGD-10 CE {acc_ce[name]:.3f}, CW {acc_cw[name]:.3f}")
 
 # %%
-for name in clean:
-    assert acc_cw[name] <= clean[name]
+for name, acc in clean.items():
+    assert acc_cw[name] <= acc
     assert abs(acc_ce[name] - acc_cw[name]) <= 0.1, "on an honest model CE and CW must roughly agree"
 
 # %% [markdown]
@@ -516,7 +517,7 @@ assert acc_masked_no_start == clean["standard"], "with zero gradients and no ran
 # cross-entropy reports a high "robust accuracy". Without a random start the attack does not move at all.
 # The CW margin loss, which works on logits, breaks it completely, and at a large ε the CE attack still
 # fails, which is impossible for an honest attack. When a defence looks robust, suspect the evaluation
-# first; `s2o_lib.evaluate.sanity_checks` packages such checks for the later notebooks.
+# first; `s2o_lib.sanity.sanity_checks` packages such checks for the later notebooks.
 
 # %% [markdown]
 # ## Exercise: PGD in L2, by hand

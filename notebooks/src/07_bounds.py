@@ -28,20 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from s2o_lib.bounds import (
-    compare_reports,
-    conv_spectral_norm,
-    estimate_bound,
-    layer_norms,
-    reports_to_rows,
-    reshaped_spectral_norm,
-    sigma_search,
-)
+from s2o_lib.bounds import compare_reports, estimate_bound, reports_to_rows, sigma_search
 from s2o_lib.checkpoint import load_model
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import dataset_info, make_loader, tensors
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
+from s2o_lib.norms import conv_spectral_norm, layer_norms, reshaped_spectral_norm
 from s2o_lib.train import epoch_checkpoint_name, fit
 from s2o_lib.zoo import fit_settings, profile_data, runs_root, trained_model
 
@@ -153,7 +146,7 @@ assert math.isclose(conv_hand, conv_lib, rel_tol=1e-3), "hand-written conv norm 
 assert conv_lib <= conv.kernel_size[0] * conv_reshaped * (1 + 1e-4), "‖conv‖₂ ≤ k·‖reshaped‖₂ must hold"
 
 # %% [markdown]
-# `s2o_lib.bounds.layer_norms` does this for every layer, in the order they run, with their real input shapes.
+# `s2o_lib.norms.layer_norms` does this for every layer, in the order they run, with their real input shapes.
 # Here it is for the AT model: the true operator norm and the reshaped one, side by side.
 
 # %%
@@ -222,7 +215,7 @@ print(compare_reports(reports, rows=("gamma", "robust_margin_loss", "clean_train
 # %%
 for name, r in reports.items():
     assert r.robust_train_acc <= r.clean_train_acc, name
-    assert r.log10_kl_correlated >= r.log10_kl_independent, f"{name}: S = R can only add to Q (‖R‖₂ ≥ 1, −log det R ≥ 0)"
+    assert r.log10_q_correlated >= r.log10_q_independent, f"{name}: S = R can only add to Q (‖R‖₂ ≥ 1, −log det R ≥ 0)"
     assert r.R_fro >= math.sqrt(r.R_dim) * (1 - 1e-9), f"{name}: ‖R‖_F ≥ √dim for any correlation matrix"
     assert all(math.isfinite(v) for v in (r.log10_bound_independent, r.log10_bound_correlated)), name
 assert reports["AT"].robust_train_acc > reports["standard"].robust_train_acc + 0.2, "AT must be robust on its training data"
@@ -244,13 +237,13 @@ for ax, (column, title) in zip(axes.flat, panels):
     ax.tick_params(axis="x", rotation=45, labelsize=8)
     if column == "gamma":
         ax.set_yscale("log")  # the standard model's fallback γ (from |margins|) dwarfs the others
-for ax, kind in zip(axes.flat[6:], ["kl", "bound"]):
+for ax, kind in zip(axes.flat[6:], ["q", "bound"]):
     width = 0.38
     xs = np.arange(len(frame))
     ax.bar(xs - width / 2, frame[f"log10_{kind}_independent"], width, label="independent (S = I)")
     ax.bar(xs + width / 2, frame[f"log10_{kind}_correlated"], width, label="correlated (S = R)")
     ax.set_xticks(xs, frame.index, rotation=45, fontsize=8)
-    ax.set_title("log10 Q" if kind == "kl" else "log10 √(Q / γ²m)", fontsize=10)
+    ax.set_title("log10 Q" if kind == "q" else "log10 √(Q / γ²m)", fontsize=10)
     ax.legend(fontsize=7)
 fig.suptitle(f"bound terms ({profile.dataset}, ε = {profile.eps:.3f}, m = {reports['AT'].m})")
 plt.tight_layout()
@@ -358,7 +351,7 @@ def train_with_snapshots(method):
     folder = runs_root() / profile.name / f"bounds-{method}-m{small_m}-seed0"
     seed_everything(0)
     net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
-    settings_long = {**fit_settings(profile), "epochs": long_epochs, "milestones": (2 * long_epochs // 3,)}
+    settings_long = fit_settings(profile, epochs=long_epochs, milestones=(2 * long_epochs // 3,))
     fit(net, make_loader(small, batch_size=profile.batch_size, shuffle=True, seed=0), method=method,
         checkpoint_dir=folder, keep_every=keep_every, progress=False, **settings_long)
     return folder

@@ -30,7 +30,8 @@ from IPython.display import Markdown, display
 from s2o_lib.compare import COMPARISON_METHODS, accuracy_vs_eps, compare_models, published_table
 from s2o_lib.config import get_device, get_profile
 from s2o_lib.defenses import parse_method
-from s2o_lib.evaluate import ATTACKS, WORST_CASE, describe_protocol, mask_gradients, robust_accuracy, sanity_checks
+from s2o_lib.evaluate import ATTACKS, WORST_CASE, describe_protocol, robust_accuracy
+from s2o_lib.sanity import mask_gradients, sanity_checks
 from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
