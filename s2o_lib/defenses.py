@@ -358,5 +358,5 @@ def training_step(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     optimizer.step()
-    detach = lambda t: None if t is None else t.detach()  # noqa: E731
+    detach = lambda t: None if t is None else t.detach()
     return StepResult(loss.detach(), detach(logits_clean), detach(logits_adv))
