@@ -133,10 +133,12 @@ def project(delta: Tensor, *, eps: float, norm: Norm) -> Tensor:
     return delta * scale
 
 
-def _resolve_init(init: str, random_start: bool | None) -> str:
-    """``init``, or the deprecated ``random_start`` flag translated to it."""
+def _resolve_init(init: str, init_std: float, random_start: bool | None) -> str:
+    """Check the start options; return ``init``, or the deprecated ``random_start`` flag translated to it."""
     if init not in INITS:
         raise unknown_name("PGD start (init)", init, INITS)
+    if not isinstance(init_std, (int, float)) or not math.isfinite(init_std) or init_std < 0:
+        raise S2OError(f"init_std must be a finite number >= 0 (MART's start: 0.001), got {init_std!r}")
     if random_start is None:
         return init
     warnings.warn("pgd(random_start=...) is deprecated; pass init='uniform' or init='none'",
@@ -215,13 +217,11 @@ def pgd(
     ε-ball around ``x`` and clips to [0, 1]. With several restarts, each sample keeps the first restart
     that fools the model (per-sample worst case), else the last one.
 
-    The start point (``init``): ``"uniform"`` draws uniformly from the ε-ball (Madry et al.; the AT training
-    scripts ``CIFAR10_AT_S2O/train_S2O.py`` and AWP's ``AT_AWP/train_cifar10.py``, AVMixup's
-    ``pgd_attack.py``, and every evaluation PGD); ``"gaussian"`` starts at ``x + init_std·N(0, I)`` as MART's training
-    attack does (``YisenWang/MART`` ``mart.py`` line 20; ``Alexkael/S2O`` ``CIFAR10_MART_S2O/mart_soso.py``
-    line 22, both with std 0.001); ``"none"`` starts at ``x``. Every start is clipped to [0, 1] before the
-    first step (the MART scripts take their first gradient at the unclipped point; the two differ only for
-    pixels within ~0.001 of 0 or 1).
+    Start points (``init``): ``"uniform"`` in the ε-ball (Madry et al.; the AT scripts ``CIFAR10_AT_S2O/train_S2O.py``
+    and ``AT_AWP/train_cifar10.py``, AVMixup's ``pgd_attack.py``, every evaluation); ``"gaussian"``,
+    x + init_std·N(0, I), MART's training attack (``YisenWang/MART`` ``mart.py`` line 20, S²O's
+    ``CIFAR10_MART_S2O/mart_soso.py`` line 22; std 0.001); ``"none"``, x. The start is clipped to [0, 1] (the
+    MART scripts take their first gradient unclipped: a difference only within ~0.001 of 0 or 1).
 
     Args:
         model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits.
@@ -254,9 +254,7 @@ def pgd(
         raise unknown_name("attack loss", loss, LOSSES)
     if not isinstance(restarts, int) or restarts < 1:
         raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
-    init = _resolve_init(init, random_start)
-    if not isinstance(init_std, (int, float)) or not math.isfinite(init_std) or init_std < 0:
-        raise S2OError(f"init_std must be a finite number >= 0 (MART's start: 0.001), got {init_std!r}")
+    init = _resolve_init(init, init_std, random_start)
 
     x = x.detach()
     best = x.clone()
