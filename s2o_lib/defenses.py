@@ -280,17 +280,19 @@ class DefenseConfig:
         )
 
     def for_method(self, method: Method | str) -> DefenseConfig:
-        """A copy with ``s2o_weight`` and the AWP fields resolved for ``method`` (unchanged for ``standard``).
+        """A copy with ``s2o_weight`` (methods with S²O) and the AWP fields (``+awp``) resolved for ``method``.
 
         Args:
             method: the method (name or parsed).
         """
         method = parse_method(method)
-        if not method.adversarial:
-            return self
-        awp = self.awp_settings(method.base)
-        return replace(self, s2o_weight=self.s2o_weight_for(method.base), awp_gamma=awp.gamma,
-                       awp_warmup=awp.warmup, awp_lr=awp.lr)
+        config = self
+        if method.s2o == "official":
+            config = replace(config, s2o_weight=self.s2o_weight_for(method.base))
+        if method.awp:
+            awp = self.awp_settings(method.base)
+            config = replace(config, awp_gamma=awp.gamma, awp_warmup=awp.warmup, awp_lr=awp.lr)
+        return config
 
     def awp_active(self, epoch: int) -> bool:
         """Whether AWP perturbs the weights in ``epoch`` (counted from 1): ``epoch >= awp_warmup``.

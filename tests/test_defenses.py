@@ -162,6 +162,7 @@ def test_awp_defaults_follow_each_script():
     resolved = config.for_method("trades+awp+s2o")
     assert (resolved.awp_gamma, resolved.awp_warmup, resolved.awp_lr, resolved.s2o_weight) == (5e-3, 10, 0.1, 0.3)
     assert config.for_method("avmixup+s2o").s2o_weight == 0.1
+    assert config.for_method("at") == config  # nothing to resolve without AWP or S²O
     with pytest.raises(S2OError, match="adversarial base"):
         config.awp_settings("standard")
     with pytest.raises(S2OError, match="awp_warmup"):
