@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -30,8 +32,10 @@ from .errors import S2OError, unknown_name
 
 Norm = Literal["linf", "l2"]
 AttackLoss = Literal["ce", "cw"]
+Init = Literal["uniform", "gaussian", "none"]
 NORMS: tuple[str, ...] = ("linf", "l2")
 LOSSES: tuple[str, ...] = ("ce", "cw")
+INITS: tuple[str, ...] = ("uniform", "gaussian", "none")
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -128,6 +132,32 @@ def project(delta: Tensor, *, eps: float, norm: Norm) -> Tensor:
     return delta * scale
 
 
+def _resolve_init(init: str, init_std: float, random_start: bool | None) -> str:
+    """Check the start options; return ``init``, or the deprecated ``random_start`` flag translated to it."""
+    if init not in INITS:
+        raise unknown_name("PGD start (init)", init, INITS)
+    if not isinstance(init_std, (int, float)) or not math.isfinite(init_std) or init_std < 0:
+        raise S2OError(f"init_std must be a finite number >= 0 (MART's start: 0.001), got {init_std!r}")
+    if random_start is None:
+        return init
+    warnings.warn("pgd(random_start=...) is deprecated; pass init='uniform' or init='none'",
+                  DeprecationWarning, stacklevel=3)
+    if init != "uniform":
+        raise S2OError("pass only init=...; random_start is its deprecated alias (True: 'uniform', False: 'none')")
+    return "uniform" if random_start else "none"
+
+
+def _start(
+    x: Tensor, *, init: str, init_std: float, eps: float, norm: Norm, generator: torch.Generator | None
+) -> Tensor:
+    """The initial perturbation δ₀ (before clipping x + δ₀ to [0, 1])."""
+    if init == "none":
+        return torch.zeros_like(x)
+    if init == "gaussian":
+        return torch.empty_like(x).normal_(generator=generator) * init_std
+    return _random_start(x, eps=eps, norm=norm, generator=generator)
+
+
 def _random_start(x: Tensor, *, eps: float, norm: Norm, generator: torch.Generator | None) -> Tensor:
     if norm == "linf":
         return torch.empty_like(x).uniform_(-eps, eps, generator=generator)
@@ -160,7 +190,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, targeted: bool =
     Returns:
         Adversarial images, shape (B, C, H, W), within ε of ``x`` in L∞ and inside [0, 1].
     """
-    return pgd(model, x, y, eps=eps, alpha=eps, steps=1, random_start=False, targeted=targeted)
+    return pgd(model, x, y, eps=eps, alpha=eps, steps=1, init="none", targeted=targeted)
 
 
 def pgd(
@@ -173,7 +203,9 @@ def pgd(
     steps: int,
     norm: Norm = "linf",
     loss: AttackLoss = "ce",
-    random_start: bool = True,
+    init: Init = "uniform",
+    init_std: float = 0.001,
+    random_start: bool | None = None,
     restarts: int = 1,
     targeted: bool = False,
     generator: torch.Generator | None = None,
@@ -184,6 +216,12 @@ def pgd(
     ε-ball around ``x`` and clips to [0, 1]. With several restarts, each sample keeps the first restart
     that fools the model (per-sample worst case), else the last one.
 
+    Start points (``init``): ``"uniform"`` in the ε-ball (Madry et al.; the AT scripts ``CIFAR10_AT_S2O/train_S2O.py``
+    and ``AT_AWP/train_cifar10.py``, AVMixup's ``pgd_attack.py``, every evaluation); ``"gaussian"``,
+    x + init_std·N(0, I), MART's training attack (``YisenWang/MART`` ``mart.py`` line 20, S²O's
+    ``CIFAR10_MART_S2O/mart_soso.py`` line 22; std 0.001); ``"none"``, x. The start is clipped to [0, 1] (the
+    MART scripts take their first gradient unclipped: a difference only within ~0.001 of 0 or 1).
+
     Args:
         model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits.
         x: clean images, shape (B, C, H, W), values in [0, 1].
@@ -193,7 +231,9 @@ def pgd(
         steps: number of gradient steps (≥ 1).
         norm: ``"linf"`` or ``"l2"``.
         loss: ``"ce"`` (cross-entropy) or ``"cw"`` (CW margin loss, margin 50: PGD on it is "CW∞").
-        random_start: start from a uniform random point of the ball (otherwise from ``x``).
+        init: the start point, ``"uniform"`` (in the ball), ``"gaussian"`` (x + init_std·N(0, I)) or ``"none"``.
+        init_std: standard deviation of the Gaussian start (0.001, as in MART).
+        random_start: deprecated alias of ``init``: ``True`` is ``"uniform"``, ``False`` is ``"none"``.
         restarts: number of random restarts (≥ 1).
         targeted: move towards ``y`` instead of away from it.
         generator: optional random generator for the starts, for reproducible attacks.
@@ -213,13 +253,14 @@ def pgd(
         raise unknown_name("attack loss", loss, LOSSES)
     if not isinstance(restarts, int) or restarts < 1:
         raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
+    init = _resolve_init(init, init_std, random_start)
 
     x = x.detach()
     best = x.clone()
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with eval_mode(model), torch.enable_grad():
         for _ in range(restarts):
-            delta = _random_start(x, eps=eps, norm=norm, generator=generator) if random_start else torch.zeros_like(x)
+            delta = _start(x, init=init, init_std=init_std, eps=eps, norm=norm, generator=generator)
             x_adv = (x + delta).clamp(0, 1)
             for _ in range(steps):
                 x_adv.requires_grad_(True)

@@ -44,8 +44,8 @@ Symbols, and what this module plugs in for each (`BoundReport` field in brackets
 - ``Sᵢ``: the correlation matrix of layer i's posterior perturbation, ``vec(Uᵢ) ~ N(0, σ² Sᵢ)``. The
   *independent* version takes every Sᵢ = I (so ``maxᵢ‖Sᵢ‖₂ = 1``, ``Σ ln det Sᵢ = 0``: the usual bound). The
   *correlated* version keeps Sᵢ = I except for the last layer, whose S is the Kronecker-factored Laplace
-  correlation ``R = R_G ⊗ R_A`` of `s2o_lib.laplace` (computed on the clean training inputs, as the ``+s2o-kfac``
-  objective does); then ``maxᵢ‖Sᵢ‖₂ = max(1, ‖R‖₂) = ‖R‖₂`` and ``−Σ ln det Sᵢ = −log det R ≥ 0``. R is never
+  correlation ``R = R_G ⊗ R_A`` of `s2o_lib.laplace` (computed on the clean training inputs; the library's
+  ``+s2o-kfac`` reading of the paper's objective uses the same factors on the base loss's inputs); then ``maxᵢ‖Sᵢ‖₂ = max(1, ‖R‖₂) = ‖R‖₂`` and ``−Σ ln det Sᵢ = −log det R ≥ 0``. R is never
   materialised: its norms and log-determinant come from the factors [``R_fro``, ``R_spectral``, ``R_logdet``].
 - ``δ``: the failure probability (default 0.05).
 

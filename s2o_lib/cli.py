@@ -168,7 +168,7 @@ def _add_train_parser(sub: Any) -> None:
     t = sub.add_parser("train", help="train a model and write DIR/checkpoint.pt and DIR/metrics.json",
                        description="Train a model. Defaults come from the profile (S2O_PROFILE), then --preset, "
                                    "then the flags given. Re-running with the same --out resumes.")
-    t.add_argument("--method", help="e.g. standard, at, trades, mart, at+s2o, trades+awp+s2o, at+s2o-kfac")
+    t.add_argument("--method", help="e.g. standard, at, trades, mart, avmixup, at+s2o, trades+awp+s2o, at+s2o-kfac")
     t.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn")
     t.add_argument("--arch", help="small-cnn, preact-resnet18, wrn-34-10, wrn-28-4")
     t.add_argument("--preset", help="a paper preset (see `python -m s2o_lib presets`)")

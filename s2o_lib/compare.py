@@ -56,6 +56,7 @@ COMPARISON_METHODS: tuple[str, ...] = (
     "at", "at+s2o",
     "trades", "trades+s2o",
     "mart", "mart+s2o",
+    "avmixup", "avmixup+s2o",
     "at+awp", "at+awp+s2o",
     "trades+awp", "trades+awp+s2o",
 )

@@ -50,7 +50,8 @@ class Profile:
         autoattack: ``"standard"`` (the four attacks) or ``"fast"`` (a declared cheaper subset).
         lr: initial learning rate.
         milestones: epochs at which the learning rate is multiplied by 0.1.
-        awp_warmup: epochs before AWP starts perturbing weights.
+        awp_warmup: the epoch (from 1) at which AWP starts perturbing weights (``None``: the base method's
+            default from `s2o_lib.defenses.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
         notes: what this profile shrinks compared to the paper, said plainly.
     """
 
@@ -71,7 +72,7 @@ class Profile:
     autoattack: Literal["standard", "fast"]
     lr: float
     milestones: tuple[int, ...]
-    awp_warmup: int
+    awp_warmup: int | None
     notes: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +99,7 @@ PROFILES: dict[str, Profile] = {
         autoattack="fast",
         lr=0.05,
         milestones=(4,),
-        awp_warmup=1,
+        awp_warmup=2,
         notes=(
             "smoke shrinks everything to run in seconds on a CPU: 16x16 digits, a small CNN, "
             "eps=0.15 (digits need a larger radius than 8/255 to show a gap), PGD-5 training, "
@@ -123,7 +124,7 @@ PROFILES: dict[str, Profile] = {
         autoattack="standard",
         lr=0.1,
         milestones=(10, 13),
-        awp_warmup=3,
+        awp_warmup=4,
         notes=(
             "class trains PreAct ResNet-18 on CIFAR-10 for 15 epochs with PGD-5 (the paper: 200 epochs, "
             "PGD-10) and evaluates 1000 test images with standard AutoAttack."
@@ -147,7 +148,7 @@ PROFILES: dict[str, Profile] = {
         autoattack="standard",
         lr=0.1,
         milestones=(100, 150),
-        awp_warmup=10,
+        awp_warmup=None,
         notes="paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set).",
     ),
 }

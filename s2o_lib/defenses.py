@@ -2,11 +2,12 @@
 
 Method names, as `fit` and the command line accept them::
 
-    standard | at | trades | mart           the base loss
-    [+awp]                                  adversarial weight perturbation (Wu et al. 2020)
-    [+s2o | +s2o-kfac]                      the released S²O regulariser, or the theory's KFAC objective
+    standard | at | trades | mart | avmixup   the base loss
+    [+awp]                                    adversarial weight perturbation (Wu et al. 2020)
+    [+s2o | +s2o-kfac]                        the released S²O regulariser, or the library's KFAC-Laplace
+                                              reading of the paper's objective (damping and weight are ours)
 
-e.g. ``at``, ``trades+awp``, ``at+s2o``, ``trades+awp+s2o``, ``mart+s2o-kfac``.
+e.g. ``at``, ``trades+awp``, ``at+s2o``, ``trades+awp+s2o``, ``avmixup+s2o``, ``mart+s2o-kfac``.
 
 Every base loss is written as ``primary + β·robust``:
 
@@ -14,16 +15,45 @@ Every base loss is written as ``primary + β·robust``:
 base       primary                                             robust (weighted by β)
 =========  ==================================================  =====================================
 standard   CE(f(x), y)                                         0
-at         CE(f(x′), y), x′ = PGD on CE                        0
+at         CE(f(x′), y), x′ = PGD on CE from a uniform start   0
 trades     CE(f(x), y)                                         KL(f(x) ‖ f(x′)), x′ = PGD on that KL
-mart       BCE(f(x′), y) = CE(f(x′), y) − log(1 − max_{k≠y}    mean_b KL(f(x) ‖ f(x′))·(1 − f(x)_y)
-           f(x′)_k)
+mart       BCE(f(x′), y) = CE(f(x′), y) − log(1 − max_{k≠y}    mean_b KL(f(x) ‖ f(x′))·(1 − f(x)_y),
+           f(x′)_k), x′ = PGD on CE from x + 0.001·N(0, I)     same x′
+avmixup    soft CE(f(x̃), ỹ): x̃ = αx + (1−α)·clip(x + γδ),      0
+           ỹ = α·s(y, λ₁) + (1−α)·s(y, λ₂), α ~ U(0, 1)
 =========  ==================================================  =====================================
 
 The released S²O code reweights the primary term: ``(1 − w)·primary + w·R + β·robust`` with w = 0.1 for
-AT and 0.3 for TRADES and MART (so AT+S²O = 0.9·CE_adv + 0.1·R). The KFAC variant adds
-``λ·penalty`` to the base loss instead. AWP computes a weight perturbation on a proxy model with the plain
-base loss and evaluates the full loss at the perturbed weights.
+AT (and AVMixup, see below) and 0.3 for TRADES and MART (so AT+S²O = 0.9·CE_adv + 0.1·R). The KFAC variant
+adds ``λ·penalty`` to the base loss instead. AWP computes a weight perturbation on a proxy model with the
+plain base loss and evaluates the full loss at the perturbed weights.
+
+Which released script each setting follows (file names in the repositories named in the docstrings below):
+
+- ``at``: PGD-10 on CE from a uniform start, crafted in eval mode; S²O's ``CIFAR10_AT_S2O/train_S2O.py``.
+- ``trades``: the KL attack from x + 0.001·N(0, I) (`s2o_lib.attacks.trades_kl_attack`); the loss and the
+  train-mode forward order x, x′, x of ``yaodongyu/TRADES`` ``trades.py`` (lines 79-83).
+- ``mart``: PGD on CE from x + 0.001·N(0, I); ``YisenWang/MART`` ``mart.py`` (lines 17-56) and S²O's
+  ``CIFAR10_MART_S2O/mart_soso.py`` (lines 19-56).
+- ``avmixup``: Lee et al., CVPR 2020, ``Saehyung-Lee/cifar10_challenge`` ``pgd_attack.py`` (lines 64-95),
+  ``config.json`` (γ = 2, λ₁ = 1.0, λ₂ = 0.1) and ``train.py`` (lines 150-194); see `avmixup_inputs`.
+- ``+s2o``: S²O's four ``train_S2O.py`` / ``trades_s2o.py`` / ``mart_soso.py`` scripts (see `s2o_lib.s2o`).
+- ``+awp``: `AWP_DEFAULTS`, per base method (the AWP authors' ``AT_AWP/train_cifar10.py`` and
+  ``trades_AWP/train_trades_cifar.py``; S²O's ``CIFAR10_AWP_S2O/train_S2O.py`` for TRADES+AWP+S²O).
+
+**BatchNorm's running statistics** follow the order in which a step forwards inputs in training mode
+(`forward_order`). TRADES forwards x, x′, x (``trades.py`` lines 79-82) and TRADES-AWP x′, x, x
+(``train_trades_cifar.py`` lines 187-192), so two of every three updates see clean images; the library
+repeats that order (the third forward runs without gradient: its output equals the first clean forward's,
+so loss and gradient are unchanged). The ``+s2o`` scripts forward x, x′ first and then the same inputs again
+for the soft-target terms (TRADES+S²O: x, x′, x, x′, x′, x; AT+S²O and MART+S²O: x, x′, x, x′;
+TRADES+AWP+S²O: x, x′): the library forwards x, x′ once each, the same share of clean updates.
+
+**AVMixup with S²O.** The S²O paper reports S²O on top of AVMixup, but no released script combines them. In
+every released composition the regulariser sees the clean input and the input the base loss trains on, with
+the hard label: AT+S²O uses R(f(x), f(x′), y) beside CE(f(x′), y). The library does the same for AVMixup:
+``avmixup+s2o = 0.9·softCE(f(x̃), ỹ) + 0.1·R(f(x), f(x̃), y)``, with x̃ the AVMixup mixture (w = 0.1 as for
+AT, AVMixup being PGD-AT on mixed inputs). This is our composition, not the authors' code.
 
 Example:
     >>> from s2o_lib.defenses import parse_method
@@ -37,8 +67,8 @@ import copy
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +78,15 @@ from .attacks import pgd, trades_kl_attack
 from .errors import S2OError
 from .s2o import kfac_correlation_penalty, s2o_regulariser
 
-Base = Literal["standard", "at", "trades", "mart"]
+Base = Literal["standard", "at", "trades", "mart", "avmixup"]
 S2OVariant = Literal["official", "kfac"]
-BASES: tuple[str, ...] = ("standard", "at", "trades", "mart")
+BASES: tuple[str, ...] = ("standard", "at", "trades", "mart", "avmixup")
 _SUFFIX = {"s2o": "official", "s2o-kfac": "kfac"}
+# The inputs each base loss is computed on: "clean" (x) and/or "adv" (x′; AVMixup: the mixture x̃).
+_BASE_INPUTS: dict[str, tuple[str, ...]] = {
+    "standard": ("clean",), "at": ("adv",), "trades": ("clean", "adv"), "mart": ("clean", "adv"),
+    "avmixup": ("adv",),
+}
 
 
 @dataclass(frozen=True)
@@ -59,9 +94,10 @@ class Method:
     """A parsed training method.
 
     Attributes:
-        base: ``standard``, ``at``, ``trades`` or ``mart``.
+        base: ``standard``, ``at``, ``trades``, ``mart`` or ``avmixup``.
         awp: whether adversarial weight perturbation wraps the step.
-        s2o: ``None``, ``"official"`` (the released regulariser) or ``"kfac"`` (the theory's objective).
+        s2o: ``None``, ``"official"`` (the released regulariser) or ``"kfac"`` (the library's KFAC-Laplace
+            reading of the paper's objective).
     """
 
     base: str
@@ -83,12 +119,13 @@ class Method:
 
     @property
     def needs_clean_logits(self) -> bool:
-        return self.base in ("standard", "trades", "mart") or self.s2o is not None
+        """Whether the step forwards the clean batch (the base loss uses it, or the released S²O term)."""
+        return "clean" in _BASE_INPUTS[self.base] or self.s2o == "official"
 
 
 def _all_method_names() -> tuple[str, ...]:
     names = ["standard"]
-    for base, awp, s2o in itertools.product(("at", "trades", "mart"), (False, True), (None, "official", "kfac")):
+    for base, awp, s2o in itertools.product(BASES[1:], (False, True), (None, "official", "kfac")):
         names.append(Method(base, awp, s2o).name)
     return tuple(names)
 
@@ -120,22 +157,80 @@ def parse_method(name: str | Method) -> Method:
     return Method(base=base, awp="awp" in suffixes, s2o=variants[0] if variants else None)
 
 
+def forward_order(method: Method | str) -> tuple[str, ...]:
+    """The inputs one step forwards through the model in training mode, in order.
+
+    BatchNorm's running statistics are updated in this order. ``"clean"`` is x, ``"adv"`` the base loss's
+    training input (x′; AVMixup: the mixture), ``"clean-bn"`` a gradient-free forward of x whose only effect
+    is on the running statistics (its output equals the first clean forward's). See the module docstring for
+    the scripts and lines each order follows.
+
+    Args:
+        method: the method (name or parsed).
+
+    Example:
+        >>> forward_order("trades"), forward_order("trades+awp"), forward_order("at")
+        (('clean', 'adv', 'clean-bn'), ('adv', 'clean', 'clean-bn'), ('adv',))
+    """
+    method = parse_method(method)
+    if method.base == "trades" and method.s2o != "official":
+        return ("adv", "clean", "clean-bn") if method.awp else ("clean", "adv", "clean-bn")
+    order = ("clean",) if method.needs_clean_logits else ()
+    return order + (("adv",) if method.adversarial else ())
+
+
+# --------------------------------------------------------------------------------------------- settings
+class AWPSettings(NamedTuple):
+    """AWP's hyper-parameters.
+
+    Attributes:
+        gamma: relative size γ of the weight perturbation (‖v_l‖ = γ‖w_l‖ per weight tensor).
+        warmup: AWP is active from epoch ``warmup`` on, epochs counted from 1 (see `DefenseConfig.awp_active`).
+        lr: learning rate of the proxy model's single ascent step (it cancels in the rescaling to γ‖w‖).
+    """
+
+    gamma: float
+    warmup: int
+    lr: float
+
+
+#: AWP's settings per base method. ``at``: the AWP authors' ``AT_AWP/train_cifar10.py`` (``--awp-gamma
+#: 0.01``, ``--awp-warmup 0``, lines 162-163; proxy ``SGD(lr=0.01)``, line 241). ``trades``:
+#: ``trades_AWP/train_trades_cifar.py`` (``--awp-gamma 0.005``, ``--awp-warmup 10``, lines 60-63; proxy lr =
+#: ``args.lr`` = 0.1, line 279), as in S²O's ``CIFAR10_AWP_S2O/train_S2O.py`` (lines 61-64, 338). ``mart``: no
+#: MART-AWP script is released; the library takes TRADES-AWP's settings (MART, like TRADES, is a clean plus
+#: adversarial two-term loss trained in the same WRN-34-10, 200-epoch setting). ``avmixup``: no script either;
+#: AT-AWP's settings (AVMixup is PGD-AT with one loss on one, mixed, input).
+AWP_DEFAULTS: dict[str, AWPSettings] = {
+    "at": AWPSettings(gamma=1e-2, warmup=0, lr=0.01),
+    "trades": AWPSettings(gamma=5e-3, warmup=10, lr=0.1),
+    "mart": AWPSettings(gamma=5e-3, warmup=10, lr=0.1),
+    "avmixup": AWPSettings(gamma=1e-2, warmup=0, lr=0.01),
+}
+
+
 @dataclass(frozen=True)
 class DefenseConfig:
     """Hyper-parameters of the training methods, defaulting to the published ones.
+
+    The AWP fields default to ``None``: the base method's value from `AWP_DEFAULTS`. `for_method` returns a
+    copy with every ``None`` replaced for one method (what `fit` records in its checkpoints).
 
     Attributes:
         eps: L∞ radius of the training attack (8/255).
         alpha: step size of the training attack (2/255).
         steps: steps of the training attack (PGD-10).
         beta: weight of the robust term for TRADES and MART (6.0 in both papers and in S²O's code).
-        s2o_weight: w in ``(1 − w)·primary + w·R``; ``None`` picks 0.1 for AT and 0.3 for TRADES/MART.
+        s2o_weight: w in ``(1 − w)·primary + w·R``; ``None`` picks 0.1 for AT and AVMixup, 0.3 for TRADES/MART.
         off_diagonal_mass: m of the soft targets (0.8 for 10 classes, 0.98 for CIFAR-100).
-        kfac_weight: λ of the KFAC variant's penalty.
-        kfac_damping: relative damping of the KFAC factors.
-        awp_gamma: AWP's relative perturbation size γ (5e-3).
-        awp_warmup: epochs of plain training before AWP starts (10).
-        awp_lr: learning rate of the proxy model's single ascent step (0.01, as in AWP's code).
+        kfac_weight: λ of the KFAC variant's penalty (ours).
+        kfac_damping: relative damping of the KFAC factors (ours).
+        awp_gamma: AWP's relative perturbation size γ (``None``: the base's, 1e-2 AT, 5e-3 TRADES).
+        awp_warmup: AWP is active from this epoch on, counted from 1 (``None``: the base's, 0 AT, 10 TRADES).
+        awp_lr: learning rate of the proxy's ascent step (``None``: the base's, 0.01 AT, 0.1 TRADES).
+        avmixup_gamma: AVMixup's γ: the adversarial vertex is x + γ·δ (2.0, ``config.json``).
+        avmixup_lambda1: label-smoothing factor λ₁ of the clean end (1.0: the one-hot label).
+        avmixup_lambda2: label-smoothing factor λ₂ of the vertex (0.1: uniform over 10 classes).
     """
 
     eps: float = 8 / 255
@@ -146,19 +241,79 @@ class DefenseConfig:
     off_diagonal_mass: float = 0.8
     kfac_weight: float = 0.1
     kfac_damping: float = 0.1
-    awp_gamma: float = 5e-3
-    awp_warmup: int = 10
-    awp_lr: float = 0.01
+    awp_gamma: float | None = None
+    awp_warmup: int | None = None
+    awp_lr: float | None = None
+    avmixup_gamma: float = 2.0
+    avmixup_lambda1: float = 1.0
+    avmixup_lambda2: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.awp_gamma is not None and not self.awp_gamma >= 0:
+            raise S2OError(f"awp_gamma must be >= 0 (AT-AWP: 0.01, TRADES-AWP: 0.005), got {self.awp_gamma!r}")
+        if self.awp_warmup is not None and (isinstance(self.awp_warmup, bool) or not isinstance(self.awp_warmup, int)
+                                            or self.awp_warmup < 0):
+            raise S2OError(f"awp_warmup must be an integer >= 0 (AT-AWP: 0, TRADES-AWP: 10), got {self.awp_warmup!r}")
+        if self.awp_lr is not None and not self.awp_lr > 0:
+            raise S2OError(f"awp_lr must be > 0 (AT-AWP: 0.01, TRADES-AWP: 0.1), got {self.awp_lr!r}")
+        if not self.avmixup_gamma >= 0:
+            raise S2OError(f"avmixup_gamma must be >= 0 (AVMixup: 2.0), got {self.avmixup_gamma!r}")
+        for name in ("avmixup_lambda1", "avmixup_lambda2"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise S2OError(f"{name} must be in [0, 1] (AVMixup: λ₁ = 1.0, λ₂ = 0.1), got {getattr(self, name)!r}")
 
     def s2o_weight_for(self, base: str) -> float:
+        """w of the released S²O loss for a base method (0.1 for AT and AVMixup, 0.3 for TRADES and MART)."""
         if self.s2o_weight is not None:
             return self.s2o_weight
-        return 0.1 if base == "at" else 0.3
+        return 0.1 if base in ("at", "avmixup") else 0.3
+
+    def awp_settings(self, base: str) -> AWPSettings:
+        """AWP's (γ, warm-up, proxy lr) for a base method: the fields set here, else `AWP_DEFAULTS[base]`."""
+        if base not in AWP_DEFAULTS:
+            raise S2OError(f"AWP needs an adversarial base method ({', '.join(AWP_DEFAULTS)}), got {base!r}")
+        default = AWP_DEFAULTS[base]
+        return AWPSettings(
+            gamma=default.gamma if self.awp_gamma is None else self.awp_gamma,
+            warmup=default.warmup if self.awp_warmup is None else self.awp_warmup,
+            lr=default.lr if self.awp_lr is None else self.awp_lr,
+        )
+
+    def for_method(self, method: Method | str) -> DefenseConfig:
+        """A copy with ``s2o_weight`` (methods with S²O) and the AWP fields (``+awp``) resolved for ``method``.
+
+        Args:
+            method: the method (name or parsed).
+        """
+        method = parse_method(method)
+        config = self
+        if method.s2o == "official":
+            config = replace(config, s2o_weight=self.s2o_weight_for(method.base))
+        if method.awp:
+            awp = self.awp_settings(method.base)
+            config = replace(config, awp_gamma=awp.gamma, awp_warmup=awp.warmup, awp_lr=awp.lr)
+        return config
+
+    def awp_active(self, epoch: int) -> bool:
+        """Whether AWP perturbs the weights in ``epoch`` (counted from 1): ``epoch >= awp_warmup``.
+
+        This is the TRADES-AWP scripts' rule (``if epoch >= args.awp_warmup`` with epochs from 1,
+        ``train_trades_cifar.py`` line 179, S²O's ``CIFAR10_AWP_S2O/train_S2O.py`` line 183): warm-up 10
+        starts AWP at epoch 10. The AT-AWP script counts epochs from 0 with the same test (``train_cifar10.py``
+        lines 307 and 340): its warm-up 0 starts AWP at the first epoch, as ``awp_warmup=0`` does here (its
+        warm-up w > 0 would start at our epoch w + 1).
+
+        Args:
+            epoch: the epoch, counted from 1.
+        """
+        if self.awp_warmup is None:
+            raise S2OError("awp_warmup is unresolved (None); call config.for_method(method) first")
+        return epoch >= self.awp_warmup
 
 
 # --------------------------------------------------------------------------------------------- base losses
 def mart_terms(logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """MART's two terms (Wang et al. 2020), written as in the authors' code.
+    """MART's two terms (Wang et al. 2020), written as in the authors' code (``mart.py`` lines 42-55).
 
     Returns:
         ``(adversarial term, robust term)``: the boosted CE on x′ and the misclassification-weighted KL.
@@ -175,8 +330,58 @@ def mart_terms(logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> tuple[Ten
     return adv_term, robust
 
 
-def base_terms(base: str, logits_clean: Tensor | None, logits_adv: Tensor | None, y: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(primary, robust)`` of a base loss; ``robust`` is ``None`` where the base has none."""
+def smoothed_labels(y: Tensor, *, num_classes: int, factor: float) -> Tensor:
+    """AVMixup's label smoothing: ``factor`` on the label, ``(1 − factor)/(C − 1)`` on every other class.
+
+    ``pgd_attack.py`` line 65: ``one_hot * factor + (one_hot - 1) * ((factor - 1) / (C - 1))``.
+
+    Args:
+        y: (B,) labels.
+        num_classes: C.
+        factor: λ (1.0 is the one-hot label; 1/C the uniform distribution).
+
+    Returns:
+        (B, C) probability vectors.
+    """
+    one_hot = F.one_hot(y, num_classes).to(torch.get_default_dtype())
+    return one_hot * factor + (1.0 - one_hot) * ((1.0 - factor) / (num_classes - 1))
+
+
+def avmixup_labels(y: Tensor, mix: Tensor, *, num_classes: int, lambda1: float, lambda2: float) -> Tensor:
+    """AVMixup's soft labels ``α·s(y, λ₁) + (1 − α)·s(y, λ₂)`` (``pgd_attack.py`` lines 89-94).
+
+    Args:
+        y: (B,) labels.
+        mix: (B,) mixing weights α of the clean end.
+        num_classes: C.
+        lambda1: smoothing factor of the clean end.
+        lambda2: smoothing factor of the adversarial vertex.
+
+    Returns:
+        (B, C) probability vectors.
+    """
+    alpha = mix.to(torch.get_default_dtype())[:, None]
+    return (alpha * smoothed_labels(y, num_classes=num_classes, factor=lambda1)
+            + (1 - alpha) * smoothed_labels(y, num_classes=num_classes, factor=lambda2))
+
+
+def soft_cross_entropy(logits: Tensor, soft: Tensor) -> Tensor:
+    """Batch-mean cross-entropy against soft labels, ``−mean_b Σ_c q_bc log softmax(z_b)_c``."""
+    return -(soft.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def base_terms(
+    base: str, logits_clean: Tensor | None, logits_adv: Tensor | None, y: Tensor, soft_labels: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """``(primary, robust)`` of a base loss; ``robust`` is ``None`` where the base has none.
+
+    Args:
+        base: the base method.
+        logits_clean: (B, C) training-mode logits on x, where the base uses them.
+        logits_adv: (B, C) training-mode logits on x′ (AVMixup: on the mixture), where the base uses them.
+        y: (B,) labels.
+        soft_labels: (B, C) AVMixup's mixed soft labels (``avmixup`` only).
+    """
     if base == "standard":
         return F.cross_entropy(logits_clean, y), None
     if base == "at":
@@ -186,6 +391,10 @@ def base_terms(base: str, logits_clean: Tensor | None, logits_adv: Tensor | None
         return F.cross_entropy(logits_clean, y), robust
     if base == "mart":
         return mart_terms(logits_clean, logits_adv, y)
+    if base == "avmixup":
+        if soft_labels is None:
+            raise S2OError("avmixup needs its soft labels; compute them with avmixup_labels(y, mix, ...)")
+        return soft_cross_entropy(logits_adv, soft_labels), None
     raise S2OError(f"unknown base method {base!r}; choose one of {', '.join(BASES)}")
 
 
@@ -196,7 +405,8 @@ def method_loss(
     *,
     logits_clean: Tensor | None,
     logits_adv: Tensor | None,
-    features_clean: Tensor | None = None,
+    features: Tensor | None = None,
+    soft_labels: Tensor | None = None,
 ) -> Tensor:
     """The full training loss of a method from logits already computed.
 
@@ -205,10 +415,12 @@ def method_loss(
         config: hyper-parameters.
         y: (B,) labels.
         logits_clean: (B, C) training-mode logits on x, where the method needs them.
-        logits_adv: (B, C) training-mode logits on x′, where the method needs them.
-        features_clean: (B, D) last-layer inputs on x (``+s2o-kfac`` only).
+        logits_adv: (B, C) training-mode logits on x′ (AVMixup: on the mixture), where the method needs them.
+        features: (n·B, D) last-layer inputs of the inputs the base loss uses, clean before adversarial
+            (``+s2o-kfac`` only: x′ for AT, the mixture for AVMixup, x then x′ for TRADES and MART).
+        soft_labels: (B, C) AVMixup's mixed soft labels (``avmixup`` only).
     """
-    primary, robust = base_terms(method.base, logits_clean, logits_adv, y)
+    primary, robust = base_terms(method.base, logits_clean, logits_adv, y, soft_labels)
     loss = primary
     if method.s2o == "official":
         w = config.s2o_weight_for(method.base)
@@ -217,11 +429,11 @@ def method_loss(
     if robust is not None:
         loss = loss + config.beta * robust
     if method.s2o == "kfac":
-        if features_clean is None:
-            raise S2OError("+s2o-kfac needs the clean last-layer features; use a model from s2o_lib.models")
-        loss = loss + config.kfac_weight * kfac_correlation_penalty(
-            features_clean, logits_clean, damping=config.kfac_damping
-        )
+        if features is None:
+            raise S2OError("+s2o-kfac needs the last-layer features; use a model from s2o_lib.models")
+        named = {"clean": logits_clean, "adv": logits_adv}
+        logits = torch.cat([named[name] for name in _BASE_INPUTS[method.base]])
+        loss = loss + config.kfac_weight * kfac_correlation_penalty(features, logits, damping=config.kfac_damping)
     return loss
 
 
@@ -231,19 +443,38 @@ class AWP:
 
     The perturbation comes from one ascent step of the plain base loss on a proxy copy of the model
     (so the real model's BatchNorm statistics are untouched), rescaled per weight tensor to
-    ``γ·‖W‖·(v / ‖v‖)``. Only multi-dimensional weights (conv and linear kernels) are perturbed.
+    ``γ·‖W‖·(v / ‖v‖)`` (``utils_awp.py`` ``diff_in_weights``). Only multi-dimensional weights (conv and
+    linear kernels) are perturbed. The proxy's learning rate cancels in that rescaling (the proxy's SGD has no
+    momentum or weight decay, so v = lr·∇); it is kept per script (0.01 AT-AWP, 0.1 TRADES-AWP, see
+    `AWP_DEFAULTS`) and changes the perturbation only by rounding.
 
     The released AWP code steps the optimiser at the perturbed weights and then subtracts the
     perturbation; here the original weights are restored exactly first and the step uses the gradient
     taken at the perturbed point. The two differ only in where weight decay is evaluated.
+
+    The AT-AWP script crafts its PGD with the model in **train** mode (``AT_AWP/train_cifar10.py``: the
+    ``model.train()`` of line 338 is still in force at the next batch's ``attack_pgd``, line 329, except for
+    the first batch of each later epoch, which follows the evaluation's ``model.eval()``, line 379), so its 11
+    attack forwards use batch statistics and update BatchNorm's running statistics; it also forwards the
+    clean batch in train mode after each step, for logging (line 365). The library does not copy this: its
+    attacks run in eval mode and leave the statistics alone (as the S²O, TRADES, MART and TRADES-AWP scripts
+    do), and it makes no logging forward, so AT-AWP's running statistics here see only x′.
+
+    Args:
+        model: the model being trained.
+        gamma: γ (``None`` is refused: resolve it with `DefenseConfig.awp_settings`).
+        lr: the proxy's learning rate (``None``: 0.1, the TRADES-AWP script's).
     """
 
-    def __init__(self, model: nn.Module, *, gamma: float = 5e-3, lr: float = 0.01) -> None:
+    def __init__(self, model: nn.Module, *, gamma: float | None = 5e-3, lr: float | None = None) -> None:
+        if gamma is None:
+            raise S2OError("AWP needs gamma; take it from config.for_method(method).awp_gamma or AWP_DEFAULTS")
         if gamma < 0:
             raise S2OError(f"awp_gamma must be >= 0, got {gamma}")
         self.model = model
         self.gamma = gamma
         self.proxy = copy.deepcopy(model)
+        lr = AWP_DEFAULTS["trades"].lr if lr is None else lr
         self.proxy_optimizer = torch.optim.SGD(self.proxy.parameters(), lr=lr)
 
     def perturbation(self, loss_fn: Callable[[nn.Module], Tensor]) -> dict[str, Tensor]:
@@ -290,15 +521,79 @@ class StepResult:
     logits_adv: Tensor | None
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """The inputs of one training step, drawn once and shared by the AWP proxy and the model.
+
+    Attributes:
+        x: (B, C, H, W) clean images.
+        y: (B,) labels.
+        x_adv: (B, C, H, W) the base loss's training input: x′ (AVMixup: the mixture x̃); ``None`` for standard.
+        mix: (B,) AVMixup's mixing weights α of the clean end (``None`` for the other bases).
+    """
+
+    x: Tensor
+    y: Tensor
+    x_adv: Tensor | None = None
+    mix: Tensor | None = None
+
+
 def adversarial_examples(
     model: nn.Module, x: Tensor, y: Tensor, *, method: Method, config: DefenseConfig
 ) -> Tensor | None:
-    """The training attack of a method: PGD on CE for AT and MART, the KL attack for TRADES."""
+    """The training attack of a method (eval mode, see `s2o_lib.attacks`).
+
+    AT and AVMixup: PGD on CE from a uniform start in the ε-ball (``CIFAR10_AT_S2O/train_S2O.py`` lines
+    88-90; AVMixup's ``pgd_attack.py`` lines 70-72). MART: PGD on CE from x + 0.001·N(0, I) (``mart.py``
+    line 20, ``mart_soso.py`` line 22). TRADES: PGD on KL(f(x) ‖ f(x′)) from x + 0.001·N(0, I). The AT-AWP
+    and AVMixup scripts craft in train mode (batch statistics); the library does not (see `AWP`).
+    """
     if not method.adversarial:
         return None
     if method.base == "trades":
         return trades_kl_attack(model, x, eps=config.eps, alpha=config.alpha, steps=config.steps)
-    return pgd(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps, random_start=True)
+    init = "gaussian" if method.base == "mart" else "uniform"
+    return pgd(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps, init=init)
+
+
+def avmixup_inputs(
+    x: Tensor, x_adv: Tensor, *, gamma: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """AVMixup's training inputs: ``α·x + (1 − α)·clip(x + γ·(x′ − x), 0, 1)`` with α ~ U(0, 1) per sample.
+
+    ``pgd_attack.py`` lines 86-93 (``np.random.beta(1.0, 1.0, [B, 1, 1, 1])``: one α per sample, the same for
+    the image and its label). The vertex lies up to γε from x, outside the ε-ball.
+
+    Args:
+        x: (B, C, H, W) clean images in [0, 1].
+        x_adv: (B, C, H, W) PGD examples (δ = x′ − x).
+        gamma: γ (2.0 in the authors' ``config.json``).
+        generator: optional random generator for α.
+
+    Returns:
+        ``(x̃, α)``: (B, C, H, W) mixed images in [0, 1] and the (B,) weights of the clean end.
+    """
+    vertex = (x + gamma * (x_adv - x)).clamp(0, 1)
+    mix = torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator)
+    weight = mix.view(-1, *([1] * (x.ndim - 1)))
+    return weight * x + (1 - weight) * vertex, mix
+
+
+def training_inputs(model: nn.Module, x: Tensor, y: Tensor, *, method: Method, config: DefenseConfig) -> StepInputs:
+    """Attack (and, for AVMixup, mix) once: the `StepInputs` of one step.
+
+    Args:
+        model: the model being trained.
+        x: (B, C, H, W) clean images in [0, 1].
+        y: (B,) labels.
+        method: the parsed method.
+        config: hyper-parameters.
+    """
+    x_adv = adversarial_examples(model, x, y, method=method, config=config)
+    if method.base != "avmixup":
+        return StepInputs(x, y, x_adv)
+    x_mix, mix = avmixup_inputs(x, x_adv, gamma=config.avmixup_gamma)
+    return StepInputs(x, y, x_mix, mix)
 
 
 def _forward(model: nn.Module, x: Tensor, want_features: bool) -> tuple[Tensor, Tensor | None]:
@@ -308,17 +603,33 @@ def _forward(model: nn.Module, x: Tensor, want_features: bool) -> tuple[Tensor, 
     return model(x), None
 
 
-def _loss_on(model: nn.Module, method: Method, config: DefenseConfig, x: Tensor, x_adv: Tensor | None, y: Tensor):
-    """Forward the inputs the method needs, once each, and return (loss, logits_clean, logits_adv)."""
+def _loss_on(
+    model: nn.Module, method: Method, config: DefenseConfig, inputs: StepInputs, *, statistics_forwards: bool = True
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Forward the inputs in `forward_order` and return (loss, logits_clean, logits_adv).
+
+    ``statistics_forwards=False`` skips the ``"clean-bn"`` forwards (for the AWP proxy, whose statistics are
+    thrown away).
+    """
     want_features = method.s2o == "kfac"
-    logits_clean = features = logits_adv = None
-    if method.needs_clean_logits:
-        logits_clean, features = _forward(model, x, want_features)
-    if x_adv is not None:
-        logits_adv = model(x_adv)
-    loss = method_loss(
-        method, config, y, logits_clean=logits_clean, logits_adv=logits_adv, features_clean=features
-    )
+    logits: dict[str, Tensor] = {}
+    features: dict[str, Tensor | None] = {}
+    for name in forward_order(method):
+        if name == "clean-bn":
+            if statistics_forwards:
+                with torch.no_grad():
+                    model(inputs.x)
+            continue
+        logits[name], features[name] = _forward(model, inputs.x if name == "clean" else inputs.x_adv, want_features)
+    logits_clean, logits_adv = logits.get("clean"), logits.get("adv")
+    soft = None
+    if inputs.mix is not None:
+        soft = avmixup_labels(inputs.y, inputs.mix, num_classes=logits_adv.shape[1],
+                              lambda1=config.avmixup_lambda1, lambda2=config.avmixup_lambda2)
+    used = [features.get(name) for name in _BASE_INPUTS[method.base]]
+    feats = torch.cat(used) if want_features and all(f is not None for f in used) else None
+    loss = method_loss(method, config, inputs.y, logits_clean=logits_clean, logits_adv=logits_adv,
+                       features=feats, soft_labels=soft)
     return loss, logits_clean, logits_adv
 
 
@@ -341,20 +652,21 @@ def training_step(
         method: the method (name or parsed).
         config: hyper-parameters.
         optimizer: the model's optimiser.
-        awp: an `AWP` helper when weight perturbation is active this step, else ``None``.
+        awp: an `AWP` helper when weight perturbation is active this step (`DefenseConfig.awp_active`),
+            else ``None``.
     """
     method = parse_method(method)
     model.train()
-    x_adv = adversarial_examples(model, x, y, method=method, config=config)
+    inputs = training_inputs(model, x, y, method=method, config=config)
     if awp is not None and method.awp:
         plain = Method(method.base)
-        diff = awp.perturbation(lambda m: _loss_on(m, plain, config, x, x_adv, y)[0])
+        diff = awp.perturbation(lambda m: _loss_on(m, plain, config, inputs, statistics_forwards=False)[0])
         with awp.perturbed(diff):
-            loss, logits_clean, logits_adv = _loss_on(model, method, config, x, x_adv, y)
+            loss, logits_clean, logits_adv = _loss_on(model, method, config, inputs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
     else:
-        loss, logits_clean, logits_adv = _loss_on(model, method, config, x, x_adv, y)
+        loss, logits_clean, logits_adv = _loss_on(model, method, config, inputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     optimizer.step()

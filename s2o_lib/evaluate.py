@@ -235,7 +235,7 @@ def _white_box(
     if spec.kind == "fgsm":
         return fgsm(model, x, y, eps=eps)
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=spec.steps, loss="ce" if spec.kind == "pgd" else "cw",
-               random_start=True, restarts=restarts, generator=generator)
+               init="uniform", restarts=restarts, generator=generator)
 
 
 class _CollectWarnings(logging.Handler):

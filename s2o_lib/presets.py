@@ -1,9 +1,34 @@
-"""Named training settings that reproduce the paper's CIFAR-10 runs, with the authors' published numbers.
+"""Named training settings: the paper's CIFAR-10 runs with the authors' published numbers, and the baselines.
+
+Each preset names the released script whose settings it follows (``source``). `PRESETS` holds the S²O runs
+of the authors' README (``Alexkael/S2O``), with their published clean / PGD-20 / AutoAttack accuracies.
+`BASELINES` holds recipes for the base methods without S²O, which have no published S²O figure:
+
+- ``trades-wrn`` and ``mart-wrn`` follow **the S²O scripts' schedule** (``CIFAR10_TRADES_S2O/train_S2O.py``,
+  ``CIFAR10_MART_S2O/train_S2O.py``: 200 epochs, weight decay 5e-4, ×0.1 at epochs 100 and 150, ε = 8/255,
+  step 2/255), so that each S²O run has a baseline trained the same way. They are *not* the original papers'
+  schedules: TRADES' ``train_trades_cifar10.py`` trains 76 epochs with weight decay 2e-4 (×0.1 at 75, 90,
+  100) and ε = 0.031, step 0.007; MART's ``train_wideresnet.py`` trains 90 epochs with weight decay 7e-4
+  (×0.1 at 75, 90, 100), step 0.007.
+- ``at-awp-prn18`` and ``trades-awp-wrn`` follow the AWP authors' ``AT_AWP/train_cifar10.py`` and
+  ``trades_AWP/train_trades_cifar.py``; their AWP γ, warm-up and proxy learning rate are
+  `s2o_lib.defenses.AWP_DEFAULTS` (AT: 1e-2, none, 0.01; TRADES: 5e-3, 10 epochs, 0.1). The AT-AWP script
+  normalises inputs with CIFAR-10's mean and std inside its model; the library's PreAct ResNet-18 takes
+  inputs in [0, 1] unnormalised, as the S²O scripts do.
+- ``avmixup-wrn`` follows AVMixup's official ``Saehyung-Lee/cifar10_challenge`` (``config.json``, ``train.py``):
+  80 000 steps of batch 128 (≈ 205 epochs; the library counts epochs), SGD lr 0.1 ×0.1 after 40 000 and
+  60 000 steps (≈ epochs 103 and 154), momentum 0.9, weight decay 2e-4, PGD-10 with ε = 8/255, step 2/255,
+  uniform start; AVMixup's γ = 2, λ₁ = 1.0, λ₂ = 0.1 are `AVMIXUP_SETTINGS` (the defaults of
+  `s2o_lib.defenses.DefenseConfig`). The official model is Madry's 'w32-10' ResNet with per-image
+  standardisation (``model.py``); the preset uses WRN-34-10, as the PyTorch port the S²O README cites
+  (``hirokiadachi/Adversarial-vertex-mixup-pytorch``) does.
 
 Example:
-    >>> from s2o_lib.presets import PRESETS
+    >>> from s2o_lib.presets import PRESETS, get_preset
     >>> PRESETS["paper-at-prn18"].method
     'at+s2o'
+    >>> get_preset("avmixup-wrn").fit["weight_decay"]
+    0.0002
 """
 
 from __future__ import annotations
@@ -11,6 +36,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .defenses import AWP_DEFAULTS, DefenseConfig
 from .errors import unknown_name
 
 
@@ -27,6 +53,7 @@ class Preset:
         batch_size: training batch size.
         eval: evaluation protocol (ε, step size, steps).
         published: the authors' released CIFAR-10 results in percent (clean, PGD-20, AutoAttack).
+        source: the released script(s) whose settings the preset follows.
     """
 
     name: str
@@ -37,31 +64,69 @@ class Preset:
     fit: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
+    source: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# The released scripts: SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 200 epochs, ×0.1 at 100 and 150,
-# PGD-10 with ε = 8/255 and step 2/255 (TRADES and AWP: the KL attack from x + 0.001·N(0, 1)).
-_PAPER_FIT: dict[str, Any] = dict(
-    epochs=200, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="piecewise", milestones=(100, 150),
-    eps=8 / 255, alpha=2 / 255, attack_steps=10, beta=6.0, awp_gamma=5e-3, awp_warmup=10,
-)
+# The S²O scripts: SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 200 epochs, ×0.1 at 100 and 150, PGD-10 with
+# ε = 8/255 and step 2/255 (AT: uniform start; TRADES: the KL attack and MART: CE, both from x + 0.001·N(0, I)).
+_PAPER_FIT: dict[str, Any] = {
+    "epochs": 200, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "piecewise",
+    "milestones": (100, 150), "eps": 8 / 255, "alpha": 2 / 255, "attack_steps": 10, "beta": 6.0,
+}
 # Evaluation: PGD-20 and CW∞-20 with ε = 0.031 and step 0.003, random start; standard AutoAttack.
-_PAPER_EVAL: dict[str, Any] = dict(eps=0.031, alpha=0.003, steps=20, autoattack_version="standard")
+_PAPER_EVAL: dict[str, Any] = {"eps": 0.031, "alpha": 0.003, "steps": 20, "autoattack_version": "standard"}
 
+
+def _awp_fit(base: str) -> dict[str, Any]:
+    """The `fit` keywords of a base method's AWP settings (γ and warm-up; the proxy lr is the base's default)."""
+    return {"awp_gamma": AWP_DEFAULTS[base].gamma, "awp_warmup": AWP_DEFAULTS[base].warmup}
+
+
+_S2O = "Alexkael/S2O "
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("paper-at-prn18", "preact-resnet18", "at+s2o", fit=_PAPER_FIT, eval=_PAPER_EVAL,
-               published={"clean": 83.65, "pgd20": 55.11, "autoattack": 48.3}),
+               published={"clean": 83.65, "pgd20": 55.11, "autoattack": 48.3},
+               source=_S2O + "CIFAR10_AT_S2O/train_S2O.py"),
         Preset("paper-trades-wrn", "wrn-34-10", "trades+s2o", fit=_PAPER_FIT, eval=_PAPER_EVAL,
-               published={"clean": 85.67, "pgd20": 58.34, "autoattack": 54.1}),
+               published={"clean": 85.67, "pgd20": 58.34, "autoattack": 54.1},
+               source=_S2O + "CIFAR10_TRADES_S2O/train_S2O.py, trades_s2o.py"),
         Preset("paper-mart-wrn", "wrn-34-10", "mart+s2o", fit=_PAPER_FIT, eval=_PAPER_EVAL,
-               published={"clean": 83.91, "pgd20": 59.29, "autoattack": 54.1}),
-        Preset("paper-trades-awp-wrn", "wrn-34-10", "trades+awp+s2o", fit=_PAPER_FIT, eval=_PAPER_EVAL,
-               published={"clean": 86.01, "pgd20": 61.12, "autoattack": 55.9}),
+               published={"clean": 83.91, "pgd20": 59.29, "autoattack": 54.1},
+               source=_S2O + "CIFAR10_MART_S2O/train_S2O.py, mart_soso.py"),
+        Preset("paper-trades-awp-wrn", "wrn-34-10", "trades+awp+s2o", fit={**_PAPER_FIT, **_awp_fit("trades")},
+               eval=_PAPER_EVAL, published={"clean": 86.01, "pgd20": 61.12, "autoattack": 55.9},
+               source=_S2O + "CIFAR10_AWP_S2O/train_S2O.py, utils_awp.py"),
+    )
+}
+
+#: AVMixup's own settings, γ = 2, λ₁ = 1.0, λ₂ = 0.1 (``Saehyung-Lee/cifar10_challenge`` ``config.json``; the
+#: mixing weight α ~ U(0, 1) is drawn per sample, ``pgd_attack.py`` line 91), read from their one home, the
+#: defaults of `s2o_lib.defenses.DefenseConfig`.
+AVMIXUP_SETTINGS: dict[str, float] = {
+    "gamma": DefenseConfig().avmixup_gamma, "lambda1": DefenseConfig().avmixup_lambda1,
+    "lambda2": DefenseConfig().avmixup_lambda2,
+}
+
+#: Recipes for the base methods without S²O (no published S²O figure): see the module docstring.
+BASELINES: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("trades-wrn", "wrn-34-10", "trades", fit=_PAPER_FIT, eval=_PAPER_EVAL,
+               source=_S2O + "CIFAR10_TRADES_S2O/train_S2O.py schedule (not TRADES' 76 epochs, wd 2e-4)"),
+        Preset("mart-wrn", "wrn-34-10", "mart", fit=_PAPER_FIT, eval=_PAPER_EVAL,
+               source=_S2O + "CIFAR10_MART_S2O/train_S2O.py schedule (not MART's 90 epochs, wd 7e-4)"),
+        Preset("at-awp-prn18", "preact-resnet18", "at+awp", fit={**_PAPER_FIT, **_awp_fit("at")}, eval=_PAPER_EVAL,
+               source="csdongxian/AWP AT_AWP/train_cifar10.py, utils_awp.py"),
+        Preset("trades-awp-wrn", "wrn-34-10", "trades+awp", fit={**_PAPER_FIT, **_awp_fit("trades")},
+               eval=_PAPER_EVAL, source="csdongxian/AWP trades_AWP/train_trades_cifar.py, utils_awp.py"),
+        Preset("avmixup-wrn", "wrn-34-10", "avmixup",
+               fit={**_PAPER_FIT, "epochs": 205, "milestones": (103, 154), "weight_decay": 2e-4},
+               eval=_PAPER_EVAL, source="Saehyung-Lee/cifar10_challenge config.json, train.py, pgd_attack.py"),
     )
 }
 
@@ -75,7 +140,8 @@ ROBUSTBENCH_CONTEXT: dict[str, dict[str, float]] = {
 
 
 def get_preset(name: str) -> Preset:
-    """Look a preset up by name, with a clear error listing the valid ones."""
-    if name not in PRESETS:
-        raise unknown_name("preset", name, PRESETS)
-    return PRESETS[name]
+    """Look a preset up by name (`PRESETS`, then `BASELINES`), with a clear error listing the valid ones."""
+    known = {**PRESETS, **BASELINES}
+    if name not in known:
+        raise unknown_name("preset", name, known)
+    return known[name]

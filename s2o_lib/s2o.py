@@ -17,13 +17,17 @@ proxy for decorrelating the last layer. The released code recomputes ``f(x)`` an
 M with a per-sample Python loop; here the logits of the passes already made are reused and M is one
 matrix product. The values are the same.
 
-**The theory's objective** (``+s2o-kfac``; none of the public code has it). The paper's PAC-Bayesian bound
-treats the weights as a Gaussian posterior with a non-diagonal covariance and is tighter when the
-correlation matrix R of that posterior has a small Frobenius norm. For the last layer W (C × D), a
-Laplace approximation with a Kronecker-factored Hessian ``G ⊗ A`` (see `s2o_lib.laplace`) gives
-``R = R_G ⊗ R_A`` and ``‖R‖_F = ‖R_G‖_F ‖R_A‖_F``. `kfac_correlation_penalty` returns
-``(‖R_G‖_F / √C) · (‖R_A‖_F / √D)`` (1 for uncorrelated weights), differentiable through the batch's
-last-layer inputs and probabilities; the training loss adds λ times it.
+**The library's KFAC-Laplace reading of the paper's objective** (``+s2o-kfac``; damping and weight are
+ours, and none of the public code has it). The paper's PAC-Bayesian bound treats the weights as a Gaussian
+posterior with a non-diagonal covariance and is tighter when the correlation matrix R of that posterior has a
+small Frobenius norm; summaries of the TPAMI version describe a Laplace approximation of the last layer. This
+library reads that as: for the last layer W (C × D), a Laplace approximation with a Kronecker-factored
+Hessian ``G ⊗ A`` (see `s2o_lib.laplace`, where the class factor is formed on the subspace orthogonal to the
+all-ones vector) gives ``R = R_G ⊗ R_A`` and ``‖R‖_F = ‖R_G‖_F ‖R_A‖_F``. `kfac_correlation_penalty` returns
+``(‖R_G‖_F / √C) · (‖R_A‖_F / √D)`` (1 for an uncorrelated posterior), differentiable through the
+last-layer inputs and probabilities of the inputs the base loss uses (x′ for AT, x and x′ for TRADES and
+MART: see `s2o_lib.defenses.method_loss`); the training loss adds λ times it. λ (``kfac_weight``) and the
+damping (``kfac_damping``) are our choices, not the authors'.
 
 Example:
     >>> import torch
@@ -120,19 +124,22 @@ def s2o_regulariser(
 
 
 def kfac_correlation_penalty(features: Tensor, logits: Tensor, *, damping: float = 0.1) -> Tensor:
-    """The theory's objective: normalised ‖R‖_F of the last layer's Laplace posterior correlation.
+    """Normalised ‖R‖_F of the last layer's Laplace posterior correlation (the library's KFAC-Laplace reading).
+
+    This is the library's KFAC-Laplace reading of the paper's objective; damping and weight are ours, and it
+    is not what the released code trains.
 
     The loss' Hessian in the last layer's weights is approximated by ``G ⊗ A`` with
-    ``G = E[diag(p) − p pᵀ]`` and ``A = E[a aᵀ]`` (both damped); the Laplace posterior covariance is its
-    inverse, ``G⁻¹ ⊗ A⁻¹``, whose correlation matrix is ``R_G ⊗ R_A``. Since
-    ``‖R_G ⊗ R_A‖_F = ‖R_G‖_F ‖R_A‖_F`` and ``‖R‖_F ≥ √dim`` with equality only for uncorrelated
-    weights, the penalty ``(‖R_G‖_F/√C)(‖R_A‖_F/√D)`` is ≥ 1 and equals 1 exactly when the posterior
-    is uncorrelated. This is the paper's theoretical objective, not what the released code trains.
+    ``G = E[diag(p) − p pᵀ]`` (formed and damped on the subspace orthogonal to **1**, where softmax is
+    identifiable; see `s2o_lib.laplace.class_factor`) and ``A = E[a aᵀ]`` (damped); the Laplace posterior
+    covariance is its inverse, whose correlation matrix is ``R_G ⊗ R_A``. Since
+    ``‖R_G ⊗ R_A‖_F = ‖R_G‖_F ‖R_A‖_F`` and ``‖R‖_F ≥ √dim`` with equality only for R = I, the penalty
+    ``(‖R_G‖_F/√C)(‖R_A‖_F/√D)`` is ≥ 1 and equals 1 exactly when the posterior is uncorrelated.
 
     Args:
         features: (B, D) inputs of the last linear layer (gradient flows through them).
-        logits: (B, C) logits (gradient flows through their softmax).
-        damping: relative damping of both factors.
+        logits: (B, C) logits of the same inputs (gradient flows through their softmax).
+        damping: relative damping of both factors (ours; 0.1 by default).
 
     Returns:
         A scalar tensor ≥ 1.

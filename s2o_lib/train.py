@@ -100,7 +100,8 @@ class AWPConfig:
 
     Attributes:
         gamma: relative weight perturbation γ (``None``: the base method's default).
-        warmup: epochs of plain training before AWP starts (``None``: the base method's default).
+        warmup: AWP is active from this epoch on, counted from 1 (``None``: the base method's default: 0 for AT,
+            10 for TRADES, as in the AWP scripts; 0 and 1 both start at the first epoch).
     """
 
     gamma: float | None = None
@@ -286,22 +287,15 @@ def make_scheduler(
 
 
 # --------------------------------------------------------------------------------------------- one run
-def _awp_settings(awp: AWPConfig) -> dict[str, Any]:
-    """AWP's γ and warm-up for `DefenseConfig`; ``None`` means the base method's default.
-
-    `DefenseConfig` does not resolve ``None`` per base method yet, so this is the one place that stands in for it,
-    with the values used so far (γ = 5e-3, 10 warm-up epochs). Once it does, pass both through unchanged.
-    """
-    return {"awp_gamma": 5e-3 if awp.gamma is None else awp.gamma,
-            "awp_warmup": 10 if awp.warmup is None else awp.warmup}
-
-
-def _defense_config(model: nn.Module, attack: AttackConfig, loss: LossConfig, awp: AWPConfig) -> DefenseConfig:
+def _defense_config(model: nn.Module, method: Method, attack: AttackConfig, loss: LossConfig,
+                    awp: AWPConfig) -> DefenseConfig:
+    """The `DefenseConfig` of a run, resolved for ``method``: AWP's ``None`` fields take the base method's
+    values from `s2o_lib.defenses.AWP_DEFAULTS` (AT: γ 1e-2, no warm-up; TRADES: γ 5e-3, warm-up 10)."""
     num_classes = getattr(getattr(model, "head", None), "out_features", 10)
     mass = default_off_diagonal_mass(num_classes) if loss.off_diagonal_mass is None else loss.off_diagonal_mass
     return DefenseConfig(eps=attack.eps, alpha=attack.alpha, steps=attack.steps, beta=loss.beta,
                          s2o_weight=loss.s2o_weight, off_diagonal_mass=mass, kfac_weight=loss.kfac_weight,
-                         **_awp_settings(awp))
+                         awp_gamma=awp.gamma, awp_warmup=awp.warmup).for_method(method)
 
 
 def _check_fit_args(*, epochs: int, configs: dict[str, Any], keep_every: int, checkpoint_dir: Any) -> None:
@@ -359,7 +353,7 @@ class _Training:
         """One pass over the training data, then one scheduler step; the mean loss and the accuracy on the
         inputs the loss was computed on (adversarial ones for AT and MART)."""
         device, method = self.device, self.method
-        use_awp = self.awp if (self.awp is not None and epoch > self.config.awp_warmup) else None
+        use_awp = self.awp if (self.awp is not None and self.config.awp_active(epoch)) else None
         memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
@@ -433,7 +427,7 @@ def _start(model: nn.Module, loader: DataLoader, *, method: Method, configs: dic
            metadata: dict[str, Any] | None) -> _Training:
     """Everything a run needs before its first epoch: the model prepared, optimiser, schedule, AWP, metadata."""
     optim, speed, evaluation = configs["optim"], configs["speed"], configs["evaluation"]
-    config = _defense_config(model, configs["attack"], configs["loss"], configs["awp"])
+    config = _defense_config(model, method, configs["attack"], configs["loss"], configs["awp"])
     model = prepare_model(model, channels_last=speed.channels_last)
     optimizer = make_optimizer(model, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     scheduler = make_scheduler(optimizer, schedule=optim.schedule, milestones=tuple(optim.milestones))

@@ -19,7 +19,7 @@ from s2o_lib.s2o import (
 
 def transcribed_soft_targets(logits: torch.Tensor, targets: torch.Tensor, m: float) -> torch.Tensor:
     """The definition, written as plainly as possible (loops, no vectorisation)."""
-    c = logits.shape[1]
+    _, c = logits.shape
     M = torch.zeros(c, c, dtype=torch.float64)
     for z in logits.double():
         for i in range(c):
@@ -97,6 +97,12 @@ def test_bad_mass_and_shapes():
     assert default_off_diagonal_mass(10) == 0.8 and default_off_diagonal_mass(100) == 0.98
 
 
+def _basis_of_ones_complement(c: int) -> torch.Tensor:
+    """An orthonormal basis of 1^⊥ found by QR of the centring matrix (not the library's Helmert basis)."""
+    q, _ = torch.linalg.qr(torch.eye(c) - torch.full((c, c), 1.0 / c))
+    return q[:, : c - 1]
+
+
 def test_kfac_penalty_matches_materialised_correlation():
     g = torch.Generator().manual_seed(0)
     feats, logits = torch.randn(64, 6, generator=g), torch.randn(64, 4, generator=g)
@@ -104,7 +110,11 @@ def test_kfac_penalty_matches_materialised_correlation():
     A = feats.T @ feats / 64
     G = torch.diag(p.mean(0)) - p.T @ p / 64
     damp = lambda X: X + 0.1 * X.diagonal().mean() * torch.eye(len(X))
-    R = correlation_from_covariance(torch.linalg.inv(torch.kron(damp(G), damp(A))))
+    # The class covariance: damped and inverted on 1^⊥, the direction 1 given the mean variance of the others.
+    Q = _basis_of_ones_complement(4)
+    cov_sub = torch.linalg.inv(damp(Q.T @ G @ Q))
+    cov_G = Q @ cov_sub @ Q.T + cov_sub.trace() / 3 * torch.full((4, 4), 1.0 / 4)
+    R = correlation_from_covariance(torch.kron(cov_G.contiguous(), torch.linalg.inv(damp(A)).contiguous()))
     expected = torch.linalg.matrix_norm(R) / (4 * 6) ** 0.5
     assert torch.allclose(kfac_correlation_penalty(feats, logits), expected, rtol=1e-4)
 

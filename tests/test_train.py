@@ -11,6 +11,7 @@ from s2o_lib.attacks import pgd
 from s2o_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from s2o_lib.config import seed_everything
 from s2o_lib.data import make_loader, tensors
+from s2o_lib.defenses import parse_method
 from s2o_lib.errors import S2OError
 from s2o_lib.models import build_model
 from s2o_lib.train import (
@@ -19,7 +20,7 @@ from s2o_lib.train import (
     EvalConfig,
     LossConfig,
     OptimConfig,
-    _awp_settings,
+    _defense_config,
     fit,
     fit_options,
     make_optimizer,
@@ -232,9 +233,34 @@ def test_one_mapping_from_a_profile_to_fit(monkeypatch, tmp_path):
     assert seen[0] == seen[1] == settings
 
 
-def test_awp_none_means_the_base_default_in_one_place():
-    assert _awp_settings(AWPConfig()) == {"awp_gamma": 5e-3, "awp_warmup": 10}
-    assert _awp_settings(AWPConfig(gamma=0.02, warmup=0)) == {"awp_gamma": 0.02, "awp_warmup": 0}
+def test_awp_none_means_the_base_methods_default():
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    resolve = lambda method, awp: _defense_config(model, parse_method(method), AttackConfig(), LossConfig(), awp)
+    assert (resolve("at+awp", AWPConfig()).awp_gamma, resolve("at+awp", AWPConfig()).awp_warmup) == (1e-2, 0)
+    assert (resolve("trades+awp", AWPConfig()).awp_gamma, resolve("trades+awp", AWPConfig()).awp_warmup) == (5e-3, 10)
+    chosen = resolve("trades+awp", AWPConfig(gamma=0.02, warmup=0))
+    assert (chosen.awp_gamma, chosen.awp_warmup) == (0.02, 0)
+
+
+@pytest.mark.parametrize(("method", "awp", "first_awp_epoch"),
+                         [("at+awp", None, 1), ("trades+awp", AWPConfig(warmup=2), 2), ("at+awp", AWPConfig(warmup=3), 3)])
+def test_awp_starts_at_the_epoch_the_scripts_start_it(monkeypatch, digits, method, awp, first_awp_epoch):
+    """The scripts' rule ``epoch >= awp_warmup`` with epochs counted from 1: warm-up 0 and 1 both start at epoch 1."""
+    import s2o_lib.train
+
+    active: list[bool] = []
+    real_step = s2o_lib.train.training_step
+
+    def recording_step(*args, awp=None, **kwargs):
+        active.append(awp is not None)
+        return real_step(*args, awp=awp, **kwargs)
+
+    monkeypatch.setattr(s2o_lib.train, "training_step", recording_step)
+    train = torch.utils.data.TensorDataset(*tensors(digits[0], n=32))
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    fit(model, make_loader(train, batch_size=32, shuffle=False), method=method, epochs=3, awp=awp, progress=False,
+        **fit_options(lr=0.05, eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=1))
+    assert active == [epoch >= first_awp_epoch for epoch in (1, 2, 3)]
 
 
 def test_the_per_epoch_evaluation_leaves_training_unchanged(digits):

@@ -111,7 +111,7 @@ def pgd_acc(model, *, seed=0, **kwargs):
 
     Results are remembered, so asking twice for the same model and settings costs nothing.
     """
-    kwargs = {"norm": "linf", "loss": "ce", "random_start": True, "restarts": 1, "targeted": False, **kwargs}
+    kwargs = {"norm": "linf", "loss": "ce", "init": "uniform", "restarts": 1, "targeted": False, **kwargs}
     key = (id(model), seed, tuple(sorted(kwargs.items())))
     if key not in _results:
         torch.manual_seed(seed)
@@ -181,7 +181,7 @@ eps_toy, alpha_toy, steps_toy = 0.1, 0.025, 8
 paths = {}
 for norm in ("linf", "l2"):
     paths[norm] = torch.stack([X_toy] + [
-        pgd(toy, X_toy, Y_toy, eps=eps_toy, alpha=alpha_toy, steps=k, norm=norm, random_start=False)
+        pgd(toy, X_toy, Y_toy, eps=eps_toy, alpha=alpha_toy, steps=k, norm=norm, init="none")
         for k in range(1, steps_toy + 1)
     ])  # (steps + 1, points, 2)
 with torch.no_grad():
@@ -278,7 +278,7 @@ alpha_factors = [0.01, 0.05, 0.25, 1.0, 2.0]
 acc_alpha = [pgd_acc(model_at, eps=eps, alpha=a * eps, steps=10) for a in alpha_factors]
 restarts_grid = [1, 3]
 acc_restarts = [pgd_acc(model_at, **attack, restarts=r) for r in restarts_grid]
-acc_no_start = pgd_acc(model_at, **attack, random_start=False)
+acc_no_start = pgd_acc(model_at, **attack, init="none")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -477,7 +477,7 @@ def sanity_checks_by_hand(model, *, eps, large_eps, tol=0.05):
 checks = {name: sanity_checks_by_hand(m, eps=eps, large_eps=eps_grid[-1])
           for name, m in (("standard", model_std), ("AT", model_at), ("masked (logits x 1e4)", model_masked))}
 torch.manual_seed(0)
-acc_masked_no_start = pgd_acc(model_masked, **attack, random_start=False)
+acc_masked_no_start = pgd_acc(model_masked, **attack, init="none")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -523,7 +523,7 @@ assert acc_masked_no_start == clean["standard"], "with zero gradients and no ran
 # ## Exercise: PGD in L2, by hand
 # Write `pgd_l2_by_hand(model, x, y, *, eps, alpha, steps)` without random start: the step is
 # $\alpha\, g / \|g\|_2$ (per image), the projection rescales $\delta$ to length at most ε, then clip to
-# $[0, 1]$. Check it against `pgd(..., norm="l2", random_start=False)`. Then: why does the L2 step not need a
+# $[0, 1]$. Check it against `pgd(..., norm="l2", init="none")`. Then: why does the L2 step not need a
 # `sign`?
 #
 # <details><summary>Solution</summary>
@@ -543,7 +543,7 @@ assert acc_masked_no_start == clean["standard"], "with zero gradients and no ran
 #     return x_adv
 #
 # ours = pgd_l2_by_hand(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10)
-# lib = pgd(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10, norm="l2", random_start=False)
+# lib = pgd(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10, norm="l2", init="none")
 # assert torch.allclose(ours, lib, atol=1e-5)
 # ```
 #

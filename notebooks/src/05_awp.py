@@ -29,7 +29,7 @@ from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
 # ## The profile
-# In `smoke` everything is small: 6 epochs (AWP starts after `awp_warmup` = 1 epoch), the landscape is
+# In `smoke` everything is small: 6 epochs (AWP is active from epoch `awp_warmup` = 2 on), the landscape is
 # scanned at 13 points on **one fixed batch of 256 training images** whose adversarial examples are computed
 # **once per model** (at the trained weights) and then held fixed along the scan, and the gap is measured on
 # a few hundred images.
@@ -54,7 +54,8 @@ print(profile.notes)
 # $$
 #
 # The weight perturbation $v$ is **relative**: for every layer $l$ its norm is at most γ times that layer's
-# weight norm (γ = 5·10⁻³), so it means the same for big and small layers. Like the inner attack, the inner
+# weight norm (the AWP authors use γ = 10⁻² in their AT script and 5·10⁻³ in their TRADES script;
+# `s2o_lib.defenses.AWP_DEFAULTS` holds both), so it means the same for big and small layers. Like the inner attack, the inner
 # max is approximated — with a **single** ascent step:
 #
 # 1. copy the model to a **proxy**, take one SGD step on the proxy that *increases* the loss (learning rate
@@ -201,7 +202,7 @@ for name, losses in landscapes.items():
 # The standard model's robust loss is high everywhere: its adversarial examples fool it completely. The two
 # adversarially trained models have a low robust loss at α = 0, and the question is how fast it rises. In the
 # paper's CIFAR-10 runs AWP's curve is clearly the flatter one. In `smoke` — six epochs, AWP active for five of
-# them, γ = 5·10⁻³, one random direction — the difference can be small, and which curve is flatter along a
+# them, γ = 10⁻² (the AT script's), one random direction — the difference can be small, and which curve is flatter along a
 # *single* direction can change with the seed; Exercise 1 averages over several.
 #
 # ## The robust generalisation gap
@@ -257,7 +258,7 @@ assert gap["PGD-AT"][1]["pgd20"] > on_test_std["pgd20"] + 0.1, "PGD-AT must beat
 # ## Exercise
 # 1. One random direction is one sample. Average the landscape of each model over five directions
 #    (`seed=0..4`). Is AT+AWP flatter on average?
-# 2. Train AT+AWP with a four times larger γ (`awp_gamma=0.02`) and add it to the landscape and the gap.
+# 2. Train AT+AWP with a twice larger γ (`awp_gamma=0.02`) and add it to the landscape and the gap.
 #
 # <details><summary>Solution</summary>
 #
@@ -277,8 +278,8 @@ assert gap["PGD-AT"][1]["pgd20"] > on_test_std["pgd20"] + 0.1, "PGD-AT must beat
 # 1. Averaging removes most of the direction-to-direction noise; on CIFAR-10 AWP's average curve is clearly
 #    flatter. On the smoke digits expect a small difference.
 # 2. A larger γ flattens the landscape further but, past a point, costs clean and robust accuracy: the model
-#    is trained for the worst case of a bigger weight neighbourhood than it needs. Wu et al. found γ = 5·10⁻³
-#    a good default on CIFAR-10.
+#    is trained for the worst case of a bigger weight neighbourhood than it needs. Wu et al. use γ = 10⁻² for AT
+#    and 5·10⁻³ for TRADES on CIFAR-10.
 # </details>
 
 # %% [markdown]

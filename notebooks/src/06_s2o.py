@@ -297,10 +297,11 @@ plt.show()
 # $$
 #
 # so $\Sigma = G^{-1}\otimes A_a^{-1}$ and its correlation is $R = R_G \otimes R_A$, with
-# $\|R\|_F = \|R_G\|_F\,\|R_A\|_F \ge \sqrt{CD}$ (equality only for uncorrelated weights). Both factors are damped
-# (G is singular). `s2o_lib.s2o.kfac_correlation_penalty` returns $\|R\|_F/\sqrt{CD}$ and the method
-# `+s2o-kfac` adds λ times it to the loss. **This is the paper's theoretical objective, not what the released
-# code trains** (section 3 is); we compute it here to *measure* models.
+# $\|R\|_F = \|R_G\|_F\,\|R_A\|_F \ge \sqrt{CD}$ (equality only for uncorrelated weights). Both factors are damped;
+# G is singular (the all-ones vector is in its null space), so its factor is formed on the $C-1$ directions
+# orthogonal to $\mathbf 1$ and damped there, or the damping, not the model, would set $R_G$. `s2o_lib.s2o.kfac_correlation_penalty` returns $\|R\|_F/\sqrt{CD}$ and the method
+# `+s2o-kfac` adds λ times it to the loss. **This is the library's KFAC-Laplace reading of the paper's
+# objective (the damping and the weight λ are ours), not what the released code trains** (section 3 is); we compute it here to *measure* models.
 
 # %%
 def laplace_correlation(model, x):
@@ -505,8 +506,8 @@ print(f"at+s2o / at = {median['at+s2o'] / median['at']:.2f}  (pass count predict
 # - With a correlated posterior $\mathcal N(w, \sigma^2 S)$ the robust bound gains $-\sum\ln\det S_i$ and a factor
 #   $\max\|S_i\|_2$; for a correlation matrix both shrink as $\|S\|_F$ shrinks — so S²O **decorrelates**.
 # - The **released code** does it with a cheap soft-target regulariser built from the batch's logit second moment
-#   ($0.9\,\mathrm{CE}_{adv} + 0.1\,R$ for AT); the **theory's** objective, a KFAC-Laplace estimate
-#   $\|R_G\|_F\|R_A\|_F$ of the last layer's posterior correlation, is available as `+s2o-kfac`.
+#   ($0.9\,\mathrm{CE}_{adv} + 0.1\,R$ for AT); the library's KFAC-Laplace reading of the **theory's** objective,
+#   $\|R_G\|_F\|R_A\|_F$ of the last layer's posterior correlation (damping and weight ours), is `+s2o-kfac`.
 # - Cost: one extra clean forward/backward for AT+S²O, almost nothing for TRADES+S²O.
 # - On tiny smoke runs the gain is within noise; the authors' CIFAR-10 numbers come from 200-epoch runs.
 #
