@@ -97,7 +97,7 @@ def epsilon_explorer(
     eps: float | None = None,
     attack: ExplorerAttack = "fgsm",
     n: int = 6,
-    width: str = "36em",
+    width: str = "48em",
 ) -> EpsilonExplorer:
     """An ipywidgets slider over ε (30 steps from 0 to ``max_eps``) that redraws `epsilon_figure`.
 

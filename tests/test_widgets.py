@@ -36,7 +36,7 @@ def test_starts_at_a_non_zero_eps_with_a_wide_track(tiny):
     slider = widgets.epsilon_explorer(*tiny, max_eps=0.3).kwargs_widgets[0]
     assert slider.value == pytest.approx(0.15) and slider.max == pytest.approx(0.3)
     assert slider.step == pytest.approx(0.01)
-    assert slider.layout.width == "36em" and slider.style.description_width == "initial"
+    assert slider.layout.width == "48em" and slider.style.description_width == "initial"
     explicit = widgets.epsilon_explorer(*tiny, max_eps=0.3, eps=0.1, width="50em").kwargs_widgets[0]
     assert explicit.value == pytest.approx(0.1) and explicit.layout.width == "50em"
 
