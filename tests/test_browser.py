@@ -12,6 +12,7 @@ notebook in headless chromium, runs all cells, moves the ε slider with the keyb
 
 Chromium comes from apt (``apt-get install chromium``, which `.ci/run` does), not from Playwright's download,
 which needs a network. Without chromium or Playwright the test is skipped, unless ``CI`` is set: then it fails.
+Screenshots of the explorer before and after go to ``$S2O_BROWSER_SCREENSHOTS`` (default: the test's tmp_path).
 Every wait is on a condition (a selector, the kernel's status, a promise), never a fixed sleep.
 """
 
@@ -97,7 +98,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
     root, port, token = _lab_folder(tmp), _free_port(), secrets.token_hex(16)
     env = {**os.environ, "S2O_PROFILE": "smoke", "S2O_RUNS": str(tmp / "runs"), "PYTHONPATH": str(root),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-           "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime")}
+           "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_DATA_DIR": str(tmp / "data"),  # no trust database
+           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime")}
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
                "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp: its commands and the kernel's status
@@ -173,28 +175,36 @@ def _run_all(page) -> None:
 
 
 def test_notebook_01_slider_redraws_and_widgets_load_cleanly(lab, browser_page, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
     page, messages = browser_page
     page.goto(lab)
-    explorer_cell = page.locator(".jp-CodeCell", has_text="epsilon_explorer(model")
-    explorer_cell.scroll_into_view_if_needed()
-    saved = explorer_cell.locator(".jp-OutputArea").inner_text()
-    assert "interactive(children=" not in saved, f"the saved explorer reads as ipywidgets' repr: {saved!r}"
+    saved = page.locator(".jp-CodeCell", has_text="epsilon_explorer(model").locator(".jp-OutputArea-output")
+    # An untrusted notebook shows the saved widget's text/plain: the explorer's sentence, not ipywidgets' repr.
+    expect(saved).to_contain_text("ε-explorer: a slider over", timeout=PAGE_S * 1000)
 
     _run_all(page)
+    shots = Path(os.environ.get("S2O_BROWSER_SCREENSHOTS", tmp_path))  # e.g. for a CI job to keep them
+    shots.mkdir(parents=True, exist_ok=True)
     explorer = page.locator(".widget-interact")
     explorer.scroll_into_view_if_needed()
     image, readout = explorer.locator(".widget-output img"), explorer.locator(".widget-readout")
     image.wait_for()
     before, eps_before = image.get_attribute("src"), readout.inner_text()
-    explorer.screenshot(path=tmp_path / "slider_before.png")
+    explorer.screenshot(path=shots / "slider_before.png")
 
     explorer.locator(".noUi-handle").focus()
     page.keyboard.press("End")  # one step to the right end: one change, so one redraw to wait for
-    page.wait_for_function(FIGURE_CHANGED, arg=before, timeout=REDRAW_S * 1000)
+    try:
+        page.wait_for_function(FIGURE_CHANGED, arg=before, timeout=REDRAW_S * 1000)
+    except PlaywrightTimeout:
+        pytest.fail(f"the figure did not change within {REDRAW_S} s of moving the slider to ε = "
+                    f"{readout.inner_text()} (from {eps_before})", pytrace=False)
     page.wait_for_function(KERNEL_IDLE)
-    explorer.screenshot(path=tmp_path / "slider_after.png")
+    explorer.screenshot(path=shots / "slider_after.png")
     assert readout.inner_text() != eps_before, "the slider's readout did not move"
-    print(f"{NOTEBOOK}: ε {eps_before} -> {readout.inner_text()}; screenshots in {tmp_path}")
+    print(f"{NOTEBOOK}: ε {eps_before} -> {readout.inner_text()}; screenshots in {shots}")
 
     print("\n".join(messages) or "no console errors or warnings")
     widget_messages = [m for m in messages if WIDGET_MESSAGE.search(m)]
