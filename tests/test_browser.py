@@ -52,10 +52,14 @@ def _missing() -> str | None:
     return None
 
 
-if (_reason := _missing()) is not None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI is set but the browser test cannot run: {_reason}", pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
+def _require_browser() -> None:
+    """Skip without chromium or Playwright; fail instead where ``CI`` is set (after collection, so that one
+    missing browser fails this test and not the whole session)."""
+    reason = _missing()
+    if reason is not None and os.environ.get("CI"):
+        pytest.fail(f"CI is set but the browser test cannot run: {reason}", pytrace=False)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -94,6 +98,7 @@ def _wait_for_server(server: subprocess.Popen, url: str, log: Path) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[str]:
     """The URL of notebook 01 in a JupyterLab started for this module (token included); shut down in all cases."""
+    _require_browser()
     tmp = tmp_path_factory.mktemp("lab")
     root, port, token = _lab_folder(tmp), _free_port(), secrets.token_hex(16)
     env = {**os.environ, "S2O_PROFILE": "smoke", "S2O_RUNS": str(tmp / "runs"), "PYTHONPATH": str(root),
