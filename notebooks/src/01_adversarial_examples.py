@@ -27,7 +27,7 @@ from s2o_lib.attacks import fgsm
 from s2o_lib.config import get_device, get_profile, seed_everything
 from s2o_lib.data import dataset_info, tensors
 from s2o_lib.plots import image_grid, plot_accuracy_vs_eps
-from s2o_lib.widgets import epsilon_explorer, epsilon_figure
+from s2o_lib.widgets import epsilon_explorer
 from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
@@ -271,17 +271,13 @@ plt.show()
 
 # %% [markdown]
 # ## Explore ε yourself
-# Drag the slider: at which ε do the predictions start to change, and at which ε do *you* stop recognising
-# the digits? (Widgets need a live Jupyter kernel; the static figures below show the same for a few ε.)
+# The figure above used the profile's ε. The slider below starts at a third of it and goes up to twice it:
+# drag it (or click its handle and use the arrow keys). At which ε do the predictions start to change, and at
+# which ε do *you* stop recognising the digits? The slider needs a running kernel: run the notebook to use it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-epsilon_explorer(model, x[:6], y[:6], max_eps=2 * profile.eps, attack="fgsm")
-
-# %%
-for eps in (profile.eps / 3, profile.eps, 2 * profile.eps):
-    epsilon_figure(model, x, y, eps=eps, attack="fgsm", n=6)
-plt.show()
+epsilon_explorer(model, x[:6], y[:6], max_eps=2 * profile.eps, eps=profile.eps / 3, attack="fgsm")
 
 # %% [markdown]
 # ## Accuracy versus ε

@@ -147,8 +147,8 @@ for name, result in table.results.items():
 # of attacks (AutoAttack's design), never by PGD alone.
 #
 # ## 4 · The comparison table
-# Accuracies in percent; the ΔS²O columns give, on every `+s2o` row, S²O minus its base method in percentage
-# points (e.g. `trades+awp+s2o` − `trades+awp`).
+# The first table gives the accuracies in percent; the second, on every `+s2o` row, S²O minus its base method in
+# percentage points (e.g. `trades+awp+s2o` − `trades+awp`).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -156,7 +156,10 @@ for name, result in table.results.items():
 print(table.protocol_line())
 frame = table.to_dataframe(percent=True, with_gain=True)
 gain_columns = [column for column in frame if column.startswith("ΔS²O")]
-frame.style.format("{:.1f}", na_rep="").format("{:+.1f}", subset=gain_columns, na_rep="")
+accuracy = frame.drop(columns=gain_columns)
+gain = frame[gain_columns].dropna(how="all").rename(columns=lambda column: column.removeprefix("ΔS²O "))
+display(accuracy.style.format("{:.1f}").set_caption("Accuracy (%)"),
+        gain.style.format("{:+.1f}").set_caption("ΔS²O: S²O minus its base method (percentage points)"))
 
 # %%
 for name, result in table.results.items():
@@ -305,7 +308,8 @@ plt.show()
 
 # %%
 published = pd.DataFrame(published_table(include_context=True))
-published
+with pd.option_context("display.max_colwidth", None):  # pandas cuts text at 50 characters by default
+    display(published.set_index(["source", "method"]))  # one block of rows per source, each named once
 
 # %% [markdown]
 # In the `paper` profile (CIFAR-10, PreAct ResNet-18, 200 epochs, standard AutoAttack on the full test set) the
