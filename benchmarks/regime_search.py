@@ -94,9 +94,13 @@ class Regime:
 
     @property
     def key(self) -> str:
+        """The regime's name without its AWP settings (those belong to the AWP methods' labels)."""
         sched = "const" if self.schedule == "constant" else "pw" + "-".join(str(m) for m in self.milestones)
-        return (f"n{self.subset}{self.subset_kind[0]}{self.data_seed}-e{self.epochs}-{sched}-lr{self.lr:g}"
-                f"-b{self.batch_size}-awp{self.awp_gamma:g}w{self.awp_warmup}")
+        return f"n{self.subset}{self.subset_kind[0]}{self.data_seed}-e{self.epochs}-{sched}-lr{self.lr:g}-b{self.batch_size}"
+
+    def label(self, method: str) -> str:
+        """``method``, with the AWP settings appended for AWP methods (e.g. ``at+awp[g0.01,w0]``)."""
+        return f"{method}[g{self.awp_gamma:g},w{self.awp_warmup}]" if "awp" in method.split("+") else method
 
 
 def subsets(regime: Regime, *, val_n: int) -> tuple[TensorDataset, TensorDataset]:
@@ -160,13 +164,15 @@ def run_one(regime: Regime, method: str, seed: int, *, round_name: str, curve_po
     """
     train, val = subsets(regime, val_n=val_n)
     test = load_dataset("digits", "test")
-    folder = OUT_DIR / "ckpt" / round_name / regime.key / f"{method}-seed{seed}"
+    folder = OUT_DIR / "ckpt" / round_name / regime.key / f"{regime.label(method)}-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     curve_file = folder / "curve.jsonl"
     curve = [json.loads(line) for line in curve_file.read_text().splitlines()] if curve_file.exists() else []
     seed_everything(seed)
     model = build_model("small-cnn", num_classes=10, in_channels=1)
-    sets = {"train": train, "val": val, "test": test}
+    # Without images left for validation (the full training split) the "best" epoch is picked on the test split.
+    sets = {"train": train, **({"val": val} if len(val) else {}), "test": test}
+    select = "val_pgd10" if len(val) else "test_pgd10"
     every = max(1, regime.epochs // curve_points) if curve_points and method != "standard" else regime.epochs
     marks = sorted({*range(every, regime.epochs + 1, every), regime.epochs})
     seconds: list[float] = []
@@ -175,13 +181,13 @@ def run_one(regime: Regime, method: str, seed: int, *, round_name: str, curve_po
         if any(p["epoch"] == epoch for p in curve):
             continue
         point = _curve_point(model, sets, epoch)
-        best = max((p["val_pgd10"] for p in curve), default=-1.0)
-        if point["val_pgd10"] > best:
+        best = max((p[select] for p in curve), default=-1.0)
+        if point[select] > best:
             torch.save(model.state_dict(), folder / "best_val.pt")
         curve.append(point)
         with curve_file.open("a") as f:
             f.write(json.dumps(point) + "\n")
-    best_epoch = max(curve, key=lambda p: (p["val_pgd10"], -p["epoch"]))["epoch"]
+    best_epoch = max(curve, key=lambda p: (p[select], -p["epoch"]))["epoch"]
     final: dict[str, Any] = {}
     last_test, last_bits = evaluate(model.eval(), test, FINAL_ATTACKS, autoattack=autoattack)
     last_train, _ = evaluate(model, train, ("clean", "pgd20"))
@@ -191,7 +197,8 @@ def run_one(regime: Regime, method: str, seed: int, *, round_name: str, curve_po
     best_train, _ = evaluate(model, train, ("clean", "pgd20"))
     final["best"] = {"epoch": best_epoch, "test": best_test, "test_bits": best_bits, "train": best_train}
     return {"round": round_name, "regime": asdict(regime), "key": regime.key, "milestones": regime.milestones,
-            "method": method, "seed": seed, "val_n": val_n, "train_seconds": round(sum(seconds), 3),
+            "method": method, "label": regime.label(method), "seed": seed, "val_n": len(val),
+            "best_selected_on": select, "train_seconds": round(sum(seconds), 3),
             "curve": curve, "final": final, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "host": platform.node(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -202,12 +209,15 @@ def load_records(paths: list[Path]) -> list[dict[str, Any]]:
     for path in paths:
         if path.exists():
             records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in records:  # lines written before the AWP settings moved from the key to the label
+        regime = Regime(**{**r["regime"], "milestone_fracs": tuple(r["regime"]["milestone_fracs"])})
+        r["key"], r["label"] = regime.key, regime.label(r["method"])
     return records
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     out = OUT_DIR / f"{args.round}.jsonl"
-    done = {(r["key"], r["method"], r["seed"]) for r in load_records([out])}
+    done = {(r["key"], r["label"], r["seed"]) for r in load_records([out])}
     for subset in args.subsets:
         for epochs in args.epochs:
             regime = Regime(subset=subset, epochs=epochs, subset_kind=args.subset_kind, data_seed=args.data_seed,
@@ -215,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                             batch_size=args.batch_size, awp_gamma=args.awp_gamma, awp_warmup=args.awp_warmup)
             for seed in args.seeds:
                 for method in args.methods:
-                    if (regime.key, method, seed) in done:
+                    if (regime.key, regime.label(method), seed) in done:
                         continue
                     t0 = time.perf_counter()
                     record = run_one(regime, method, seed, round_name=args.round, curve_points=args.curve_points,
@@ -224,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     with out.open("a") as f:
                         f.write(json.dumps(record) + "\n")
                     last, best = record["final"]["last"], record["final"]["best"]
-                    print(f"{regime.key} {method:12s} seed {seed}: test pgd20 {last['test']['pgd20']:.3f} "
+                    print(f"{regime.key} {regime.label(method):12s} seed {seed}: test pgd20 {last['test']['pgd20']:.3f} "
                           f"(best@{best['epoch']} {best['test']['pgd20']:.3f}) train pgd20 "
                           f"{last['train']['pgd20']:.3f} clean {last['test']['clean']:.3f} "
                           f"[{record['train_seconds']:.0f}s train, {record['wall_seconds']:.0f}s wall]", flush=True)
@@ -274,10 +284,10 @@ def _p(x: float) -> str:
 
 # ============================================================================================ report
 def _group(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
-    """``{regime key: {method: {seed: record}}}`` (a later line for the same run replaces an earlier one)."""
+    """``{regime key: {label: {seed: record}}}`` (a later line for the same run replaces an earlier one)."""
     out: dict[str, dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for r in records:
-        out[r["key"]][r["method"]][r["seed"]] = r
+        out[r["key"]][r["label"]][r["seed"]] = r
     return out
 
 
@@ -286,10 +296,15 @@ def _ms(values: list[float]) -> str:
     return f"{100 * mean:.1f}" + ("" if math.isnan(sd) else f" ± {100 * sd:.1f}")
 
 
-def method_table(by_method: dict[str, dict[int, dict[str, Any]]], *, which: str = "last") -> list[str]:
-    """Mean ± sd over seeds of the accuracies, the robust gap and robust overfitting, one row per method."""
-    has_aa = any("autoattack" in r["final"]["last"]["test"] for runs in by_method.values() for r in runs.values())
-    head = ["method", "seeds", "clean", "PGD-20", "CW-20", *(["AA-fast"] if has_aa else []), "worst",
+def method_table(by_method: dict[str, dict[int, dict[str, Any]]], *, which: str = "last",
+                 regime: str | None = None) -> list[str]:
+    """Mean ± sd over seeds of the accuracies, the robust gap and robust overfitting, one row per method.
+
+    With ``regime`` every row starts with that regime's name (and AutoAttack is left out), for a summary table.
+    """
+    has_aa = regime is None and any("autoattack" in r["final"]["last"]["test"] for runs in by_method.values()
+                                    for r in runs.values())
+    head = [*(["regime"] if regime else []), "method", "seeds", "clean", "PGD-20", "CW-20", *(["AA-fast"] if has_aa else []), "worst",
             "train PGD-20", "gap", "best ep. (val)", "PGD-20 @best", "last − best", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, runs in by_method.items():
@@ -299,7 +314,7 @@ def method_table(by_method: dict[str, dict[int, dict[str, Any]]], *, which: str 
         gap = [f["train"]["pgd20"] - f["test"]["pgd20"] for f in fin]
         drop = [r["final"]["last"]["test"]["pgd20"] - r["final"]["best"]["test"]["pgd20"] for r in rs]
         epochs = sorted(r["final"]["best"]["epoch"] for r in rs)
-        row = [method, str(len(rs)), _ms(test["clean"]), _ms(test["pgd20"]), _ms(test["cw20"]),
+        row = [*([regime] if regime else []), method, str(len(rs)), _ms(test["clean"]), _ms(test["pgd20"]), _ms(test["cw20"]),
                *([_ms(test.get("autoattack", [float("nan")]))] if has_aa else []), _ms(test["worst_case"]),
                _ms([f["train"]["pgd20"] for f in fin]), _ms(gap), ",".join(map(str, epochs)),
                _ms([r["final"]["best"]["test"]["pgd20"] for r in rs]), _ms(drop),
@@ -312,8 +327,8 @@ def pair_table(by_method: dict[str, dict[int, dict[str, Any]]], *, attacks: tupl
                which: str = "last", per_seed: bool = True) -> list[str]:
     """Paired differences (treatment − baseline, points) per seed with McNemar, and across seeds."""
     lines: list[str] = []
-    for base, treat in PAIRS:
-        if base not in by_method or treat not in by_method:
+    for base, treat in ((b, t) for b, tr in PAIRS for t in by_method if t == tr or t.startswith(tr + "[")):
+        if base not in by_method:
             continue
         seeds = sorted(set(by_method[base]) & set(by_method[treat]))
         for attack in attacks:
@@ -349,7 +364,7 @@ def curve_table(by_method: dict[str, dict[int, dict[str, Any]]], methods: list[s
         cells = []
         for m in methods:
             pts = [p for r in by_method[m].values() for p in r["curve"] if p["epoch"] == e]
-            cells.append(" / ".join(f"{100 * sum(p[f'{k}_pgd10'] for p in pts) / len(pts):.1f}"
+            cells.append(" / ".join(f"{100 * sum(p.get(f'{k}_pgd10', math.nan) for p in pts) / len(pts):.1f}"
                                     for k in ("train", "val", "test")) if pts else "")
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
     return lines
@@ -358,13 +373,14 @@ def curve_table(by_method: dict[str, dict[int, dict[str, Any]]], methods: list[s
 def cmd_report(args: argparse.Namespace) -> None:
     records = load_records([OUT_DIR / f"{r}.jsonl" for r in args.round])
     out: list[str] = []
-    for key, by_method in sorted(_group(records).items()):
-        if args.key and key not in args.key:
-            continue
-        order = [m for m in ("standard", "at", "at+s2o", "at+awp", "trades", "trades+s2o", "mart", "mart+s2o")
-                 if m in by_method] + sorted(m for m in by_method if m not in ("standard", "at", "at+s2o", "at+awp",
-                                                                                  "trades", "trades+s2o", "mart",
-                                                                                  "mart+s2o"))
+    groups = {k: v for k, v in sorted(_group(records).items()) if not args.key or k in args.key}
+    if args.summary:
+        rows = [line for key, by in groups.items() for line in method_table(by, which=args.which, regime=key)]
+        out = [rows[0], rows[1], *(r for r in rows if not r.startswith(("| regime", "|---")))]
+        groups = {}
+    for key, by_method in groups.items():
+        rank = ("standard", "at", "at+s2o", "at+awp", "trades", "trades+s2o", "mart", "mart+s2o")
+        order = sorted(by_method, key=lambda m: (rank.index(m.split("[")[0]) if m.split("[")[0] in rank else 99, m))
         by_method = {m: by_method[m] for m in order}
         out += [f"### {key} (milestones {next(iter(next(iter(by_method.values())).values()))['milestones']})", "",
                 f"Final model ({args.which} epoch), whole test split (360), accuracies in %, mean ± sd over seeds:",
@@ -448,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--key", nargs="*", help="only these regime keys")
     rep.add_argument("--which", choices=("last", "best"), default="last", help="last epoch or best-on-validation")
     rep.add_argument("--curves", nargs="*", help="methods whose over-epochs curve to print")
+    rep.add_argument("--summary", action="store_true", help="one table, one row per (regime, method)")
     rep.add_argument("--no-per-seed", action="store_true", help="omit the per-seed McNemar cells")
     rep.add_argument("--out", help="also write the markdown here")
     tim = sub.add_parser("time", help="training seconds per method in one regime (use under flock, 2 threads)")
