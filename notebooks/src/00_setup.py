@@ -7,8 +7,10 @@
 # - which **device** PyTorch will use,
 # - that the **data** loads and looks right.
 #
-# Choose the profile with the environment variable `S2O_PROFILE` before starting Jupyter
-# (`S2O_PROFILE=class jupyter lab`). Without it you get `class` on a GPU and `smoke` on a CPU.
+# Choose the profile in the **first code cell** of every notebook (`S2O_PROFILE = "class"`), or with the
+# environment variable `S2O_PROFILE` before starting Jupyter (`S2O_PROFILE=class jupyter lab`). Left empty, you
+# get `class` on a GPU and `smoke` on a CPU. The second cell (the set-up cell) makes `import s2o_lib` work, on
+# Colab by cloning the repository, locally by using your checkout.
 
 # %%
 import platform
