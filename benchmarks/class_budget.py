@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import platform
 import statistics
 import sys
@@ -755,7 +756,7 @@ def effective_profile(args: argparse.Namespace) -> tuple[Profile, tuple[str, ...
     unknown = set(changes) - known
     if unknown:
         raise S2OError(f"not Profile fields: {', '.join(sorted(unknown))}")
-    return base.with_(**changes), methods
+    return dataclasses.replace(base, **changes), methods
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

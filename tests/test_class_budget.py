@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_notebook_08_trains_only_its_method_list():
 
 def test_the_profile_drives_the_costs():
     base = cb.get_profile("class")
-    short = {c.name: c for c in _costs(base.with_(epochs=base.epochs // 3))}
+    short = {c.name: c for c in _costs(dataclasses.replace(base, epochs=base.epochs // 3))}
     full = {c.name: c for c in _costs(base)}
     # 02 trains AT in the profile's epochs; its per-epoch evaluation scales with them too.
     assert short["02"].train_first == pytest.approx(full["02"].train_first * (base.epochs // 3) / base.epochs)
@@ -126,7 +127,7 @@ def test_flop_units_of_a_small_model():
 
 
 def test_a_training_run_takes_the_longer_of_gpu_and_data_loading_time():
-    profile = cb.get_profile("class").with_(train_subset=1000, epochs=2)
+    profile = dataclasses.replace(cb.get_profile("class"), train_subset=1000, epochs=2)
     costs = {c.name: c for c in cb.notebook_costs(profile, UNIT, cb.ASSUMED, tuple(cb.COMPARISON_METHODS),
                                                   data_us=50.0)}
     (flops, data), = costs["02"].runs_first                          # AT, first trained in 02

@@ -344,5 +344,5 @@ def test_published_table_comes_from_presets():
 def test_comparison_methods_are_pairs_of_valid_methods():
     assert [parse_method(name).name for name in COMPARISON_METHODS] == list(COMPARISON_METHODS)
     bases = [name for name in COMPARISON_METHODS if parse_method(name).s2o is None and name != "standard"]
-    assert bases == ["at", "trades", "mart", "at+awp", "trades+awp"]
+    assert bases == ["at", "trades", "mart", "avmixup", "at+awp", "trades+awp"]
     assert all(f"{base}+s2o" in COMPARISON_METHODS for base in bases)
