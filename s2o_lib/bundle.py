@@ -408,6 +408,14 @@ def fetch(
 
 
 # --------------------------------------------------------------------------------------------- the zoo's hook
+def _installed_url(marker: Path) -> str | None:
+    """The URL of the bundle installed in a profile's cache (`INSTALLED`), ``None`` if unreadable."""
+    try:
+        return json.loads(marker.read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: Mapping[str, Any]) -> History | None:
     """The zoo's hook: a run missing from the cache, loaded from the profile's bundle (``None``: train it).
 
@@ -428,7 +436,7 @@ def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: M
     cache = folder.parent
     key = (url, str(cache.parent.resolve()))
     marker = cache / INSTALLED
-    done = marker.is_file() and json.loads(marker.read_text() or "{}").get("url") == url
+    done = marker.is_file() and _installed_url(marker) == url
     if key not in _TRIED and not done:
         from .zoo import fit_settings
 
