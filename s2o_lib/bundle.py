@@ -342,8 +342,11 @@ def _verify_and_install(archive: Path, profile: Profile, cache: Path, staging: P
             _check_manifest(manifest, profile, expect=expect)
             listed = _read_members(tar, manifest, profile.name)
             _extract(tar, listed, staging)
-    except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise S2OError(f"the bundle is not a readable tar with a JSON manifest ({type(err).__name__})") from err
+    except (tarfile.TarError, ValueError, KeyError, TypeError, AttributeError) as err:
+        if isinstance(err, S2OError):
+            raise
+        raise S2OError(f"the bundle is not a readable tar with a well-formed {MANIFEST} ({type(err).__name__}); "
+                       "make it with `python -m s2o_lib zoo pack`") from err
     cache.mkdir(parents=True, exist_ok=True)
     installed = []
     for run in manifest["runs"]:

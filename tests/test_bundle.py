@@ -289,3 +289,20 @@ def test_cli_pack_and_fetch(trained, tmp_path, monkeypatch, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the bundle holds the 'smoke' profile") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", [b"not a tar" * 100, "manifest"])
+def test_an_unreadable_bundle_is_refused_in_one_line(tmp_path, content):
+    archive = tmp_path / "bad.tar"
+    if content == "manifest":
+        with tarfile.open(archive, "w") as tar:
+            info = tarfile.TarInfo(bundle.MANIFEST)
+            info.size = 8
+            tar.addfile(info, io.BytesIO(b"{broken "))
+    else:
+        archive.write_bytes(content)
+    url = f"{archive.as_uri()}#sha256={bundle.sha256_of(archive)}"
+    with pytest.raises(S2OError, match="not a readable tar with a well-formed manifest.json") as err:
+        bundle.fetch(TINY, url=url, root=tmp_path / "cache", progress=False)
+    assert "\n" not in str(err.value)
+    _untouched(tmp_path / "cache")
