@@ -221,6 +221,7 @@ def pack(profile: Profile | str | None, *, out: str | Path, root: str | Path | N
             for run in manifest["runs"]:
                 for name in run["files"]:
                     tar.add(cache / run["folder"] / name, arcname=f"{run['path']}/{name}", recursive=False)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a web server running as another user from serving it
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -374,7 +375,7 @@ def fetch(
         root: the model cache (default: `s2o_lib.zoo.runs_root`).
         expect: flat settings (`recorded_settings`) that runs must record, by run folder; key ``""`` applies to
             every untagged run (default: the profile's, ``fit_settings(profile)``).
-        progress: show a download progress bar.
+        progress: show a download progress bar (``TQDM_DISABLE=1`` in the environment hides it too).
         timeout: seconds to wait for the host before `BundleUnavailable`.
 
     Returns:
@@ -397,7 +398,7 @@ def fetch(
     try:
         archive = staging / "bundle.tar"
         try:
-            torch.hub.download_url_to_file(base, str(archive), progress=progress)
+            torch.hub.download_url_to_file(base, str(archive), progress=progress and not os.environ.get("TQDM_DISABLE"))
         except (urllib.error.URLError, OSError) as err:
             raise BundleUnavailable(f"could not download {base} ({getattr(err, 'reason', err)})") from err
         if sha256_of(archive) != expected:

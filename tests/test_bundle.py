@@ -116,6 +116,7 @@ def _untouched(cache: Path) -> None:
 def test_pack_writes_a_manifest_with_every_file(server, trained):
     folder, _ = server
     archive = folder / "s2o-smoke.tar"
+    assert archive.stat().st_mode & 0o777 == 0o644  # a web server running as another user can read it
     assert (folder / "s2o-smoke.tar.sha256").read_text().split()[0] == hashlib.sha256(archive.read_bytes()).hexdigest()
     with tarfile.open(archive) as tar:
         manifest = json.loads(tar.extractfile(bundle.MANIFEST).read())
