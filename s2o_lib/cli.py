@@ -242,6 +242,35 @@ def _add_run_notebooks_parser(sub: Any) -> None:
     r.set_defaults(func=_run_notebooks)
 
 
+def _zoo(args: argparse.Namespace) -> int:
+    from .bundle import fetch, pack
+
+    if args.zoo_command == "pack":
+        out = pack(args.profile, out=args.out, root=args.runs)
+        print(f"wrote {out} and {out}.sha256; publish both (e.g. as release assets) or point S2O_ZOO_URL at {out.name}")
+        return 0
+    installed = fetch(args.profile, url=args.url, root=args.runs, progress=not args.no_progress)
+    print(f"installed {len(installed)} run(s): {', '.join(p.name for p in installed) or 'all were cached already'}")
+    return 0
+
+
+def _add_zoo_parser(sub: Any) -> None:
+    z = sub.add_parser("zoo", help="pack or fetch a profile's pretrained models (a verified .tar bundle)",
+                       description="Pretrained-model bundles (s2o_lib.bundle): pack a profile's cached runs into a "
+                                   ".tar with a manifest and sha256s, or download, verify and unpack one.")
+    zsub = z.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
+    p = zsub.add_parser("pack", help="write FILE.tar and FILE.tar.sha256 from the cached runs of a profile")
+    p.add_argument("--out", required=True, help="the bundle to write, e.g. s2o-class.tar")
+    f = zsub.add_parser("fetch", help="download a bundle, verify it and unpack its runs into the model cache")
+    f.add_argument("--url", help="the bundle's URL, http(s):// or file:// (default: $S2O_ZOO_URL, else the "
+                                 "project's release asset); #sha256=<hex> at its end replaces <url>.sha256")
+    f.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    for action in (p, f):
+        action.add_argument("--profile", help="smoke, class or paper (default: S2O_PROFILE, else by device)")
+        action.add_argument("--runs", type=Path, help="the model cache (default: $S2O_RUNS, else runs/)")
+    z.set_defaults(func=_zoo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m s2o_lib`` and its sub-commands."""
     parser = argparse.ArgumentParser(prog="python -m s2o_lib", description=__doc__.split("\n\n")[0],
@@ -250,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_run_notebooks_parser(sub)
+    _add_zoo_parser(sub)
     sub.add_parser("presets", help="list the paper presets").set_defaults(func=_presets)
     d = sub.add_parser("download", help="download a dataset into data/ (needs a network)")
     d.add_argument("dataset")

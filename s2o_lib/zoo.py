@@ -2,7 +2,8 @@
 
 Notebook 03 trains PGD-AT, notebook 06 reuses it, notebook 08 compares every method: all of them ask
 `trained_model`, which trains only when the checkpoint is missing (and resumes a run that was cut off,
-since `fit` resumes from its checkpoint folder).
+since `fit` resumes from its checkpoint folder). A run missing from the cache is first looked for in the profile's
+pretrained bundle (`s2o_lib.bundle`, ``S2O_ZOO_URL``).
 
 Example:
     >>> from s2o_lib.zoo import trained_model                    # doctest: +SKIP
@@ -17,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from .bundle import bundled_run
 from .config import Profile, get_device, get_profile, seed_everything
 from .data import dataset_info, load_dataset, make_loader
 from .defenses import parse_method
@@ -75,6 +77,9 @@ def trained_model(
 ) -> tuple[nn.Module, History]:
     """A model trained with ``method`` in a profile, loaded from the cache when it is there.
 
+    A run missing from the cache comes from the profile's verified bundle when one is reachable
+    (`s2o_lib.bundle.bundled_run`; ``S2O_ZOO_URL=none`` turns that off), else it is trained.
+
     Args:
         method: any method name of `s2o_lib.defenses` (e.g. ``"at+s2o"``).
         profile: a `Profile`, its name, or ``None`` for the active one.
@@ -101,6 +106,9 @@ def trained_model(
     model = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
     device = get_device()
     model = model.to(device)
+    bundled = bundled_run(model, folder, profile=profile, settings=fit_settings(profile, **overrides))
+    if bundled is not None:  # the run was missing here and a verified bundle held it
+        return model.eval(), bundled
     history = fit(
         model,
         training_loader(train, batch_size=profile.batch_size, seed=seed, device=device, on_device=device_loader),
