@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import check_eps, check_images, check_int, check_labels, check_linf_eps, check_step_size
+from .checks import check_eps, check_images, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .errors import S2OError, unknown_name
+from .models import dtype_of, model_spec
 
 Norm = Literal["linf", "l2"]
 AttackLoss = Literal["ce", "cw"]
@@ -250,6 +251,7 @@ def pgd(
     (check_linf_eps if norm == "linf" else check_eps)(eps)
     _check_steps(steps, alpha, eps)
     check_images(x, y)
+    check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
     if loss not in LOSSES:
         raise unknown_name("attack loss", loss, LOSSES)
     if not isinstance(restarts, int) or restarts < 1:

@@ -154,7 +154,7 @@ def check_images(x: Tensor, y: Tensor | None = None) -> None:
         raise S2OError(hint)
     lo, hi = (v.item() for v in torch.aminmax(x.detach()))
     if math.isnan(lo) or math.isnan(hi):
-        raise S2OError("images contain NaN; check the data pipeline (a division by zero, a NaN model input)")
+        raise S2OError("images contain NaN; find where the data pipeline makes them (e.g. a division by zero)")
     if lo < 0 or hi > 1:
         raise S2OError(
             f"images must lie in [0, 1] but range over [{lo:.3g}, {hi:.3g}]; "
