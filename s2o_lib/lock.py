@@ -34,7 +34,17 @@ _HELD: dict[Path, int] = {}  # folders this process holds, with their nesting de
 
 
 class FolderBusy(S2OError):
-    """Another process holds the folder's lock."""
+    """Another process holds the folder's lock.
+
+    Attributes:
+        folder: the folder.
+        holder: who holds it, e.g. ``"pid 1234"`` (`lock_holder`).
+    """
+
+    def __init__(self, folder: Path, holder: str) -> None:
+        self.folder, self.holder = folder, holder
+        super().__init__(f"{folder} is in use by another run ({holder}); wait for it to finish, or write into "
+                         "another folder")
 
 
 def lock_holder(folder: str | Path) -> str:
@@ -52,8 +62,7 @@ def _acquire(fd: int, folder: Path, *, wait: bool) -> None:
         return
     except BlockingIOError:
         if not wait:
-            raise FolderBusy(f"{folder} is in use by another run ({lock_holder(folder)}); wait for it to finish, "
-                             "or write into another folder") from None
+            raise FolderBusy(folder, lock_holder(folder)) from None
     print(f"waiting for {lock_holder(folder)}, which is writing into {folder} ...", file=sys.stderr, flush=True)
     fcntl.flock(fd, fcntl.LOCK_EX)
 
