@@ -46,6 +46,21 @@ def _check_steps(steps: int, alpha: float, eps: float) -> None:
     check_step_size(alpha, steps=steps if eps > 0 else 0)
 
 
+def _check_pgd_args(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, norm: str,
+                    loss: str, restarts: int) -> None:
+    """`pgd`'s arguments, before any work (the labels' range is checked at the first forward pass)."""
+    if norm not in NORMS:
+        raise unknown_name("norm", norm, NORMS)
+    (check_linf_eps if norm == "linf" else check_eps)(eps)
+    _check_steps(steps, alpha, eps)
+    check_images(x, y)
+    check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
+    if loss not in LOSSES:
+        raise unknown_name("attack loss", loss, LOSSES)
+    if not isinstance(restarts, int) or restarts < 1:
+        raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for an attack and restore its previous mode afterwards.
@@ -246,16 +261,7 @@ def pgd(
     Example:
         >>> x_adv = pgd(model, x, y, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
     """
-    if norm not in NORMS:
-        raise unknown_name("norm", norm, NORMS)
-    (check_linf_eps if norm == "linf" else check_eps)(eps)
-    _check_steps(steps, alpha, eps)
-    check_images(x, y)
-    check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
-    if loss not in LOSSES:
-        raise unknown_name("attack loss", loss, LOSSES)
-    if not isinstance(restarts, int) or restarts < 1:
-        raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
+    _check_pgd_args(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, restarts=restarts)
     init = _resolve_init(init, init_std, random_start)
 
     x, y = x.detach(), y.long()

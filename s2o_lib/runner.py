@@ -252,9 +252,13 @@ def _execute(nb: Any, path: Path, *, timeout: int, kernel_name: str, env: dict[s
                 client.execute(stdout=log, stderr=log, env=env)
         # A cell that raised or timed out, a dead kernel, a kernel that never started (unknown name, ...): the
         # run stops the same way for each and says which notebook, so every exception is caught here. Ctrl-C
-        # also reaches nbclient as some other error (the kernel, in the same process group, gets it too).
+        # ends nbclient's run as some other error: nbclient's own SIGINT handler shuts the kernel down (and records
+        # that in `_async_cleanup_kernel_future`), and the cell then fails with a DeadKernelError or an
+        # AssertionError.
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
-            return (KeyboardInterrupt() if interrupted else exc), current.get("index")
+            stopped = (interrupted or getattr(client, "_async_cleanup_kernel_future", None) is not None
+                       or getattr(exc, "ename", None) == "KeyboardInterrupt")  # the kernel got the Ctrl-C too
+            return (KeyboardInterrupt() if stopped else exc), current.get("index")
     return (KeyboardInterrupt() if interrupted else None), current.get("index")
 
 
