@@ -6,7 +6,8 @@ hold a folder; the other either fails at once, naming the process that holds it 
 waits for it and then reads what it wrote (`s2o_lib.zoo`). The operating system releases the lock when its
 process ends, however it ends (exit, Ctrl-C, ``kill -9``), so a crash never leaves a folder locked. The lock
 is re-entrant within one process (`s2o_lib.train.fit` takes it again inside the command line's lock).
-On systems without ``fcntl`` (Windows) it locks nothing.
+Under ``torchrun`` only rank 0 writes checkpoints, so only rank 0 takes the lock (`writes_here`). On systems
+without ``fcntl`` (Windows) it locks nothing.
 
 Example:
     >>> from s2o_lib.lock import folder_lock                     # doctest: +SKIP
@@ -47,6 +48,12 @@ class FolderBusy(S2OError):
                          "another folder")
 
 
+def writes_here() -> bool:
+    """Whether this process writes the run's files: yes, except the ranks other than 0 of a ``torchrun`` launch
+    (``RANK`` in the environment), whose rank 0 writes them."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def lock_holder(folder: str | Path) -> str:
     """Who holds (or last held) ``folder``'s lock, as written in ``DIR/.lock`` (e.g. ``"pid 1234"``)."""
     try:
@@ -80,7 +87,7 @@ def folder_lock(folder: str | Path, *, wait: bool = False) -> Iterator[Path]:
     """
     folder = Path(folder)
     key = folder.resolve()
-    if key in _HELD or fcntl is None:
+    if key in _HELD or fcntl is None or not writes_here():
         _HELD[key] = _HELD.get(key, 0) + 1
         try:
             yield folder

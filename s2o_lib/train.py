@@ -42,7 +42,7 @@ from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
 from .evaluate import robust_accuracy
 from .fast import Precision, autocast, prepare_model
-from .lock import folder_lock
+from .lock import folder_lock, writes_here
 from .models import device_of, dtype_of, model_spec
 from .s2o import default_off_diagonal_mass
 
@@ -606,7 +606,8 @@ def fit(
         return _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"], folder=None,
                       keep_every=keep_every, progress=progress)
     with folder_lock(folder):
-        remove_stale_temporaries(folder)
+        if writes_here():
+            remove_stale_temporaries(folder)
         run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
         if resume and (folder / CHECKPOINT_NAME).exists():
             run.resume(folder / CHECKPOINT_NAME)

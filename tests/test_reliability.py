@@ -239,7 +239,7 @@ def _hold(folder: Path, seconds: float) -> subprocess.Popen:
     return process
 
 
-def test_the_cli_fails_fast_naming_the_process_that_holds_the_folder(tmp_path, capsys):
+def test_the_cli_fails_fast_naming_the_process_that_holds_the_folder(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     holder = _hold(out, 60)
     try:
@@ -249,6 +249,10 @@ def test_the_cli_fails_fast_naming_the_process_that_holds_the_folder(tmp_path, c
         assert time.perf_counter() - tick < 30 and not (out / "checkpoint.pt").exists()
         with pytest.raises(FolderBusy, match=f"pid {holder.pid}"), folder_lock(out):
             pass
+        with monkeypatch.context() as patch:  # a torchrun rank other than 0 writes nothing, so takes no lock
+            patch.setenv("RANK", "1")
+            with folder_lock(out):
+                pass
     finally:
         holder.kill()
         holder.wait()
