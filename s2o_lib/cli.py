@@ -99,6 +99,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], settings: dict[str, Any]) -> int:
     import torch
 
+    from .checkpoint import load_checkpoint
     from .config import get_device, seed_everything
     from .data import dataset_info, load_dataset, make_loader
     from .fast import training_loader
@@ -126,9 +127,11 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
                   "profile": profile.name, "preset": args.preset},
         **settings,
     )
+    saved = load_checkpoint(out / "checkpoint.pt")["meta"] if (out / "checkpoint.pt").is_file() else {}
     metrics = {
-        "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "profile": profile.name,
-        "preset": args.preset, "device": str(device), "torch": torch.__version__, "history": history.as_dict(),
+        "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "subset": args.subset,
+        "batch_size": what["batch_size"], "profile": profile.name, "preset": args.preset, "device": str(device),
+        "torch": torch.__version__, "settings": saved.get("settings"), "history": history.as_dict(),
         "final": history.last(), "best_epoch": history.best_epoch, "best_robust": history.best_robust,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -575,8 +575,10 @@ def fit(
     (``checkpoint_dir/checkpoint.pt``: weights, optimiser, scheduler, RNG states, history) and, when an
     evaluation loader is given, the best-robust model is kept as ``best.pt``. With ``resume=True`` a run that
     finds a checkpoint continues after its last epoch and ends with the same weights as a run that was never
-    interrupted (bitwise on CPU). Settings left ``None`` take the paper's values; `fit_options` builds the
-    configs from flat settings.
+    interrupted (bitwise on CPU). While it runs, the run holds ``checkpoint_dir`` (`s2o_lib.lock.folder_lock`):
+    another process training into it fails at once. An epoch whose mean loss is NaN or infinite stops the run
+    with an `S2OError` before anything of it is saved. Settings left ``None`` take the paper's values;
+    `fit_options` builds the configs from flat settings.
 
     Args:
         model: the model to train (e.g. from `s2o_lib.models.build_model`).
@@ -591,7 +593,8 @@ def fit(
         evaluation: that per-epoch evaluation (`EvalConfig`).
         speed: bf16, channels-last and ``torch.compile`` for GPUs (`SpeedConfig`).
         checkpoint_dir: folder for ``checkpoint.pt`` and ``best.pt`` (``None``: no checkpoints).
-        resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists.
+        resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists; one of another method or other
+            settings (`settings_changes`) raises `SettingsChanged` instead (``resume=False`` starts over).
         keep_every: also keep the weights after every ``keep_every``-th epoch as ``epoch_NNN.pt`` (0: none), e.g.
             to follow a quantity over training (robust overfitting, the bound of notebook 07).
         progress: show a tqdm progress bar (``TQDM_DISABLE=1`` in the environment hides it too).

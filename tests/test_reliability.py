@@ -83,6 +83,9 @@ def test_cli_refuses_to_resume_with_another_seed_or_subset(tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli(_train_argv(out), capsys)[0] == 0
     metrics = (out / "metrics.json").read_text()
+    recorded = json.loads(metrics)
+    assert recorded["subset"] == 128 and recorded["seed"] == 0 and recorded["batch_size"] == SMOKE.batch_size
+    assert recorded["settings"]["lr"] == SMOKE.lr and recorded["settings"]["eps"] == SMOKE.eps
     for argv, said in ((_train_argv(out, "--seed", "1"), "seed 0 -> 1"),
                        (_train_argv(out, subset="64"), "subset 128 -> 64"),
                        (_train_argv(out, "--lr", "0.2"), "lr 0.05 -> 0.2"),
