@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import check_eps, check_images, check_int
+from .checks import check_eps, check_images, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .errors import S2OError, unknown_name
+from .models import dtype_of, model_spec
 
 Norm = Literal["linf", "l2"]
 AttackLoss = Literal["ce", "cw"]
@@ -39,9 +40,25 @@ INITS: tuple[str, ...] = ("uniform", "gaussian", "none")
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _check_steps(steps: int, alpha: float) -> None:
+def _check_steps(steps: int, alpha: float, eps: float) -> None:
+    """``steps`` ≥ 1 and ``alpha`` > 0 (any ``alpha`` ≥ 0 at ``eps`` = 0, where every step lands on x)."""
     check_int(steps, "steps", minimum=1)
-    check_eps(alpha, name="alpha (step size)")
+    check_step_size(alpha, steps=steps if eps > 0 else 0)
+
+
+def _check_pgd_args(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, norm: str,
+                    loss: str, restarts: int) -> None:
+    """`pgd`'s arguments, before any work (the labels' range is checked at the first forward pass)."""
+    if norm not in NORMS:
+        raise unknown_name("norm", norm, NORMS)
+    (check_linf_eps if norm == "linf" else check_eps)(eps)
+    _check_steps(steps, alpha, eps)
+    check_images(x, y)
+    check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
+    if loss not in LOSSES:
+        raise unknown_name("attack loss", loss, LOSSES)
+    if not isinstance(restarts, int) or restarts < 1:
+        raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
 
 
 @contextmanager
@@ -225,9 +242,9 @@ def pgd(
     Args:
         model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits.
         x: clean images, shape (B, C, H, W), values in [0, 1].
-        y: labels, shape (B,); with ``targeted=True`` the target classes.
-        eps: radius of the threat model (≥ 0).
-        alpha: step size (≥ 0).
+        y: labels, shape (B,), any integer dtype, each in 0..K-1; with ``targeted=True`` the target classes.
+        eps: radius of the threat model (≥ 0; at most 1 in L∞, the whole pixel range).
+        alpha: step size (> 0).
         steps: number of gradient steps (≥ 1).
         norm: ``"linf"`` or ``"l2"``.
         loss: ``"ce"`` (cross-entropy) or ``"cw"`` (CW margin loss, margin 50: PGD on it is "CW∞").
@@ -244,27 +261,22 @@ def pgd(
     Example:
         >>> x_adv = pgd(model, x, y, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
     """
-    check_eps(eps)
-    _check_steps(steps, alpha)
-    check_images(x, y)
-    if norm not in NORMS:
-        raise unknown_name("norm", norm, NORMS)
-    if loss not in LOSSES:
-        raise unknown_name("attack loss", loss, LOSSES)
-    if not isinstance(restarts, int) or restarts < 1:
-        raise S2OError(f"restarts must be an integer >= 1, got {restarts!r}")
+    _check_pgd_args(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, restarts=restarts)
     init = _resolve_init(init, init_std, random_start)
 
-    x = x.detach()
+    x, y = x.detach(), y.long()
     best = x.clone()
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with eval_mode(model), torch.enable_grad():
-        for _ in range(restarts):
+        for restart in range(restarts):
             delta = _start(x, init=init, init_std=init_std, eps=eps, norm=norm, generator=generator)
             x_adv = (x + delta).clamp(0, 1)
-            for _ in range(steps):
+            for step in range(steps):
                 x_adv.requires_grad_(True)
-                objective = _objective(model(x_adv), y, loss, targeted).sum()
+                logits = model(x_adv)
+                if restart == step == 0:  # the first forward pass gives the number of classes
+                    check_labels(y, num_classes=logits.shape[1])
+                objective = _objective(logits, y, loss, targeted).sum()
                 (grad,) = torch.autograd.grad(objective, x_adv)
                 x_adv = x_adv.detach() + _ascent_step(grad, alpha=alpha, norm=norm)
                 x_adv = (x + project(x_adv - x, eps=eps, norm=norm)).clamp(0, 1)
@@ -303,8 +315,8 @@ def trades_kl_attack(
     Returns:
         Adversarial images (detached), shape (B, C, H, W).
     """
-    check_eps(eps)
-    _check_steps(steps, alpha)
+    check_linf_eps(eps)
+    _check_steps(steps, alpha, eps)
     check_images(x)
     x = x.detach()
     with eval_mode(model), torch.enable_grad():

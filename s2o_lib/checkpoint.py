@@ -25,10 +25,38 @@ from .errors import S2OError
 from .models import build_from_spec, model_spec
 
 FORMAT_VERSION = 1
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _umask_mode() -> int:
+    """The mode a new file gets from ``open`` under the current umask (0644 with the usual umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk, where the system allows it (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically to ``path`` (temp file, fsync, rename).
+    """Write ``state`` atomically to ``path`` (temp file, fsync, rename, fsync of the folder).
+
+    The file gets the permissions of any new file under the umask (``mkstemp``'s 0600 is not kept).
 
     Args:
         path: destination file; its folder is created if missing.
@@ -37,9 +65,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "format_version": FORMAT_VERSION, "library_version": __version__}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # not on Windows
+                os.fchmod(f.fileno(), _umask_mode())
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
@@ -47,7 +77,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that `save_checkpoint` leaves when its process is killed mid-write.
+
+    Call it only while holding the folder (`s2o_lib.lock.folder_lock`): another writer's temporary file is
+    not stale.
+
+    Args:
+        folder: a checkpoint folder.
+
+    Returns:
+        The files removed.
+    """
+    stale = [p for p in Path(folder).glob(f".*{TEMPORARY_SUFFIX}") if p.is_file() and ".pt." in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,24 +36,76 @@ def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, A
         flat.update(preset.fit)
         flat.update(eval_eps=preset.eval["eps"], eval_alpha=preset.eval["alpha"], eval_steps=preset.eval["steps"])
     for key in ("arch", "dataset", "method", "batch_size"):
-        what[key] = getattr(args, key) or what[key]
+        what[key] = what[key] if getattr(args, key) is None else getattr(args, key)
     for key in ("epochs", "lr", "eps", "alpha", "attack_steps"):
         if getattr(args, key) is not None:
             flat[key] = getattr(args, key)
     return what, fit_settings(profile, **flat)
 
 
+def check_output_folder(path: Path, *, flag: str) -> None:
+    """Raise `S2OError` unless ``path`` is a folder this process can write into (created if missing).
+
+    Args:
+        path: the output folder.
+        flag: the option that named it, for the message (e.g. ``"--out"``).
+    """
+    if path.exists() and not path.is_dir():
+        raise S2OError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise S2OError(f"cannot create {flag} {path} ({err.strerror}); choose another {flag}") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise S2OError(f"{flag} {path} is not writable; choose another {flag}")
+
+
+def _check_train_args(args: argparse.Namespace, what: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Every flag of ``train`` that can be checked before any data is read."""
+    from .checks import check_int
+    from .train import check_fit_options
+
+    check_fit_options(method=what["method"], **settings)
+    check_int(what["batch_size"], "--batch-size", minimum=1)
+    check_int(args.workers, "--workers", minimum=0)
+    check_int(args.seed, "--seed", minimum=0)
+    if args.subset is not None:
+        check_int(args.subset, "--subset", minimum=1)
+    check_output_folder(Path(args.out), flag="--out")
+
+
+#: How a command-line user gets out of a run whose folder holds other settings.
+CLI_WAY_OUT = "pass --no-resume to start over there, or another --out"
+
+
 def _train(args: argparse.Namespace) -> int:
+    from .config import get_profile
+    from .lock import FolderBusy, folder_lock
+    from .train import SettingsChanged
+
+    profile = get_profile(args.profile)
+    what, settings = _train_settings(args, profile)
+    _check_train_args(args, what, settings)
+    try:
+        with folder_lock(Path(args.out)):
+            return _train_locked(args, profile, what, settings)
+    except SettingsChanged as err:
+        raise err.retold(CLI_WAY_OUT) from None
+    except FolderBusy as err:
+        raise S2OError(f"--out {err.folder} is in use by another run ({err.holder}); wait for it to finish, "
+                       "or choose another --out") from None
+
+
+def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], settings: dict[str, Any]) -> int:
     import torch
 
-    from .config import get_device, get_profile, seed_everything
+    from .checkpoint import load_checkpoint
+    from .config import get_device, seed_everything
     from .data import dataset_info, load_dataset, make_loader
     from .fast import training_loader
     from .models import build_model
     from .train import fit
 
-    profile = get_profile(args.profile)
-    what, settings = _train_settings(args, profile)
     dataset, arch = what["dataset"], what["arch"]
     seed_everything(args.seed)
     device = get_device(args.device)
@@ -70,12 +123,15 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_dir=out,
         resume=not args.no_resume,
         progress=not args.no_progress,
-        metadata={"dataset": dataset, "seed": args.seed, "profile": profile.name, "preset": args.preset},
+        metadata={"dataset": dataset, "seed": args.seed, "subset": args.subset, "batch_size": what["batch_size"],
+                  "profile": profile.name, "preset": args.preset},
         **settings,
     )
+    saved = load_checkpoint(out / "checkpoint.pt")["meta"] if (out / "checkpoint.pt").is_file() else {}
     metrics = {
-        "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "profile": profile.name,
-        "preset": args.preset, "device": str(device), "torch": torch.__version__, "history": history.as_dict(),
+        "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "subset": args.subset,
+        "batch_size": what["batch_size"], "profile": profile.name, "preset": args.preset, "device": str(device),
+        "torch": torch.__version__, "settings": saved.get("settings"), "history": history.as_dict(),
         "final": history.last(), "best_epoch": history.best_epoch, "best_robust": history.best_robust,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -107,7 +163,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     report = {
         "checkpoint": str(args.checkpoint), "method": meta.get("method"), "arch": meta.get("model", {}).get("arch"),
-        "dataset": dataset, "eps": eps, "alpha": alpha, "n": args.n, "autoattack_version": args.autoattack_version,
+        "dataset": dataset, "eps": eps, "alpha": alpha, "n": result.protocol["n"], "n_requested": args.n, "autoattack_version": args.autoattack_version,
         "accuracy": {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float))},
     }
     for name, value in report["accuracy"].items():
@@ -142,7 +198,7 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .report import format_seconds
-    from .runner import NotebookFailed, NotebookResult, run_notebooks
+    from .runner import NotebookFailed, NotebookInterrupted, NotebookResult, run_notebooks
 
     def line(result: NotebookResult) -> None:
         seconds = "" if result.seconds is None else f"  {result.seconds:7.1f} s"
@@ -159,6 +215,10 @@ def _run_notebooks(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except NotebookInterrupted as exc:
+        sys.stdout.flush()
+        print(exc, file=sys.stderr)
+        return 130
     print(f"all {len(report.results)} notebook(s) ok in {format_seconds(report.total_seconds)}; "
           f"report: {report.report_path}")
     return 0
@@ -299,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except S2OError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that is full, read-only, missing...: one line, not a traceback
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (train: re-run the same command to resume from the last checkpoint)", file=sys.stderr)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from .checks import check_images, check_int
+from .checks import check_images, check_int, check_integer_labels
 from .errors import S2OError, unknown_name
 
 Split = Literal["train", "test"]
@@ -269,7 +269,9 @@ def tensors(
         else:
             index = torch.arange(count)
         x, y = rows(index)
-    x, y = x.detach().cpu(), torch.as_tensor(y).detach().cpu().long()
+    y = torch.as_tensor(y).detach().cpu()
+    check_integer_labels(y)
+    x, y = x.detach().cpu(), y.long()
     if x.shape[0] == 0:
         raise S2OError("there are no examples to take; give a non-empty dataset")
     if not (raw and x.dtype == torch.uint8):

@@ -38,10 +38,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .attacks import CW_MARGIN, eval_mode, fgsm, frozen_parameters, pgd
-from .checks import check_eps, check_int
+from .checks import check_eps, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .data import batch_slices, tensors
 from .errors import S2OError, unknown_name
-from .models import device_of
+from .models import device_of, dtype_of, model_spec
 
 AutoAttackVersion = Literal["standard", "fast"]
 
@@ -310,10 +310,11 @@ def _check_eval_args(
     *, attacks: Sequence[str], eps: float, alpha: float | None, n: int | None, batch_size: int, restarts: int,
     autoattack_version: str, seed: int,
 ) -> list[AttackSpec]:
-    check_eps(eps)
-    if alpha is not None:
-        check_eps(alpha, name="alpha (step size)")
+    check_linf_eps(eps)
     specs = _parse_attacks(attacks)
+    if alpha is not None:
+        steps = max((s.steps for s in specs if s.kind in ("pgd", "cw")), default=0)
+        check_step_size(alpha, steps=steps if eps > 0 else 0)
     if autoattack_version not in AUTOATTACK_VERSIONS:
         raise unknown_name("AutoAttack version", autoattack_version, AUTOATTACK_VERSIONS)
     if n is not None:
@@ -351,6 +352,14 @@ def _robust_under(
             with torch.no_grad():
                 correct[idx[s]] = (model(x_adv).argmax(1) == y).cpu()
     return correct & clean
+
+
+def _check_data_fits(model: nn.Module, x: Tensor, y: Tensor, *, device: torch.device) -> None:
+    """Images the model can take (channels, dtype) and labels below its number of classes (from one forward pass)."""
+    check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
+    with eval_mode(model), torch.no_grad():
+        num_classes = model(x[:1].to(device)).shape[1]
+    check_labels(y, num_classes=num_classes)
 
 
 # ============================================================================================ robust accuracy
@@ -408,6 +417,7 @@ def robust_accuracy(
     protocol = _Protocol(eps=eps, step=step, restarts=restarts, autoattack_version=autoattack_version, seed=seed,
                          batch_size=batch_size, device=device_of(model) if device is None else torch.device(device))
     x_all, y_all = tensors(data, n=n)
+    _check_data_fits(model, x_all, y_all, device=protocol.device)
     per_sample: dict[str, Tensor] = {}
     notes: list[str] = []
     with eval_mode(model), frozen_parameters(model):

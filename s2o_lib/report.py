@@ -165,6 +165,7 @@ table.grid td.num { text-align: right; font-variant-numeric: tabular-nums; white
 .status-ok { background: #dff3e4; color: #1b6b32; }
 .status-failed { background: #fbe0e0; color: #a12020; }
 .status-not-run { background: #eceef1; color: #5b6472; }
+.status-interrupted { background: #fff1d6; color: #8a5a00; }
 .banner { background: #fbe0e0; border-left: 5px solid #c0392b; padding: 8px 14px; white-space: pre-wrap;
           font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; }
 figure { margin: 12px 0 24px; }

@@ -29,8 +29,11 @@ from __future__ import annotations
 import os
 import platform
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,13 +44,13 @@ from tqdm.auto import tqdm
 from .errors import S2OError
 from .report import REPORT_TITLE, cell_text, clean_text, device_name, report_items, versions, write_report
 
-__all__ = ["NotebookFailed", "NotebookResult", "RunReport", "discover_notebooks", "run_notebooks"]
+__all__ = ["NotebookFailed", "NotebookInterrupted", "NotebookResult", "RunReport", "discover_notebooks", "run_notebooks"]
 
 PROFILE_ENV = "S2O_PROFILE"  # same name as s2o_lib.config.PROFILE_ENV (not imported: config pulls in torch)
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 INSTALL_HINT = 'pip install "s2o-tutorials[notebooks]"'
 
-Status = Literal["ok", "failed", "not run"]
+Status = Literal["ok", "failed", "interrupted", "not run"]
 
 
 class NotebookFailed(S2OError):
@@ -83,13 +86,26 @@ class NotebookFailed(S2OError):
         self.report = report
 
 
+class NotebookInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped ``run-notebooks``; the partial notebook and the report were written first.
+
+    Attributes:
+        where: which notebook and cell were running, e.g. ``"03_x.ipynb at code cell 4 of 9"``.
+        report: the `RunReport` written before raising (the notebook marked ``interrupted``).
+    """
+
+    def __init__(self, where: str, report: RunReport) -> None:
+        super().__init__(f"interrupted in {where}; partial report: {report.report_path}")
+        self.where, self.report = where, report
+
+
 @dataclass
 class NotebookResult:
     """How one notebook went.
 
     Attributes:
         name: file name, e.g. ``"03_attacks.ipynb"``.
-        status: ``"ok"``, ``"failed"`` or ``"not run"`` (after an earlier failure).
+        status: ``"ok"``, ``"failed"``, ``"interrupted"`` (Ctrl-C) or ``"not run"`` (after an earlier failure).
         seconds: wall-clock seconds of its execution (kernel start included); ``None`` if not run.
         output_path: the executed (or partially executed) notebook; ``None`` if not run.
         error: the short failure message; ``None`` unless failed.
@@ -228,16 +244,51 @@ def _execute(nb: Any, path: Path, *, timeout: int, kernel_name: str, env: dict[s
 
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, on_cell_start=on_cell_start,
                             resources={"metadata": {"path": str(path.resolve().parent)}})
+    with _sigint_noted() as interrupted:
+        try:
+            # The kernel process's own output (e.g. ipykernel's start-up warnings, C++ warnings, a crash message)
+            # goes to a log file instead of cutting through the progress bar.
+            with open(log_path, "wb") as log:
+                client.execute(stdout=log, stderr=log, env=env)
+        # A cell that raised or timed out, a dead kernel, a kernel that never started (unknown name, ...): the
+        # run stops the same way for each and says which notebook, so every exception is caught here. Ctrl-C
+        # ends nbclient's run as some other error: nbclient's own SIGINT handler shuts the kernel down (and records
+        # that in `_async_cleanup_kernel_future`), and the cell then fails with a DeadKernelError or an
+        # AssertionError.
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+            stopped = (interrupted or getattr(client, "_async_cleanup_kernel_future", None) is not None
+                       or getattr(exc, "ename", None) == "KeyboardInterrupt")  # the kernel got the Ctrl-C too
+            return (KeyboardInterrupt() if stopped else exc), current.get("index")
+    return (KeyboardInterrupt() if interrupted else None), current.get("index")
+
+
+@contextmanager
+def _sigint_noted() -> Iterator[list[bool]]:
+    """While the block runs, Ctrl-C (SIGINT) is noted in the yielded list (non-empty once it came) and raises
+    KeyboardInterrupt as usual; in other threads than the main one nothing changes."""
+    noted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        noted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        # The kernel process's own output (e.g. ipykernel's start-up warnings, C++ warnings, a crash message)
-        # goes to a log file instead of cutting through the progress bar.
-        with open(log_path, "wb") as log:
-            client.execute(stdout=log, stderr=log, env=env)
-    # A cell that raised or timed out, a dead kernel, a kernel that never started (unknown name, ...): the run
-    # stops the same way for each and says which notebook, so every exception is caught here.
-    except Exception as exc:  # noqa: BLE001
-        return exc, current.get("index")
-    return None, current.get("index")
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cell_position(cells: Sequence[Any], index: int) -> str:
+    """Where cell ``index`` (0-based, markdown cells counted) is as a reader counts: ``"code cell 2 of 3"``,
+    or ``"cell 3 of 4, counting markdown"`` for a markdown cell."""
+    if cells[index].cell_type != "code":
+        return f"cell {index + 1} of {len(cells)}, counting markdown"
+    code = [i for i, cell in enumerate(cells) if cell.cell_type == "code"]
+    return f"code cell {code.index(index) + 1} of {len(code)}"
 
 
 def _first_line(source: str, limit: int = 80) -> str:
@@ -274,7 +325,8 @@ def _failure(nb: Any, result: NotebookResult, error: BaseException, index: int |
 
     ename, evalue = _describe_error(error, timeout)
     if index is not None and index < len(nb.cells):
-        where = f"at cell {index} (first line: `{_first_line(cell_text(nb.cells[index].source))}`)"
+        where = (f"at {cell_position(nb.cells, index)} "
+                 f"(first line: `{_first_line(cell_text(nb.cells[index].source))}`)")
     else:
         where = "before any cell ran"
     result.status, result.error = "failed", f"{ename}: {evalue}"
@@ -335,6 +387,11 @@ class _Suite:
         if error is None:
             result.status = "ok"
             return None
+        if isinstance(error, KeyboardInterrupt):
+            result.status, result.error = "interrupted", "interrupted (Ctrl-C)"
+            where = result.name if index is None else f"{result.name} at {cell_position(nb.cells, index)}"
+            self.meta["failed"] = f"interrupted in {where}"
+            raise NotebookInterrupted(where, self.report)
         failure = _failure(nb, result, error, index, timeout=timeout, out=self.out)
         failure.report = self.report
         self.meta["failed"] = str(failure)
@@ -372,6 +429,7 @@ def run_notebooks(
     Raises:
         NotebookFailed: a cell raised, timed out or killed its kernel; the partial notebook and the
             report were written first, and ``.report`` holds the `RunReport`.
+        NotebookInterrupted: Ctrl-C; the partial notebook and the report (status ``interrupted``) were written.
         S2OError: bad arguments (unknown profile, missing notebook, ...), before anything runs.
     """
     from .config import get_profile  # imports torch: only when actually running
@@ -397,8 +455,12 @@ def run_notebooks(
     try:
         for path, result in zip(paths, results, strict=True):
             bar.set_postfix_str(path.name)
-            failure = suite.run_one(path, result, nbformat=nbformat, timeout=timeout, kernel_name=kernel_name,
-                                    env=env)
+            try:
+                failure = suite.run_one(path, result, nbformat=nbformat, timeout=timeout, kernel_name=kernel_name,
+                                        env=env)
+            except NotebookInterrupted:
+                suite.finish("interrupted")
+                raise
             suite.finish("running" if failure is None else "failed")
             if on_result is not None:
                 on_result(result)

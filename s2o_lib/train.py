@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -24,16 +25,25 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .checks import check_eps, check_int, check_positive
+from .checkpoint import load_checkpoint, load_weights, remove_stale_temporaries, save_checkpoint
+from .checks import (
+    check_images,
+    check_int,
+    check_labels,
+    check_linf_eps,
+    check_model_input,
+    check_positive,
+    check_step_size,
+)
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
 from .evaluate import robust_accuracy
 from .fast import Precision, autocast, prepare_model
-from .models import device_of, model_spec
+from .lock import folder_lock, writes_here
+from .models import device_of, dtype_of, model_spec
 from .s2o import default_off_diagonal_mass
 
 Schedule = Literal["piecewise", "constant"]
@@ -304,13 +314,75 @@ def _check_fit_args(*, epochs: int, configs: dict[str, Any], keep_every: int, ch
             raise S2OError(f"{name} must be {CONFIGS[name].__name__}(...) (or None for the defaults), "
                            f"got {type(config).__name__}; flat settings go through fit_options(...)")
     check_int(epochs, "epochs", minimum=0)
-    check_eps(configs["attack"].eps)
-    check_eps(configs["attack"].alpha, name="alpha (step size)")
-    check_int(configs["attack"].steps, "attack_steps", minimum=1)
+    attack = configs["attack"]
+    check_linf_eps(attack.eps)
+    check_int(attack.steps, "attack_steps", minimum=1)
+    check_step_size(attack.alpha, steps=attack.steps if attack.eps > 0 else 0)
     check_positive(configs["optim"].lr, "lr", example="0.1")
     check_int(keep_every, "keep_every", minimum=0)
     if keep_every and checkpoint_dir is None:
         raise S2OError("keep_every needs a checkpoint_dir to write the per-epoch weights into")
+
+
+def _check_evaluation(evaluation: EvalConfig) -> None:
+    """The per-epoch evaluation, its ``None`` fields resolved: PGD with ≥ 1 step of size > 0 on ≥ 1 image."""
+    check_linf_eps(evaluation.eps, name="eval_eps")
+    check_int(evaluation.steps, "eval_steps", minimum=1)
+    check_step_size(evaluation.alpha, steps=evaluation.steps if evaluation.eps > 0 else 0, name="eval_alpha")
+    if evaluation.n is not None:
+        check_int(evaluation.n, "eval_n", minimum=1)
+
+
+#: Stored facts that name a run rather than set it: a resumed run may differ in these.
+_LABELS = ("epoch", "epochs", "model", "profile", "preset", "tag")
+
+
+class SettingsChanged(S2OError):
+    """A checkpoint folder holds a run with other settings than the ones asked for.
+
+    Attributes:
+        folder: the checkpoint folder.
+        what: what differs, e.g. ``"lr 0.05 -> 0.1, seed 0 -> 1"``.
+    """
+
+    def __init__(self, folder: Path, what: str, *, way_out: str) -> None:
+        self.folder, self.what = folder, what
+        super().__init__(f"{what}; {way_out}")
+
+    def retold(self, way_out: str) -> S2OError:
+        """The same error with another way out (e.g. the command line's ``--no-resume``)."""
+        return S2OError(f"{self.what}; {way_out}")
+
+
+#: How `fit`'s callers in Python get out of a `SettingsChanged`.
+FIT_WAY_OUT = "pass resume=False to start over there, or another checkpoint_dir"
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def settings_changes(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's ``meta`` and the ``meta`` of a run asked for, as ``"key old -> new"``.
+
+    Compared: the method, every resolved `fit` setting (``meta["settings"]``) and every fact of ``metadata``
+    (dataset, seed, subset, ...), where both record it; not the names in `_LABELS`. ``epochs`` may grow (a
+    resumed run trains on to the new total), not shrink below the epochs already trained.
+
+    Args:
+        saved: the checkpoint's ``meta``.
+        asked: the new run's ``meta``.
+    """
+    changes = []
+    if saved.get("epoch") is not None and asked["settings"].get("epochs", math.inf) < saved["epoch"]:
+        changes.append(f"epochs: {saved['epoch']} trained already, {asked['settings']['epochs']} asked for")
+    pairs = [(key, saved.get(key), value) for key, value in asked.items() if key != "settings" and key in saved]
+    pairs += [(key, saved.get("settings", {}).get(key), value) for key, value in asked["settings"].items()
+              if key in saved.get("settings", {})]
+    for key, old, new in pairs:
+        if key not in _LABELS and _plain(old) != _plain(new):
+            changes.append(f"{key} {old!r} -> {new!r}")
+    return changes
 
 
 @dataclass
@@ -328,20 +400,26 @@ class _Training:
     speed: SpeedConfig
     history: History
     meta: dict[str, Any]
+    num_classes: int | None = None
+    checked: bool = False
 
     @property
     def device(self) -> torch.device:
         return device_of(self.model)
 
     def resume(self, path: Path) -> None:
-        """Continue from a checkpoint of the same method: weights, optimiser, schedule, history, RNG states."""
-        state = load_checkpoint(path, model=self.model, map_location=self.device)
-        saved_method = state["meta"].get("method")
-        if saved_method != self.method.name:
-            raise S2OError(
-                f"{path} was trained with method {saved_method!r}, not {self.method.name!r}; "
-                "choose another checkpoint folder or pass resume=False to start over"
-            )
+        """Continue from a checkpoint of the same method and settings (else `SettingsChanged`): weights,
+        optimiser, schedule, history, RNG states."""
+        state = load_checkpoint(path, map_location=self.device)
+        saved = state.get("meta") or {}
+        if saved.get("method") != self.method.name:
+            raise SettingsChanged(path.parent, f"{path} was trained with method {saved.get('method')!r}, "
+                                  f"not {self.method.name!r}", way_out=FIT_WAY_OUT)
+        changes = settings_changes(saved, self.meta)
+        if changes:
+            raise SettingsChanged(path.parent, f"{path.parent} holds a run with other settings: {', '.join(changes)}",
+                                  way_out=FIT_WAY_OUT)
+        load_weights(self.model, state, source=str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.awp is not None and state.get("awp_optimizer"):
@@ -359,8 +437,10 @@ class _Training:
         correct = torch.zeros((), device=device)
         seen = 0
         for x, y in self.loader:
+            if not self.checked or x.device.type == "cpu":  # every CPU batch, the first one anywhere
+                self.check_batch(x, y)
             x = x.to(device, non_blocking=True, memory_format=memory_format)
-            y = y.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True).long()
             with autocast(device, self.speed.precision):
                 result = training_step(self.step_model, x, y, method=method, config=self.config,
                                        optimizer=self.optimizer, awp=use_awp)
@@ -373,6 +453,19 @@ class _Training:
         if seen == 0:
             raise S2OError("the training loader yielded no batches; check the dataset and batch size")
         return (loss_sum / seen).item(), (correct / seen).item()
+
+    def check_batch(self, x: Tensor, y: Tensor) -> None:
+        """Images finite, in [0, 1] and fitting the model; labels integers below the model's class count."""
+        check_images(x, y)
+        check_model_input(x, in_channels=model_spec(self.model).get("in_channels"), dtype=dtype_of(self.model))
+        if self.num_classes is None:
+            with torch.no_grad():
+                was_training = self.model.training
+                self.model.eval()
+                self.num_classes = self.model(x[:1].to(self.device)).shape[1]
+                self.model.train(was_training)
+        check_labels(y, num_classes=self.num_classes)
+        self.checked = True
 
     def evaluate(self, loader: DataLoader | None, evaluation: EvalConfig) -> tuple[float | None, float | None]:
         """Clean and PGD accuracy on the evaluation subset (``(None, None)`` without a loader), counted as
@@ -432,7 +525,7 @@ def _start(model: nn.Module, loader: DataLoader, *, method: Method, configs: dic
     optimizer = make_optimizer(model, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
     scheduler = make_scheduler(optimizer, schedule=optim.schedule, milestones=tuple(optim.milestones))
     settings = {"epochs": epochs, **asdict(optim), "milestones": list(optim.milestones), **asdict(config),
-                **{f"eval_{k}": v for k, v in asdict(evaluation).items()}}
+                **{f"eval_{k}": v for k, v in asdict(evaluation).items()}, "precision": speed.precision}
     return _Training(
         model=model, step_model=prepare_model(model, compile=speed.compile), loader=loader, method=method,
         config=config, optimizer=optimizer, scheduler=scheduler,
@@ -443,6 +536,32 @@ def _start(model: nn.Module, loader: DataLoader, *, method: Method, configs: dic
 
 
 # --------------------------------------------------------------------------------------------- fit
+def _resolved_configs(given: dict[str, Any], *, epochs: int, keep_every: int, checkpoint_dir: Any) -> dict[str, Any]:
+    """`fit`'s configs, checked, with ``None`` for the defaults and the evaluation's ε and step resolved."""
+    configs = {name: CONFIGS[name]() if value is None else value for name, value in given.items()}
+    _check_fit_args(epochs=epochs, configs=configs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
+    evaluation = configs["evaluation"]
+    eval_eps = configs["attack"].eps if evaluation.eps is None else evaluation.eps
+    configs["evaluation"] = dataclasses.replace(
+        evaluation, eps=eval_eps, alpha=eval_eps / 4 if evaluation.alpha is None else evaluation.alpha)
+    _check_evaluation(configs["evaluation"])
+    return configs
+
+
+def check_fit_options(*, method: str | Method, **options: Any) -> None:
+    """Check `fit`'s settings before any work (loading data, building the model): what `fit` would refuse.
+
+    Args:
+        method: the training method.
+        options: `fit`'s keyword arguments (``epochs`` and the configs, e.g. from `fit_options`); the others
+            are ignored.
+    """
+    parse_method(method)
+    given = {name: options.get(name) for name in CONFIGS}
+    _resolved_configs(given, epochs=options.get("epochs", 0), keep_every=options.get("keep_every", 0),
+                      checkpoint_dir=options.get("checkpoint_dir"))
+
+
 def fit(
     model: nn.Module, train_loader: DataLoader, *, method: str | Method = "standard", epochs: int,
     optim: OptimConfig | None = None, attack: AttackConfig | None = None, loss: LossConfig | None = None,
@@ -456,8 +575,10 @@ def fit(
     (``checkpoint_dir/checkpoint.pt``: weights, optimiser, scheduler, RNG states, history) and, when an
     evaluation loader is given, the best-robust model is kept as ``best.pt``. With ``resume=True`` a run that
     finds a checkpoint continues after its last epoch and ends with the same weights as a run that was never
-    interrupted (bitwise on CPU). Settings left ``None`` take the paper's values; `fit_options` builds the
-    configs from flat settings.
+    interrupted (bitwise on CPU). While it runs, the run holds ``checkpoint_dir`` (`s2o_lib.lock.folder_lock`):
+    another process training into it fails at once. An epoch whose mean loss is NaN or infinite stops the run
+    with an `S2OError` before anything of it is saved. Settings left ``None`` take the paper's values;
+    `fit_options` builds the configs from flat settings.
 
     Args:
         model: the model to train (e.g. from `s2o_lib.models.build_model`).
@@ -472,7 +593,8 @@ def fit(
         evaluation: that per-epoch evaluation (`EvalConfig`).
         speed: bf16, channels-last and ``torch.compile`` for GPUs (`SpeedConfig`).
         checkpoint_dir: folder for ``checkpoint.pt`` and ``best.pt`` (``None``: no checkpoints).
-        resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists.
+        resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists; one of another method or other
+            settings (`settings_changes`) raises `SettingsChanged` instead (``resume=False`` starts over).
         keep_every: also keep the weights after every ``keep_every``-th epoch as ``epoch_NNN.pt`` (0: none), e.g.
             to follow a quantity over training (robust overfitting, the bound of notebook 07).
         progress: show a tqdm progress bar (``TQDM_DISABLE=1`` in the environment hides it too).
@@ -480,34 +602,57 @@ def fit(
     """
     parsed = parse_method(method)
     given = {"optim": optim, "attack": attack, "loss": loss, "awp": awp, "evaluation": evaluation, "speed": speed}
-    configs = {name: CONFIGS[name]() if value is None else value for name, value in given.items()}
-    _check_fit_args(epochs=epochs, configs=configs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
-    evaluation = configs["evaluation"]
-    eval_eps = configs["attack"].eps if evaluation.eps is None else evaluation.eps
-    configs["evaluation"] = dataclasses.replace(
-        evaluation, eps=eval_eps, alpha=eval_eps / 4 if evaluation.alpha is None else evaluation.alpha)
-    run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+    configs = _resolved_configs(given, epochs=epochs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
-    if folder is not None and resume and (folder / CHECKPOINT_NAME).exists():
-        run.resume(folder / CHECKPOINT_NAME)
+    if folder is None:
+        run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+        return _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"], folder=None,
+                      keep_every=keep_every, progress=progress)
+    with folder_lock(folder):
+        if writes_here():
+            remove_stale_temporaries(folder)
+        run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+        if resume and (folder / CHECKPOINT_NAME).exists():
+            run.resume(folder / CHECKPOINT_NAME)
+        return _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"], folder=folder,
+                      keep_every=keep_every, progress=progress)
+
+
+def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evaluation: EvalConfig,
+           folder: Path | None, keep_every: int, progress: bool) -> History:
+    """`fit`'s loop from the run's next epoch to ``epochs``; stops at an epoch whose mean loss is not finite,
+    before saving it."""
     start = len(run.history.epoch)
     bar = None
     if progress and start < epochs:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, initial=start, desc=parsed.name, unit="epoch")
+        bar = tqdm(total=epochs, initial=start, desc=run.method.name, unit="epoch")
     run.model.train()
-    for epoch in range(start + 1, epochs + 1):
-        t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-        train = run.train_epoch(epoch)
-        evaluated = run.evaluate(eval_loader, configs["evaluation"])
-        improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
-        if folder is not None:
-            run.save(folder, epoch, improved=improved, keep_every=keep_every)
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
+            train = run.train_epoch(epoch)
+            _check_finite_loss(train[0], epoch=epoch, lr=lr, folder=folder)
+            evaluated = run.evaluate(eval_loader, evaluation)
+            improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
+            if folder is not None:
+                run.save(folder, epoch, improved=improved, keep_every=keep_every)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{train[0]:.3f}", acc=f"{train[1]:.2f}",
+                                **({"pgd": f"{evaluated[1]:.2f}"} if evaluated[1] is not None else {}))
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{train[0]:.3f}", acc=f"{train[1]:.2f}",
-                            **({"pgd": f"{evaluated[1]:.2f}"} if evaluated[1] is not None else {}))
-    if bar is not None:
-        bar.close()
+            bar.close()
     return run.history
+
+
+def _check_finite_loss(loss: float, *, epoch: int, lr: float, folder: Path | None) -> None:
+    """Stop a run whose epoch ended with a NaN or infinite mean loss (it diverged); nothing of it is saved."""
+    if math.isfinite(loss):
+        return
+    kept = "" if folder is None else (
+        f"; {folder / CHECKPOINT_NAME} still holds epoch {epoch - 1}" if epoch > 1 else "; nothing was saved")
+    raise S2OError(f"training diverged: the mean loss of epoch {epoch} is {loss} (learning rate {lr:g}){kept}. "
+                   "Lower the learning rate (e.g. 0.1 or 0.05) and train again")

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,9 @@ from .config import Profile, get_device, get_profile, seed_everything
 from .data import dataset_info, load_dataset, make_loader
 from .defenses import parse_method
 from .fast import training_loader
+from .lock import folder_lock
 from .models import build_model
-from .train import History, fit, fit_options
+from .train import FLAT_SETTINGS, History, SettingsChanged, fit, fit_options
 
 RUNS_ENV = "S2O_RUNS"
 
@@ -53,6 +56,48 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
         "eval_n": min(profile.eval_n, 500),
     }
     return fit_options(**{**flat, **overrides})
+
+
+def overrides_key(profile: Profile, **overrides: Any) -> str:
+    """A short hash of the overrides that differ from the profile's settings ("" when none does).
+
+    `trained_model` puts it into the cache folder's name, so that ``trained_model("at", eps=0.3)`` trains and
+    caches its own model instead of returning the profile's.
+
+    Args:
+        profile: the profile.
+        overrides: flat settings or `fit` keywords (as `trained_model` takes them).
+    """
+    base = fit_settings(profile)
+    changed = {}
+    for name, value in overrides.items():
+        if name in FLAT_SETTINGS:
+            group, attribute = FLAT_SETTINGS[name]
+            default = getattr(base[group], attribute)
+        else:
+            default = base.get(name)
+        if value != default and not (isinstance(value, (list, tuple)) and list(value) == list(default or [])):
+            changed[name] = value
+    if not changed:
+        return ""
+    text = json.dumps(changed, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def run_folder(method: str, *, profile: Profile, seed: int = 0, root: str | Path | None = None, tag: str = "",
+               **overrides: Any) -> Path:
+    """The cache folder of `trained_model`: ``root/profile/method[-tag or -hash]-seedN``.
+
+    Args:
+        method: the canonical method name.
+        profile: the profile.
+        seed: random seed of the run.
+        root: cache folder (default: `runs_root`).
+        tag: the run's name for its overrides; without one, `overrides_key` of the overrides names them.
+        overrides: the overrides of the profile's settings.
+    """
+    label = tag or overrides_key(profile, **overrides)
+    return Path(root or runs_root()) / profile.name / f"{method}{'-' + label if label else ''}-seed{seed}"
 
 
 def profile_data(profile: Profile, *, root: str | Path = "data", download: bool = False):
@@ -88,18 +133,33 @@ def trained_model(
         data_root: dataset folder.
         download: download the dataset if missing.
         progress: show a progress bar while training.
-        tag: extra name for runs whose settings differ from the profile's (e.g. ``"beta1"``).
+        tag: the cache name of runs whose settings differ from the profile's (e.g. ``"beta1"``); without one,
+            a short hash of the overrides names them (`overrides_key`).
         device_loader: keep the training set on the device (`s2o_lib.fast.training_loader`; ``None``: where it
             pays, CIFAR-style data on a CUDA GPU).
         **overrides: flat settings such as ``beta=3``, ``attack_steps=1``, ``awp_gamma=0.02``, or `fit`
-            keywords, that replace the profile's (`fit_settings`; use a ``tag`` with them).
+            keywords, that replace the profile's (`fit_settings`).
 
     Returns:
         ``(model, history)`` with the model in eval mode on the profile's device.
     """
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     name = parse_method(method).name
-    folder = Path(root or runs_root()) / profile.name / f"{name}{'-' + tag if tag else ''}-seed{seed}"
+    folder = run_folder(name, profile=profile, seed=seed, root=root, tag=tag, **overrides)
+    settings = fit_settings(profile, **overrides)
+    with folder_lock(folder, wait=True):  # another process training the same model: wait, then load its result
+        try:
+            return _train_or_load(name, folder=folder, profile=profile, seed=seed, data_root=data_root,
+                                  download=download, progress=progress, tag=tag, device_loader=device_loader,
+                                  settings=settings)
+        except SettingsChanged as err:
+            raise err.retold(f"give these settings their own tag=..., or delete {folder} to train again") from None
+
+
+def _train_or_load(name: str, *, folder: Path, profile: Profile, seed: int, data_root: str | Path, download: bool,
+                   progress: bool, tag: str, device_loader: bool | None,
+                   settings: dict[str, Any]) -> tuple[nn.Module, History]:
+    """`trained_model` once its folder is held: train into it, or load what it holds."""
     train, test = profile_data(profile, root=data_root, download=download)
     info = dataset_info(profile.dataset)
     seed_everything(seed)
@@ -116,7 +176,8 @@ def trained_model(
         eval_loader=make_loader(test, batch_size=256, shuffle=False),
         checkpoint_dir=folder,
         progress=progress,
-        metadata={"dataset": profile.dataset, "profile": profile.name, "seed": seed, "tag": tag},
-        **fit_settings(profile, **overrides),
+        metadata={"dataset": profile.dataset, "profile": profile.name, "seed": seed, "tag": tag,
+                  "batch_size": profile.batch_size, "subset": profile.train_subset},
+        **settings,
     )
     return model.eval(), history
