@@ -27,6 +27,7 @@ anything: the harness can miss a mismatch there, never invent one. Checked to fa
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -108,6 +109,9 @@ class FakeCuda(TorchFunctionMode):
                             "to host memory first. (simulated)")
         if isinstance(args[0] if args else None, torch.Tensor) and name in ("to", "cuda", "cpu"):
             return self._move(func, name, args, kwargs)
+        if name == "__deepcopy__":  # a copy lives where the original does (copy.deepcopy of a model, AWP's proxy)
+            out = func(*args, **kwargs)
+            return _set(out, tag(args[0])) if tag(args[0]) is not None else out
         target = _kind(kwargs.get("device"))
         if target is not None:  # a factory (or *_like) with device=
             kwargs["device"] = "cpu"
@@ -201,10 +205,20 @@ class _CpuGenerator(torch.Generator):
         setattr(self, _TAG, _kind(device) or "cpu")
 
 
+_deepcopy_parameter = torch.nn.Parameter.__deepcopy__
+
+
+def _deepcopy_tagged_parameter(self: torch.nn.Parameter, memo: dict) -> torch.nn.Parameter:
+    """`nn.Parameter.__deepcopy__` makes its copy outside any torch call: give it the original's device."""
+    out = _deepcopy_parameter(self, memo)
+    return _set(out, tag(self)) if tag(self) is not None else out
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """Run the test under the simulated CUDA device."""
     monkeypatch.setattr(torch, "Generator", _CpuGenerator)
+    monkeypatch.setattr(torch.nn.Parameter, "__deepcopy__", _deepcopy_tagged_parameter)
     with FakeCuda():
         yield
 
@@ -246,6 +260,8 @@ def test_harness_refuses_numpy_of_cuda_and_cpu_factories_beside_cuda(fake_cuda, 
     assert tag(logits @ torch.eye(10, device=logits.device)) == "cuda"
     assert tag(logits * torch.tensor(2.0)) == "cuda"  # a CPU scalar may join a CUDA op, as in CUDA
     assert tag(logits[torch.arange(3)]) == "cuda"  # CPU indices into a CUDA tensor, as in CUDA
+    copied = copy.deepcopy(model)
+    assert {tag(t) for t in [*copied.parameters(), *copied.buffers()]} == {"cuda"}
     with pytest.raises(RuntimeError, match="generator"):
         torch.empty_like(logits).uniform_(generator=torch.Generator().manual_seed(0))
     assert tag(torch.empty_like(logits).uniform_(generator=torch.Generator(device=logits.device))) == "cuda"
