@@ -2,7 +2,8 @@
 
 All attacks take images in [0, 1] and labels, return adversarial images (detached, same shape, inside the
 ε-ball and inside [0, 1]), leave the model's mode and its parameters' ``.grad`` as they found them, and
-run batched on whatever device ``x`` lives on.
+run batched on the model's device: they move ``x`` and ``y`` there themselves (`s2o_lib.models.device_of`, as
+torchattacks does) and return tensors on the model's device.
 
 Example:
     >>> import torch
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from .checks import check_eps, check_images, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .errors import S2OError, unknown_name
-from .models import dtype_of, model_spec
+from .models import device_of, dtype_of, model_spec
 
 Norm = Literal["linf", "l2"]
 AttackLoss = Literal["ce", "cw"]
@@ -205,7 +206,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, targeted: bool =
         targeted: move towards ``y`` instead of away from it.
 
     Returns:
-        Adversarial images, shape (B, C, H, W), within ε of ``x`` in L∞ and inside [0, 1].
+        Adversarial images, shape (B, C, H, W), within ε of ``x`` in L∞ and inside [0, 1], on the model's device.
     """
     return pgd(model, x, y, eps=eps, alpha=eps, steps=1, init="none", targeted=targeted)
 
@@ -256,7 +257,7 @@ def pgd(
         generator: optional random generator for the starts, for reproducible attacks.
 
     Returns:
-        Adversarial images (detached), shape (B, C, H, W).
+        Adversarial images (detached), shape (B, C, H, W), on the model's device (``x`` and ``y`` are moved there).
 
     Example:
         >>> x_adv = pgd(model, x, y, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
@@ -264,7 +265,7 @@ def pgd(
     _check_pgd_args(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, restarts=restarts)
     init = _resolve_init(init, init_std, random_start)
 
-    x, y = x.detach(), y.long()
+    x, y = x.detach().to(device_of(model)), y.to(device_of(model)).long()
     best = x.clone()
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with eval_mode(model), torch.enable_grad():
@@ -313,17 +314,17 @@ def trades_kl_attack(
         generator: optional random generator for the start.
 
     Returns:
-        Adversarial images (detached), shape (B, C, H, W).
+        Adversarial images (detached), shape (B, C, H, W), on the model's device (``x`` is moved there).
     """
     check_linf_eps(eps)
     _check_steps(steps, alpha, eps)
     check_images(x)
-    x = x.detach()
+    x = x.detach().to(device_of(model))
     with eval_mode(model), torch.enable_grad():
         if logits_clean is None:
             with torch.no_grad():
                 logits_clean = model(x)
-        p_clean = F.softmax(logits_clean.detach(), dim=1)
+        p_clean = F.softmax(logits_clean.detach().to(x.device), dim=1)
         noise = torch.empty_like(x).normal_(generator=generator) * noise_std
         x_adv = (x + noise).clamp(0, 1)
         for _ in range(steps):

@@ -337,7 +337,7 @@ def noisy_accuracy(
         batch_size: batch size of the forward passes.
 
     Returns:
-        The mean accuracy over the draws, in [0, 1].
+        The mean accuracy over the draws, in [0, 1] (a float; ``x`` and ``y`` go to the model's device batch by batch).
     """
     check_eps(sigma, name="sigma")
     check_int(draws, "draws", minimum=1)
@@ -381,7 +381,7 @@ def sigma_search(
         batch_size: batch size of the forward passes.
 
     Returns:
-        σ (relative to ‖W‖_F/√(C·D)).
+        σ (relative to ‖W‖_F/√(C·D)), a float; ``x`` and ``y`` go to the model's device batch by batch.
     """
     _check_search_args(draws, max_drop, iters, sigma_range)
     check_int(batch_size, "batch_size", minimum=1)
@@ -703,7 +703,7 @@ def estimate_bound(
         sigma_iters: bisection steps of the σ search.
 
     Returns:
-        A `BoundReport`.
+        A `BoundReport` of floats (its layers' norms too); the data goes to the model's device batch by batch.
 
     Example:
         >>> report = estimate_bound(model, (x_train, y_train), eps=8/255, steps=10)  # doctest: +SKIP

@@ -569,7 +569,8 @@ def compare_models(
 
     Returns:
         A `ComparisonTable`: ``runs[name][s]`` is exactly what `robust_accuracy` returns for that method's seed
-        ``s`` (``results[name]`` too for a single model; the mean over seeds otherwise).
+        ``s`` (``results[name]`` too for a single model; the mean over seeds otherwise). Each model runs on its
+        own device (the data is moved there batch by batch); every number and per-sample tensor is on the CPU.
 
     Example:
         >>> table = compare_models({"at": model_at, "at+s2o": model_s2o}, test_set, eps=0.031,
@@ -620,7 +621,7 @@ def accuracy_vs_eps(
         batch_size: images per forward pass.
 
     Returns:
-        The accuracies (fractions in [0, 1]), one per radius.
+        The accuracies (Python floats in [0, 1]), one per radius; the data is moved to the model's device.
 
     Example:
         >>> accuracy_vs_eps(model, test_set, eps_values=[0, 2/255, 4/255, 8/255], n=500)   # doctest: +SKIP

@@ -76,6 +76,7 @@ from torch import Tensor, nn
 
 from .attacks import pgd, trades_kl_attack
 from .errors import S2OError
+from .models import device_of
 from .s2o import kfac_correlation_penalty, s2o_regulariser
 
 Base = Literal["standard", "at", "trades", "mart", "avmixup"]
@@ -514,7 +515,7 @@ class AWP:
 # --------------------------------------------------------------------------------------------- one step
 @dataclass
 class StepResult:
-    """What one training step returns (all detached)."""
+    """What one training step returns (all detached, on the model's device)."""
 
     loss: Tensor
     logits_clean: Tensor | None
@@ -546,10 +547,12 @@ def adversarial_examples(
     AT and AVMixup: PGD on CE from a uniform start in the ε-ball (``CIFAR10_AT_S2O/train_S2O.py`` lines
     88-90; AVMixup's ``pgd_attack.py`` lines 70-72). MART: PGD on CE from x + 0.001·N(0, I) (``mart.py``
     line 20, ``mart_soso.py`` line 22). TRADES: PGD on KL(f(x) ‖ f(x′)) from x + 0.001·N(0, I). The AT-AWP
-    and AVMixup scripts craft in train mode (batch statistics); the library does not (see `AWP`).
+    and AVMixup scripts craft in train mode (batch statistics); the library does not (see `AWP`). ``x`` and ``y``
+    are moved to the model's device; so are the returned (B, C, H, W) examples (``None`` for standard training).
     """
     if not method.adversarial:
         return None
+    x, y = x.to(device_of(model)), y.to(device_of(model))
     if method.base == "trades":
         return trades_kl_attack(model, x, eps=config.eps, alpha=config.alpha, steps=config.steps)
     init = "gaussian" if method.base == "mart" else "uniform"
@@ -571,7 +574,7 @@ def avmixup_inputs(
         generator: optional random generator for α.
 
     Returns:
-        ``(x̃, α)``: (B, C, H, W) mixed images in [0, 1] and the (B,) weights of the clean end.
+        ``(x̃, α)``: (B, C, H, W) mixed images in [0, 1] and the (B,) weights of the clean end, on ``x``'s device.
     """
     vertex = (x + gamma * (x_adv - x)).clamp(0, 1)
     mix = torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator)
@@ -588,7 +591,11 @@ def training_inputs(model: nn.Module, x: Tensor, y: Tensor, *, method: Method, c
         y: (B,) labels.
         method: the parsed method.
         config: hyper-parameters.
+
+    Returns:
+        The `StepInputs`, every tensor on the model's device (``x`` and ``y`` are moved there).
     """
+    x, y = x.to(device_of(model)), y.to(device_of(model))
     x_adv = adversarial_examples(model, x, y, method=method, config=config)
     if method.base != "avmixup":
         return StepInputs(x, y, x_adv)
@@ -654,8 +661,12 @@ def training_step(
         optimizer: the model's optimiser.
         awp: an `AWP` helper when weight perturbation is active this step (`DefenseConfig.awp_active`),
             else ``None``.
+
+    Returns:
+        The `StepResult` (detached, on the model's device; ``x`` and ``y`` are moved there).
     """
     method = parse_method(method)
+    x, y = x.to(device_of(model)), y.to(device_of(model))
     model.train()
     inputs = training_inputs(model, x, y, method=method, config=config)
     if awp is not None and method.awp:

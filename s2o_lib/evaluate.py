@@ -9,6 +9,9 @@ how AutoAttack and the S²O paper count robustness: a sample that any attack foo
 
 Threat model: L∞ balls of radius ``eps`` around images in [0, 1].
 
+Devices: the data may live anywhere; every batch is moved to the model's device (`s2o_lib.models.device_of`) and
+every result comes back on the CPU (accuracies as floats, per-sample outcomes as CPU bool tensors).
+
 Example:
     >>> import torch
     >>> from s2o_lib.models import build_model
@@ -221,8 +224,14 @@ def _cuda_devices(device: torch.device) -> list[int]:
     return sorted(devices)
 
 
-def correct_predictions(model: nn.Module, x: Tensor, y: Tensor, *, device: torch.device, batch_size: int) -> Tensor:
-    """Per-sample correctness of ``model`` on ``(x, y)`` (bool, CPU), in eval mode, ``batch_size`` at a time."""
+def correct_predictions(
+    model: nn.Module, x: Tensor, y: Tensor, *, device: torch.device | None = None, batch_size: int
+) -> Tensor:
+    """Per-sample correctness of ``model`` on ``(x, y)`` (bool, CPU), in eval mode, ``batch_size`` at a time.
+
+    Each batch is moved to ``device`` (``None``: the model's, `s2o_lib.models.device_of`); the result is on the CPU.
+    """
+    device = device_of(model) if device is None else device
     with eval_mode(model), torch.no_grad():
         return torch.cat([(model(x[s].to(device)).argmax(1) == y[s].to(device)).cpu()
                           for s in batch_slices(len(y), batch_size)])
@@ -404,8 +413,8 @@ def robust_accuracy(
         return_per_sample: also fill ``result.per_sample`` with a bool tensor (n,) per attack.
 
     Returns:
-        An `EvalResult`: ``{attack name: accuracy in [0, 1]}`` plus ``"worst_case"``, with ``.protocol``
-        (what was run, incl. ``autoattack_version``), ``.per_sample`` and ``.notes``.
+        An `EvalResult`: ``{attack name: accuracy in [0, 1]}`` (floats) plus ``"worst_case"``, with ``.protocol``
+        (what was run, incl. ``autoattack_version``), ``.per_sample`` (CPU bool tensors) and ``.notes``.
 
     Example:
         >>> result = robust_accuracy(model, test_set, eps=0.031, alpha=0.003, n=1000)  # doctest: +SKIP

@@ -33,6 +33,8 @@ precision ``Σ_G⁻¹`` as the class factor. The completion along **1** and the 
 are this library's choices: this is the library's KFAC-Laplace reading of the S²O paper's objective (damping
 and weight are ours), not the authors' code. The input factor A is damped as ``A + λ·mean(diag A)·I``.
 
+No model here: every function computes on the device of its input tensors and returns tensors there.
+
 Example:
     >>> import torch
     >>> from s2o_lib.laplace import kfac_factors, kronecker_correlation, kronecker_summaries

@@ -343,13 +343,13 @@ def layer_norms(
 
     Args:
         model: the network; its mode is restored afterwards and its weights are not touched.
-        example_input: one sample batch of inputs, e.g. ``x_train[:1]`` (any batch size; only the shapes matter),
-            or, for convenience, one input's shape such as (3, 32, 32), which runs a zero input.
+        example_input: one sample batch of inputs, e.g. ``x_train[:1]`` (any batch size; only the shapes matter;
+            moved to the model's device and dtype), or one input's shape such as (3, 32, 32), which runs a zero input.
         iters: power iterations per norm.
         seed: seed of the power iterations' start vectors (layer i uses ``seed + 7919·i``).
 
     Returns:
-        One `LayerNorms` per layer.
+        One `LayerNorms` per layer (Python floats and ints).
 
     Example:
         >>> from s2o_lib.models import build_model

@@ -1,7 +1,8 @@
 """Figures the notebooks share: image grids, training curves, accuracy-versus-ε curves, heatmaps.
 
 Every function draws on a matplotlib ``Axes`` (made if not given) and returns it, so notebooks can
-compose figures. Nothing here computes results; pass in what the library computed.
+compose figures. Nothing here computes results; pass in what the library computed. Tensors may live on any
+device: they are copied to the CPU for drawing.
 
 Example:
     >>> from s2o_lib.plots import plot_history                   # doctest: +SKIP

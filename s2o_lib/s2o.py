@@ -29,6 +29,9 @@ last-layer inputs and probabilities of the inputs the base loss uses (x′ for A
 MART: see `s2o_lib.defenses.method_loss`); the training loss adds λ times it. λ (``kfac_weight``) and the
 damping (``kfac_damping``) are our choices, not the authors'.
 
+No model here: every function computes on the device of the logits and returns tensors there (labels are
+moved to it).
+
 Example:
     >>> import torch
     >>> from s2o_lib.s2o import soft_targets
@@ -88,11 +91,11 @@ def soft_targets(logits: Tensor, targets: Tensor, off_diagonal_mass: float = 0.8
         off_diagonal_mass: m (0.8 for 10 classes, 0.98 for CIFAR-100 in the paper's code).
 
     Returns:
-        (B, C) probability vectors, each with ``1 − m`` on its label.
+        (B, C) probability vectors, each with ``1 − m`` on its label, on the logits' device.
     """
     if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
         raise S2OError(f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}")
-    return soft_target_matrix(logits, off_diagonal_mass=off_diagonal_mass)[targets]
+    return soft_target_matrix(logits, off_diagonal_mass=off_diagonal_mass)[targets.to(logits.device)]
 
 
 def soft_target_kl(logits: Tensor, soft: Tensor) -> Tensor:

@@ -3,6 +3,8 @@
 `sanity_checks` runs the checks that catch a broken evaluation — gradient masking above all — on one model and
 returns a `SanityReport` with one `Check` per check; `mask_gradients` builds a deliberately gradient-masked
 model that fails them, for teaching and for tests. Every accuracy comes from `s2o_lib.evaluate.robust_accuracy`.
+The data may live anywhere: batches are moved to the model's device (the surrogate's for the transfer attack), and
+every result (accuracies, fractions, norms in `Check.values`) comes back as CPU floats.
 
 Example:
     >>> from s2o_lib.sanity import mask_gradients, sanity_checks                         # doctest: +SKIP
@@ -374,7 +376,8 @@ def sanity_checks(
         device: where to run (``None``: the model's device; the model is never moved).
 
     Returns:
-        A `SanityReport`; ``report.passed`` is ``True`` when every check that ran passed (see the module example).
+        A `SanityReport` (CPU floats); ``report.passed`` is ``True`` when every check that ran passed (see the
+        module example).
     """
     fractions = {"tol": tol, "large_eps_max_acc": large_eps_max_acc, "max_order_violations": max_order_violations,
                  "max_zero_grad_frac": max_zero_grad_frac}

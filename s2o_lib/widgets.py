@@ -21,6 +21,7 @@ from torch import nn
 
 from .attacks import fgsm, pgd
 from .errors import S2OError
+from .models import device_of
 
 ExplorerAttack = Literal["fgsm", "pgd"]
 _STEPS = 30  # slider positions from 0 to max_eps
@@ -41,7 +42,7 @@ def epsilon_figure(
 
     Args:
         model: the classifier.
-        x: images (B, C, H, W) in [0, 1]; the first ``n`` are drawn.
+        x: images (B, C, H, W) in [0, 1]; the first ``n`` are drawn (moved to the model's device).
         y: labels (B,).
         eps: the L∞ radius of the attack.
         attack: ``"fgsm"`` (one step) or ``"pgd"`` (10 steps of ε/4).
@@ -50,7 +51,7 @@ def epsilon_figure(
     Returns:
         The matplotlib figure.
     """
-    x, y = x[:n], y[:n]
+    x, y = x[:n].to(device_of(model)), y[:n].to(device_of(model))
     x_adv = _adversarial(model, x, y, eps, attack)
     with torch.no_grad():
         pred_clean, pred_adv = model(x).argmax(1), model(x_adv).argmax(1)
@@ -58,7 +59,7 @@ def epsilon_figure(
     for i in range(n):
         for row, (img, pred) in enumerate(((x[i], pred_clean[i]), (x_adv[i], pred_adv[i]))):
             ax = axes[row, i]
-            ax.imshow(img.detach().permute(1, 2, 0).squeeze(-1).cpu(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(img.detach().permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{int(pred)}", color="green" if pred == y[i] else "red", fontsize=9)
             ax.axis("off")
     fig.suptitle(f"{attack.upper()} at ε = {eps:.3f}: top clean, bottom adversarial (red = wrong)", fontsize=9)
@@ -107,7 +108,7 @@ def epsilon_explorer(
 
     Args:
         model: the classifier.
-        x: images (B, C, H, W) in [0, 1]; the first ``n`` are drawn.
+        x: images (B, C, H, W) in [0, 1]; the first ``n`` are drawn (on any device: moved to the model's).
         y: labels (B,).
         max_eps: right end of the slider (> 0).
         eps: the slider's initial value, in [0, max_eps]; ``None`` for ``max_eps / 2``.

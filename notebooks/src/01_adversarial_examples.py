@@ -120,7 +120,7 @@ for ax, zoom in zip(axes, (False, True)):
     ax.scatter(*X_toy.T, c=Y_toy, cmap="bwr", s=8, edgecolors="k", linewidths=0.2)
     ax.add_patch(plt.Rectangle((p[0] - eps_toy, p[1] - eps_toy), 2 * eps_toy, 2 * eps_toy,
                                fill=False, color="gold", lw=2, label=f"L∞ ball, ε = {eps_toy}"))
-    ax.annotate("", xy=q.numpy(), xytext=p.numpy(), arrowprops=dict(arrowstyle="->", color="k", lw=2))
+    ax.annotate("", xy=q.cpu().numpy(), xytext=p.cpu().numpy(), arrowprops=dict(arrowstyle="->", color="k", lw=2))
     ax.plot(*p, "o", color="lime", ms=9, mec="k", label="clean point")
     ax.plot(*q, "X", color="yellow", ms=11, mec="k", label="after one FGSM step")
     ax.set_aspect("equal")

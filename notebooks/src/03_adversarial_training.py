@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from s2o_lib.checkpoint import load_model
-from s2o_lib.config import get_profile, seed_everything
+from s2o_lib.config import get_device, get_profile, seed_everything
 from s2o_lib.data import dataset_info, make_loader
 from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.evaluate import robust_accuracy
@@ -36,6 +36,7 @@ from s2o_lib.zoo import profile_data, runs_root, trained_model
 
 # %%
 profile = get_profile()
+device = get_device()  # every model and batch below goes here, as `trained_model` puts its models
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, lr {profile.lr}, "
       f"milestones {profile.milestones}")
@@ -92,10 +93,10 @@ def at_step_by_hand(model, x, y, opt, *, eps, alpha, steps):
 # %%
 info = dataset_info(profile.dataset)
 train_set, test_set = profile_data(profile)
-x, y = next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0)))
+x, y = (t.to(device) for t in next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0))))
 
 seed_everything(0)
-net_hand = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+net_hand = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
 net_lib = copy.deepcopy(net_hand)
 opt_hand = torch.optim.SGD(net_hand.parameters(), lr=profile.lr, momentum=0.9, weight_decay=5e-4)
 opt_lib = torch.optim.SGD(net_lib.parameters(), lr=profile.lr, momentum=0.9, weight_decay=5e-4)
@@ -196,7 +197,7 @@ assert acc_best["pgd20"] <= acc_best["clean"]
 def passes_with_grad(method):
     """Number of forward passes with autograd on during one training step of `method`."""
     seed_everything(0)
-    net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=profile.lr)
     count = [0]
     hook = net.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + torch.is_grad_enabled()))
@@ -219,17 +220,22 @@ print(f"seconds per epoch (training + evaluation): standard {t_std:.2f}, PGD-AT 
 
 
 def seconds_per_step(method, repeats=5):
-    net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
+    """Wall-clock seconds of one `training_step` on `device` (GPU work is waited for before reading the clock)."""
+    net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=profile.lr)
     training_step(net, x, y, method=method, config=config, optimizer=opt)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         training_step(net, x, y, method=method, config=config, optimizer=opt)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeats
 
 
 s_std, s_at = seconds_per_step("standard"), seconds_per_step("at")
-print(f"seconds per training step alone: standard {s_std * 1e3:.1f} ms, PGD-AT {s_at * 1e3:.1f} ms "
+print(f"seconds per training step alone on {device}: standard {s_std * 1e3:.1f} ms, PGD-AT {s_at * 1e3:.1f} ms "
       f"-> {s_at / s_std:.1f}x (K + 1 = {config.steps + 1})")
 
 # %% [markdown]

@@ -21,6 +21,7 @@ from s2o_lib.config import get_profile
 from s2o_lib.data import make_loader
 from s2o_lib.defenses import DefenseConfig, method_loss, parse_method
 from s2o_lib.evaluate import robust_accuracy
+from s2o_lib.models import device_of
 from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
@@ -77,7 +78,8 @@ model_trades, hist_trades = trained_model("trades")  # β = 6, the default: shar
 
 # %%
 train_set, test_set = profile_data(profile)
-x, y = next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0)))
+device = device_of(model_trades)  # the profile's device: the batch goes where the model is
+x, y = (t.to(device) for t in next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0))))
 torch.manual_seed(0)
 x_kl = trades_kl_attack(model_trades, x, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
 

@@ -25,6 +25,7 @@ from s2o_lib.config import get_profile
 from s2o_lib.data import tensors
 from s2o_lib.defenses import AWP
 from s2o_lib.evaluate import robust_accuracy
+from s2o_lib.models import device_of
 from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
@@ -93,7 +94,8 @@ model_std, hist_std = trained_model("standard")
 
 # %%
 train_set, test_set = profile_data(profile)
-x_batch, y_batch = tensors(train_set, n=256)
+device = device_of(model_awp)  # the profile's device: the batch goes where the models are
+x_batch, y_batch = (t.to(device) for t in tensors(train_set, n=256))
 torch.manual_seed(0)
 x_adv_batch = pgd(model_awp, x_batch[:64], y_batch[:64], eps=profile.eps, alpha=profile.alpha,
                   steps=profile.train_steps)
@@ -137,7 +139,7 @@ def filter_normalised_direction(model, seed=0):
         if w.ndim <= 1:
             direction[name] = torch.zeros_like(w)
             continue
-        d = torch.randn(w.shape, generator=generator)
+        d = torch.randn(w.shape, generator=generator).to(w.device)  # drawn on the CPU: the same on every device
         scale = w.detach().flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-12)
         direction[name] = d * scale.view(-1, *([1] * (w.ndim - 1)))
     return direction

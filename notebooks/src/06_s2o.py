@@ -245,7 +245,7 @@ device = next(model_at.parameters()).device
 x_test, y_test = (t.to(device) for t in tensors(test, n=profile.eval_n))
 m = default_off_diagonal_mass(info.num_classes)
 x_adv = pgd(model_at, x_test, y_test, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps,
-            generator=torch.Generator().manual_seed(0))
+            generator=torch.Generator(device=device).manual_seed(0))  # a generator on the data's device
 with torch.no_grad():
     logits_clean, logits_adv = model_at(x_test), model_at(x_adv)
 
@@ -476,8 +476,8 @@ print(f"at+s2o / at = {median['at+s2o'] / median['at']:.2f}  (pass count predict
 # for mm in (0.2, 0.5, 0.8, 0.9, 0.95):
 #     A_m = soft_target_matrix(logits_clean, off_diagonal_mass=mm)
 #     entropy = -(torch.xlogy(A_m, A_m)).sum(1).mean()
-#     off = A_m * (1 - torch.eye(10)) / mm          # the off-diagonal part, rescaled to sum to 1
-#     print(f"m={mm}: mean row entropy {entropy:.3f}, off-diagonal shape {off[0, :4].numpy().round(3)}")
+#     off = A_m * (1 - torch.eye(10, device=device)) / mm   # the off-diagonal part, rescaled to sum to 1
+#     print(f"m={mm}: mean row entropy {entropy:.3f}, off-diagonal shape {off[0, :4].cpu().numpy().round(3)}")
 # ```
 # The entropy rises with $m$ up to about $m = 0.9$ (the label's $1-m$ then equals a typical wrong class's share).
 # The off-diagonal part is $m\cdot A_{ij}/\sum_j A_{ij}$: $m$ only scales it, the *shape* comes from $|M|$ alone.
