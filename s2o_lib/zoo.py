@@ -45,7 +45,8 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
         overrides: flat settings or `fit` keywords that replace the profile's (see `s2o_lib.train.fit_options`).
     """
     flat = {
-        "epochs": profile.epochs, "lr": profile.lr, "milestones": profile.milestones, "eps": profile.eps,
+        "epochs": profile.epochs, "lr": profile.lr, "schedule": profile.schedule, "milestones": profile.milestones,
+        "eps": profile.eps,
         "alpha": profile.alpha, "attack_steps": profile.train_steps, "awp_warmup": profile.awp_warmup,
         "eval_eps": profile.eval_eps, "eval_alpha": profile.eval_alpha, "eval_steps": min(profile.eval_steps, 10),
         "eval_n": min(profile.eval_n, 500),
