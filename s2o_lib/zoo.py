@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from .config import Profile, get_device, get_profile, seed_everything
-from .data import dataset_info, load_dataset, make_loader
+from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader
 from .defenses import parse_method
 from .fast import training_loader
 from .models import build_model
@@ -54,8 +54,19 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
     return fit_options(**{**flat, **overrides})
 
 
-def profile_data(profile: Profile, *, root: str | Path = "data", download: bool = False):
-    """``(train, test)`` datasets of a profile."""
+def profile_data(profile: Profile, *, root: str | Path = "data", download: bool | None = None):
+    """``(train, test)`` datasets of a profile.
+
+    Args:
+        profile: the profile (its dataset and subsets).
+        root: dataset folder.
+        download: ``None``: fetch a missing torchvision dataset when its server is reachable (`class` and
+            `paper` load CIFAR-10 on the first run with no flag to find; offline the missing-files error says
+            where to put them; the bundled digits of `smoke` never touch the network); ``True``/``False``: as
+            `s2o_lib.data.load_dataset`.
+    """
+    if download is None:
+        download = dataset_missing(profile.dataset, root=root) and download_reachable(profile.dataset)
     train = load_dataset(profile.dataset, "train", root=root, download=download, subset=profile.train_subset)
     test = load_dataset(profile.dataset, "test", root=root, download=download, subset=profile.test_subset)
     return train, test
@@ -68,7 +79,7 @@ def trained_model(
     seed: int = 0,
     root: str | Path | None = None,
     data_root: str | Path = "data",
-    download: bool = False,
+    download: bool | None = None,
     progress: bool = True,
     tag: str = "",
     device_loader: bool | None = None,
@@ -82,7 +93,7 @@ def trained_model(
         seed: random seed of the run.
         root: cache folder (default: `runs_root`).
         data_root: dataset folder.
-        download: download the dataset if missing.
+        download: download the dataset if missing (``None``: when its server is reachable, `profile_data`).
         progress: show a progress bar while training.
         tag: extra name for runs whose settings differ from the profile's (e.g. ``"beta1"``).
         device_loader: keep the training set on the device (`s2o_lib.fast.training_loader`; ``None``: where it
