@@ -26,6 +26,8 @@ from .checks import check_int
 from .errors import S2OError, unknown_name
 
 PROFILE_ENV = "S2O_PROFILE"
+#: Set to 1 (``run-notebooks --dry-run`` does) to get every profile at `dry_run` sizes from `get_profile`.
+DRY_RUN_ENV = "S2O_DRY_RUN"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Profile:
         notes: what this profile shrinks compared to the paper, said plainly.
         schedule: the learning-rate schedule of `s2o_lib.train.make_scheduler`: ``"piecewise"`` (×0.1 at each
             milestone, the paper's) or ``"onecycle"`` (``lr`` is the peak; for short runs).
+        dry_run: the profile's code path at tiny sizes (`dry_run`): stand-in data when the real set is
+            missing, models cached apart from real ones.
     """
 
     name: str
@@ -77,6 +81,7 @@ class Profile:
     awp_warmup: int | None
     notes: str = ""
     schedule: Literal["piecewise", "constant", "onecycle"] = "piecewise"
+    dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as a plain dictionary (for metrics files and reports)."""
@@ -180,7 +185,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """Return the active profile.
+    """Return the active profile (at `dry_run` sizes when ``S2O_DRY_RUN=1``).
 
     Args:
         name: ``smoke``, ``class`` or ``paper``; ``None`` reads ``S2O_PROFILE`` and falls back to
@@ -191,7 +196,31 @@ def get_profile(name: str | None = None) -> Profile:
     name = name.strip().lower()
     if name not in PROFILES:
         raise unknown_name("profile (S2O_PROFILE)", name, PROFILES)
-    return PROFILES[name]
+    return dry_run(PROFILES[name]) if dry_run_requested() else PROFILES[name]
+
+
+def dry_run_requested() -> bool:
+    """Whether ``S2O_DRY_RUN`` asks for dry-run sizes (any value but empty, ``0``, ``false`` or ``no``)."""
+    return os.environ.get(DRY_RUN_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def dry_run(profile: Profile) -> Profile:
+    """``profile``'s code path at tiny sizes, to check every notebook on a CPU in minutes (not to learn from).
+
+    The same dataset (CIFAR-10-shaped stand-in data when it is missing: `s2o_lib.zoo.profile_data`), the same
+    architecture, schedule, threat model and AutoAttack version; 64 training and 40 test images, batches of
+    16, one epoch, a one-step training attack, attacks on 20 images, AWP from the first epoch. The name stays
+    (notebooks branch on it); ``dry_run=True`` keeps its cached models apart (`s2o_lib.zoo.runs_root`).
+
+    Args:
+        profile: the profile to shrink.
+    """
+    return profile.with_(
+        epochs=1, batch_size=16, train_subset=64, test_subset=40, train_steps=1, eval_steps=2, eval_n=20,
+        awp_warmup=1, dry_run=True,
+        notes=f"DRY RUN of {profile.name}: its code path at tiny sizes (64 training and 40 test images, one "
+              "epoch, PGD-1 training, attacks on 20 images); the numbers mean nothing. " + profile.notes,
+    )
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator:

@@ -199,6 +199,28 @@ def download_reachable(name: str, *, timeout: float = 3.0) -> bool:
     return True
 
 
+def stand_in_dataset(name: str, split: Split, *, size: int) -> Dataset:
+    """Random images in the shape of a dataset (`torchvision.datasets.FakeData`), for dry runs without its files.
+
+    The same transforms as `load_dataset` (crop-and-flip for CIFAR training sets); the train and test splits
+    draw different images; each image is the same on every access.
+
+    Args:
+        name: one of `DATASETS`.
+        split: ``"train"`` or ``"test"``.
+        size: number of images.
+    """
+    from torchvision import datasets, transforms
+
+    info = dataset_info(name)
+    check_int(size, "size", minimum=1)
+    augment = name in ("cifar10", "cifar100") and split == "train"
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
+    return datasets.FakeData(size=size, image_size=(info.in_channels, info.image_size, info.image_size),
+                             num_classes=info.num_classes, transform=transforms.Compose([*steps, transforms.ToTensor()]),
+                             random_offset=0 if split == "train" else 10**6)
+
+
 def load_dataset(
     name: str,
     split: Split,

@@ -17,19 +17,23 @@ from typing import Any
 
 from torch import nn
 
-from .config import Profile, get_device, get_profile, seed_everything
-from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader
+from .config import Profile, dry_run_requested, get_device, get_profile, seed_everything
+from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader, stand_in_dataset
 from .defenses import parse_method
 from .fast import training_loader
 from .models import build_model
 from .train import History, fit, fit_options
 
 RUNS_ENV = "S2O_RUNS"
+#: The dataset folder `profile_data` and `trained_model` read when none is given (default ``data``).
+DATA_ENV = "S2O_DATA"
 
 
 def runs_root() -> Path:
-    """Where cached checkpoints live: ``$S2O_RUNS``, else ``runs/`` under the current folder (git-ignored)."""
-    return Path(os.environ.get(RUNS_ENV, "runs"))
+    """Where cached checkpoints live: ``$S2O_RUNS``, else ``runs/`` under the current folder (git-ignored);
+    in a dry run (``S2O_DRY_RUN=1``) its ``dry-run/`` sub-folder, so tiny models never mix with real ones."""
+    root = Path(os.environ.get(RUNS_ENV, "runs"))
+    return root / "dry-run" if dry_run_requested() else root
 
 
 def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
@@ -54,17 +58,26 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
     return fit_options(**{**flat, **overrides})
 
 
-def profile_data(profile: Profile, *, root: str | Path = "data", download: bool | None = None):
+def profile_data(profile: Profile, *, root: str | Path | None = None, download: bool | None = None):
     """``(train, test)`` datasets of a profile.
+
+    A dry-run profile (`s2o_lib.config.dry_run`) never downloads: it loads the dataset when its files are in
+    ``root`` and otherwise uses `s2o_lib.data.stand_in_dataset` (`FakeData` in the dataset's shape).
 
     Args:
         profile: the profile (its dataset and subsets).
-        root: dataset folder.
+        root: dataset folder (``None``: ``$S2O_DATA``, else ``data``).
         download: ``None``: fetch a missing torchvision dataset when its server is reachable (`class` and
             `paper` load CIFAR-10 on the first run with no flag to find; offline the missing-files error says
             where to put them; the bundled digits of `smoke` never touch the network); ``True``/``False``: as
             `s2o_lib.data.load_dataset`.
     """
+    root = root if root is not None else os.environ.get(DATA_ENV) or "data"
+    if profile.dry_run:
+        if dataset_missing(profile.dataset, root=root):
+            return tuple(stand_in_dataset(profile.dataset, split, size=size or 64)
+                         for split, size in (("train", profile.train_subset), ("test", profile.test_subset)))
+        download = False
     if download is None:
         download = dataset_missing(profile.dataset, root=root) and download_reachable(profile.dataset)
     train = load_dataset(profile.dataset, "train", root=root, download=download, subset=profile.train_subset)
@@ -78,7 +91,7 @@ def trained_model(
     profile: Profile | str | None = None,
     seed: int = 0,
     root: str | Path | None = None,
-    data_root: str | Path = "data",
+    data_root: str | Path | None = None,
     download: bool | None = None,
     progress: bool = True,
     tag: str = "",
@@ -92,7 +105,7 @@ def trained_model(
         profile: a `Profile`, its name, or ``None`` for the active one.
         seed: random seed of the run.
         root: cache folder (default: `runs_root`).
-        data_root: dataset folder.
+        data_root: dataset folder (``None``: ``$S2O_DATA``, else ``data``).
         download: download the dataset if missing (``None``: when its server is reachable, `profile_data`).
         progress: show a progress bar while training.
         tag: extra name for runs whose settings differ from the profile's (e.g. ``"beta1"``).
