@@ -57,6 +57,9 @@ class Profile:
         notes: what this profile shrinks compared to the paper, said plainly.
         schedule: the learning-rate schedule of `s2o_lib.train.make_scheduler`: ``"piecewise"`` (×0.1 at each
             milestone, the paper's) or ``"onecycle"`` (``lr`` is the peak; for short runs).
+        compare_methods: the methods notebook 08 trains and compares (``None``: every method of
+            `s2o_lib.compare.COMPARISON_METHODS`); the others are compared too when their models are already
+            cached, e.g. from a pretrained bundle (`s2o_lib.compare.comparison_methods`).
         dry_run: the profile's code path at tiny sizes (`dry_run`): stand-in data when the real set is
             missing, models cached apart from real ones.
     """
@@ -81,6 +84,7 @@ class Profile:
     awp_warmup: int | None
     notes: str = ""
     schedule: Literal["piecewise", "constant", "onecycle"] = "piecewise"
+    compare_methods: tuple[str, ...] | None = None
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -146,6 +150,9 @@ PROFILES: dict[str, Profile] = {
         milestones=(5, 7),  # "piecewise" only: x0.1 at 1/2 and 3/4 of the run, the paper's 100/150 of 200
         awp_warmup=2,
         schedule="onecycle",
+        # notebook 08 trains 11 of the 13 methods (not AVMixup and AVMixup+S²O: benchmarks/RESULTS.md)
+        compare_methods=("standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "mart+s2o", "at+awp",
+                         "at+awp+s2o", "trades+awp", "trades+awp+s2o"),
         notes=(
             "class fits a 90-minute lab on one free-Colab T4 by shrinking the paper's setup: PreAct ResNet-18 "
             "at half width (32-64-128-256 channels, 2.8 M parameters, a quarter of the FLOPs; the paper: "
@@ -156,8 +163,9 @@ PROFILES: dict[str, Profile] = {
             "included, runs on the first 200 test images (the paper: 10,000) at eps = 8/255, step 2/255 (the "
             "paper evaluates at 0.031, step 0.003). Expect accuracies well below the paper's; on 200 images "
             "each accuracy is uncertain by about ±7 points (95 %), so small differences between methods, "
-            "S²O's gain included, are not resolved here. Use the paper profile to compare with the authors' "
-            "numbers."
+            "S²O's gain included, are not resolved here. Notebook 08 trains 11 of its 13 methods (not AVMixup "
+            "and AVMixup+S²O; compared too when a bundle holds them). Use the paper profile to compare with "
+            "the authors' numbers."
         ),
     ),
     "paper": Profile(
