@@ -69,3 +69,26 @@ def test_dry_run_of_notebooks_00_and_03(tmp_path):
 
     meta_at = torch.load(out / "runs" / "dry-run" / "class" / "at-seed0" / "checkpoint.pt", weights_only=True)["meta"]
     assert meta_at["model"]["arch"] == "preact-resnet18-w32" and meta_at["settings"]["schedule"] == "onecycle"
+
+
+def _notebook_with_errors(*errors):
+    nbformat = pytest.importorskip("nbformat")
+    cells = []
+    for ename, traceback in errors:
+        cell = nbformat.v4.new_code_cell("x")
+        cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue="boom", traceback=traceback)]
+        cells.append(cell)
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("ok"), *cells])
+
+
+def test_a_dry_run_counts_the_notebooks_own_failed_checks_and_fails_on_any_other_error():
+    from s2o_lib.runner import _dry_run_error
+
+    own_check = ("AssertionError", ["\x1b[0;31mAssertionError\x1b[0m", "Cell \x1b[0;32mIn[3], line 2\x1b[0m\n assert acc > 0.5"])
+    library = ("AssertionError", ["Cell In[4], line 1", "File \x1b[0;32m/x/s2o_lib/attacks.py:10\x1b[0m, in pgd\n assert x"])
+    shape = ("RuntimeError", ["Cell In[5], line 1", "RuntimeError: mat1 and mat2 shapes cannot be multiplied"])
+    assert _dry_run_error(_notebook_with_errors(own_check, own_check)) == (None, None, 2)
+    error, index, unmet = _dry_run_error(_notebook_with_errors(own_check, library, shape))
+    assert (type(error).__name__, error.ename, index, unmet) == ("CellExecutionError", "AssertionError", 2, 1)
+    error, index, _ = _dry_run_error(_notebook_with_errors(shape))
+    assert (error.ename, index) == ("RuntimeError", 1)
