@@ -133,3 +133,19 @@ def test_one_cycle_resumes_exactly_and_refuses_another_length(tmp_path, digits, 
         _fit(train, 4, "onecycle", tmp_path / "cut2")
     with pytest.raises(S2OError, match="this run the 'piecewise' schedule"):
         _fit(train, 3, "piecewise", tmp_path / "cut2")
+
+
+def test_notebook_08_compares_the_profiles_methods_and_cached_others(tmp_path):
+    from s2o_lib.compare import COMPARISON_METHODS, comparison_methods
+
+    cls = get_profile("class")
+    assert comparison_methods(get_profile("smoke"), root=tmp_path) == COMPARISON_METHODS
+    assert comparison_methods(cls, root=tmp_path) == cls.compare_methods
+    assert "avmixup" not in cls.compare_methods and len(cls.compare_methods) == 11
+    # A model already cached (e.g. unpacked from a bundle) joins, in COMPARISON_METHODS' order.
+    (tmp_path / "class" / "avmixup-seed0").mkdir(parents=True)
+    (tmp_path / "class" / "avmixup-seed0" / CHECKPOINT_NAME).write_bytes(b"")
+    methods = comparison_methods(cls, root=tmp_path)
+    assert methods == tuple(m for m in COMPARISON_METHODS if m in cls.compare_methods or m == "avmixup")
+    with pytest.raises(S2OError, match="compare_methods of profile 'class' holds nope"):
+        comparison_methods(cls.with_(compare_methods=("at", "nope")), root=tmp_path)
