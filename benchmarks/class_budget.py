@@ -218,7 +218,8 @@ class Train:
     eval_steps: int
 
     def passes_total(self, acc: Accuracy) -> Passes:
-        awp_epochs = max(self.epochs - self.awp_warmup, 0) if _method_parts(self.method)[1] else 0
+        # AWP perturbs in the epochs (from 1) >= awp_warmup (`DefenseConfig.awp_active`): 0 and 1 mean all of them.
+        awp_epochs = max(self.epochs - max(self.awp_warmup, 1) + 1, 0) if _method_parts(self.method)[1] else 0
         total = step_passes(self.method, self.train_steps, awp_active=False) * (self.images * (self.epochs - awp_epochs))
         total = total + step_passes(self.method, self.train_steps) * (self.images * awp_epochs)
         if self.eval_n:
@@ -346,7 +347,8 @@ def notebook_07(p: Profile, acc: dict[str, Accuracy]) -> list:
 
 
 def notebook_08(p: Profile, acc: dict[str, Accuracy], methods: tuple[str, ...] = COMPARISON_METHODS) -> list:
-    # 08_robustness_comparison: trained_model for every method of s2o_lib.compare.COMPARISON_METHODS;
+    # 08_robustness_comparison: trained_model for every method of s2o_lib.compare.comparison_methods(profile)
+    # (profile.compare_methods, else COMPARISON_METHODS; with a bundle, the methods it holds);
     # compare_models (clean, fgsm, pgd20, cw20, autoattack) on n_eval = eval_n; the standard model again
     # alone; sanity_checks (surrogate, steps (10, 50), 5 restarts, no AutoAttack) on n_sanity =
     # min(eval_n, 500) for every model and a gradient-masked AT; accuracy_vs_eps for at+s2o (6 radii).
@@ -371,17 +373,21 @@ NOTEBOOKS: dict[str, Callable[..., list]] = {
 
 # ============================================================================================ candidate profiles
 #: Profiles evaluated for issue 11 (``--candidate NAME``): changes to the library's `class` profile.
-#: A key ``methods_08`` would set the methods notebook 08 trains (default: `COMPARISON_METHODS`).
+#: A key ``methods_08`` would set the methods notebook 08 trains (default: the profile's ``compare_methods``,
+#: else `COMPARISON_METHODS`).
 CANDIDATES: dict[str, dict] = {
     "current": {},
+    # the `class` profile before issue 11 (full-width PRN-18 on all 50,000 images, 15 epochs, piecewise)
+    "previous": {"arch": "preact-resnet18", "train_subset": None, "epochs": 15, "eval_n": 1000, "awp_warmup": 4,
+                 "lr": 0.1, "milestones": (10, 13), "schedule": "piecewise", "compare_methods": None},
     # the paper's model on a subset: training fits 02, 03, 05; the evaluation of 08 does not (11 models x AutoAttack)
     "A": {"train_subset": 10_000, "epochs": 10, "eval_n": 200, "awp_warmup": 2},
     "B": {"arch": "preact-resnet18-w32", "train_subset": 20_000, "epochs": 10, "eval_n": 200, "awp_warmup": 2},
     "C": {"arch": "preact-resnet18-w32", "train_subset": 10_000, "epochs": 15, "eval_n": 300, "awp_warmup": 3},
     "D": {"arch": "preact-resnet18-w48", "train_subset": 10_000, "epochs": 10, "eval_n": 100, "awp_warmup": 2},
-    # the recommendation (benchmarks/RESULTS.md): milestones keep the paper's proportions (x0.1 at 1/2 and 3/4)
+    # the recommendation (benchmarks/RESULTS.md), now the library's `class` profile (one-cycle, lr 0.2)
     "recommended": {"arch": "preact-resnet18-w32", "train_subset": 20_000, "epochs": 8, "eval_n": 200,
-                    "awp_warmup": 2, "milestones": (5, 7)},
+                    "awp_warmup": 2},
 }
 
 
@@ -743,7 +749,7 @@ def effective_profile(args: argparse.Namespace) -> tuple[Profile, tuple[str, ...
     if args.candidate and args.candidate not in CANDIDATES:
         raise S2OError(f"unknown candidate {args.candidate!r}; choose one of {', '.join(CANDIDATES)}")
     changes = dict(CANDIDATES[args.candidate]) if args.candidate else {}
-    methods = tuple(changes.pop("methods_08", COMPARISON_METHODS))
+    methods = changes.pop("methods_08", None)
     for name in _OVERRIDES:
         value = getattr(args, name)
         if value is not None:
@@ -756,7 +762,9 @@ def effective_profile(args: argparse.Namespace) -> tuple[Profile, tuple[str, ...
     unknown = set(changes) - known
     if unknown:
         raise S2OError(f"not Profile fields: {', '.join(sorted(unknown))}")
-    return dataclasses.replace(base, **changes), methods
+    profile = dataclasses.replace(base, **changes)
+    # notebook 08 trains `compare_methods` (`s2o_lib.compare.comparison_methods`; all when None)
+    return profile, tuple(methods or profile.compare_methods or COMPARISON_METHODS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -772,7 +780,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int)
     parser.add_argument("--autoattack", choices=("standard", "fast"))
     parser.add_argument("--awp-warmup", type=int)
-    parser.add_argument("--methods-08", help="comma-separated methods notebook 08 trains (default: COMPARISON_METHODS)")
+    parser.add_argument("--methods-08", help="comma-separated methods notebook 08 trains (default: the profile's "
+                                             "compare_methods, else COMPARISON_METHODS)")
     parser.add_argument("--robust-clean", type=float, default=ASSUMED["robust"].clean,
                         help="assumed clean accuracy of adversarially trained models")
     parser.add_argument("--robust-aa", type=float, default=ASSUMED["robust"].autoattack,

@@ -95,13 +95,16 @@ def bundle_url(profile: Profile | str | None = None) -> str | None:
     """Where to look for a profile's bundle: ``$S2O_ZOO_URL``, else `default_url` (``None``: no lookup).
 
     ``S2O_ZOO_URL=""`` or ``none`` turns the lookup off; a URL ending in ``/`` gets ``s2o-<profile>.tar`` appended
-    and ``{profile}`` is replaced by the name. Unset, the ``smoke`` profile looks nothing up (CPU and CI runs stay
+    and ``{profile}`` is replaced by the name. A dry-run profile never looks up. Unset, the ``smoke`` profile looks nothing up (CPU and CI runs stay
     off the network); the other profiles use the project's release asset.
 
     Args:
         profile: a `Profile`, its name, or ``None`` for the active one.
     """
-    name = _profile(profile).name
+    resolved = _profile(profile)
+    if resolved.dry_run:  # a dry run's tiny models never match a bundle's, and it stays off the network
+        return None
+    name = resolved.name
     url = os.environ.get(URL_ENV)
     if url is None:
         return None if name == "smoke" else default_url(name)

@@ -207,7 +207,8 @@ def _run_notebooks(args: argparse.Namespace) -> int:
     try:
         report = run_notebooks(args.notebooks or None, profile=args.profile, out=args.out, timeout=args.timeout,
                                kernel_name=args.kernel, progress=not args.no_progress,
-                               notebook_dir=args.notebook_dir, on_result=line)
+                               notebook_dir=args.notebook_dir, on_result=line, dry_run=args.dry_run,
+                               data=args.data)
     except NotebookFailed as exc:
         for result in exc.report.results if exc.report is not None else ():
             if result.status == "not run":
@@ -284,6 +285,7 @@ def _add_run_notebooks_parser(sub: Any) -> None:
                "  %(prog)s --profile smoke                 # the whole suite on a CPU in minutes\n"
                "  %(prog)s 00 03 --profile class --out build/class\n"
                "  %(prog)s notebooks/08_robustness_comparison.ipynb --timeout 3600\n"
+               "  %(prog)s --profile class --dry-run          # class's code path, tiny sizes, on a CPU\n"
                "Cells whose source has a line starting with '# REPORT' put their outputs in the report.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
@@ -299,6 +301,13 @@ def _add_run_notebooks_parser(sub: Any) -> None:
     r.add_argument("--notebook-dir", type=Path, default=Path("notebooks"), metavar="DIR",
                    help="where the suite's notebooks live (default: notebooks)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (or set TQDM_DISABLE=1)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="the profile's code path at tiny sizes (one epoch, tens of images) to check the notebooks "
+                        "on a CPU; stand-in data when the dataset is missing from --data; models cached in "
+                        "DIR/runs/dry-run")
+    r.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="dataset folder for the notebooks (default: data/ of each notebook's folder; data/ here "
+                        "in a dry run)")
     r.set_defaults(func=_run_notebooks)
 
 

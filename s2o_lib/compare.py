@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .attacks import check_eps
+from .config import Profile
 from .defenses import Method, parse_method
 from .errors import S2OError
 from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
@@ -61,9 +63,33 @@ COMPARISON_METHODS: tuple[str, ...] = (
     "trades+awp", "trades+awp+s2o",
 )
 
+def comparison_methods(profile: Profile, *, root: str | Path | None = None) -> tuple[str, ...]:
+    """The methods notebook 08 compares in ``profile``, in the order of `COMPARISON_METHODS`.
+
+    ``profile.compare_methods`` (all of `COMPARISON_METHODS` when ``None``), which `s2o_lib.zoo.trained_model`
+    trains when missing, and every other method whose model is already cached for the profile (seed 0), e.g.
+    unpacked from a pretrained bundle: `class` trains fewer models to fit a lab but compares all it has.
+
+    Args:
+        profile: the profile.
+        root: the model cache (``None``: `s2o_lib.zoo.runs_root`).
+    """
+    from .zoo import runs_root
+
+    chosen = COMPARISON_METHODS if profile.compare_methods is None else profile.compare_methods
+    unknown = [m for m in chosen if m not in COMPARISON_METHODS]
+    if unknown:
+        raise S2OError(f"compare_methods of profile {profile.name!r} holds {', '.join(unknown)}, not in "
+                       f"COMPARISON_METHODS ({', '.join(COMPARISON_METHODS)})")
+    folder = Path(root) if root is not None else runs_root()
+    cached = {m for m in COMPARISON_METHODS
+              if (folder / profile.name / f"{parse_method(m).name}-seed0" / "checkpoint.pt").is_file()}
+    return tuple(m for m in COMPARISON_METHODS if m in chosen or m in cached)
+
+
 #: Display names of the architectures that appear in the published numbers.
 ARCH_NAMES: dict[str, str] = {"preact-resnet18": "PreAct ResNet-18", "wrn-34-10": "WRN-34-10",
-                              "small-cnn": "small CNN"}
+                              "small-cnn": "small CNN", "preact-resnet18-w32": "PreAct ResNet-18 (width 32)"}
 AUTHORS_SOURCE = "authors' figures (Jin et al., released S²O results)"
 ROBUSTBENCH_SOURCE = "RobustBench (context, not S²O)"
 PUBLISHED_ATTACKS: tuple[str, ...] = ("clean", "pgd20", "autoattack")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +26,8 @@ from .checks import check_int
 from .errors import S2OError, unknown_name
 
 PROFILE_ENV = "S2O_PROFILE"
+#: Set to 1 (``run-notebooks --dry-run`` does) to get every profile at `dry_run` sizes from `get_profile`.
+DRY_RUN_ENV = "S2O_DRY_RUN"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class Profile:
         awp_warmup: the epoch (from 1) at which AWP starts perturbing weights (``None``: the base method's
             default from `s2o_lib.defenses.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
         notes: what this profile shrinks compared to the paper, said plainly.
+        schedule: the learning-rate schedule of `s2o_lib.train.make_scheduler`: ``"piecewise"`` (×0.1 at each
+            milestone, the paper's) or ``"onecycle"`` (``lr`` is the peak; for short runs).
+        compare_methods: the methods notebook 08 trains and compares (``None``: every method of
+            `s2o_lib.compare.COMPARISON_METHODS`); the others are compared too when their models are already
+            cached, e.g. from a pretrained bundle (`s2o_lib.compare.comparison_methods`).
+        dry_run: the profile's code path at tiny sizes (`dry_run`): stand-in data when the real set is
+            missing, models cached apart from real ones.
     """
 
     name: str
@@ -74,10 +83,24 @@ class Profile:
     milestones: tuple[int, ...]
     awp_warmup: int | None
     notes: str = ""
+    schedule: Literal["piecewise", "constant", "onecycle"] = "piecewise"
+    compare_methods: tuple[str, ...] | None = None
+    dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as a plain dictionary (for metrics files and reports)."""
         return asdict(self)
+
+    def with_(self, **changes: Any) -> Profile:
+        """A copy with some fields changed (``profile.with_(epochs=3)``).
+
+        Args:
+            changes: field names and their new values.
+        """
+        unknown = sorted(set(changes) - set(asdict(self)))
+        if unknown:
+            raise S2OError(f"not Profile fields: {', '.join(unknown)}; choose from {', '.join(asdict(self))}")
+        return replace(self, **changes)
 
 
 PROFILES: dict[str, Profile] = {
@@ -106,13 +129,14 @@ PROFILES: dict[str, Profile] = {
             "6 epochs, and AutoAttack's cheaper 'fast' subset (APGD-CE, APGD-T) on 200 images."
         ),
     ),
+    # Sized for a 90-minute lab on one free-Colab T4: benchmarks/RESULTS.md, "Class budget".
     "class": Profile(
         name="class",
         dataset="cifar10",
-        arch="preact-resnet18",
-        epochs=15,
+        arch="preact-resnet18-w32",
+        epochs=8,
         batch_size=128,
-        train_subset=None,
+        train_subset=20_000,
         test_subset=None,
         eps=8 / 255,
         alpha=2 / 255,
@@ -120,14 +144,28 @@ PROFILES: dict[str, Profile] = {
         eval_eps=8 / 255,
         eval_alpha=2 / 255,
         eval_steps=20,
-        eval_n=1000,
+        eval_n=200,
         autoattack="standard",
-        lr=0.1,
-        milestones=(10, 13),
-        awp_warmup=4,
+        lr=0.2,  # the one-cycle peak (the fast-AT code's --lr-max 0.2)
+        milestones=(5, 7),  # "piecewise" only: x0.1 at 1/2 and 3/4 of the run, the paper's 100/150 of 200
+        awp_warmup=2,
+        schedule="onecycle",
+        # notebook 08 trains 11 of the 13 methods (not AVMixup and AVMixup+S²O: benchmarks/RESULTS.md)
+        compare_methods=("standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "mart+s2o", "at+awp",
+                         "at+awp+s2o", "trades+awp", "trades+awp+s2o"),
         notes=(
-            "class trains PreAct ResNet-18 on CIFAR-10 for 15 epochs with PGD-5 (the paper: 200 epochs, "
-            "PGD-10) and evaluates 1000 test images with standard AutoAttack."
+            "class fits a 90-minute lab on one free-Colab T4 by shrinking the paper's setup: PreAct ResNet-18 "
+            "at half width (32-64-128-256 channels, 2.8 M parameters, a quarter of the FLOPs; the paper: "
+            "64-512, 11.2 M), trained on a fixed random 20,000 of CIFAR-10's 50,000 training images for 8 "
+            "epochs with a one-cycle learning rate peaking at 0.2 (the paper: all 50,000, 200 epochs, "
+            "piecewise from 0.1), a PGD-5 training attack (the paper: PGD-10) and AWP from epoch 2 (the "
+            "AWP scripts: AT from the first epoch, TRADES from the 10th); every attack, standard AutoAttack "
+            "included, runs on the first 200 test images (the paper: 10,000) at eps = 8/255, step 2/255 (the "
+            "paper evaluates at 0.031, step 0.003). Expect accuracies well below the paper's; on 200 images "
+            "each accuracy is uncertain by about ±7 points (95 %), so small differences between methods, "
+            "S²O's gain included, are not resolved here. Notebook 08 trains 11 of its 13 methods (not AVMixup "
+            "and AVMixup+S²O; compared too when a bundle holds them). Use the paper profile to compare with "
+            "the authors' numbers."
         ),
     ),
     "paper": Profile(
@@ -155,7 +193,7 @@ PROFILES: dict[str, Profile] = {
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """Return the active profile.
+    """Return the active profile (at `dry_run` sizes when ``S2O_DRY_RUN=1``).
 
     Args:
         name: ``smoke``, ``class`` or ``paper``; ``None`` reads ``S2O_PROFILE`` and falls back to
@@ -166,7 +204,31 @@ def get_profile(name: str | None = None) -> Profile:
     name = name.strip().lower()
     if name not in PROFILES:
         raise unknown_name("profile (S2O_PROFILE)", name, PROFILES)
-    return PROFILES[name]
+    return dry_run(PROFILES[name]) if dry_run_requested() else PROFILES[name]
+
+
+def dry_run_requested() -> bool:
+    """Whether ``S2O_DRY_RUN`` asks for dry-run sizes (any value but empty, ``0``, ``false`` or ``no``)."""
+    return os.environ.get(DRY_RUN_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def dry_run(profile: Profile) -> Profile:
+    """``profile``'s code path at tiny sizes, to check every notebook on a CPU in minutes (not to learn from).
+
+    The same dataset (CIFAR-10-shaped stand-in data when it is missing: `s2o_lib.zoo.profile_data`), the same
+    architecture, schedule, threat model and AutoAttack version; 64 training and 40 test images, batches of
+    16, one epoch, a one-step training attack, attacks on 20 images, AWP from the first epoch. The name stays
+    (notebooks branch on it); ``dry_run=True`` keeps its cached models apart (`s2o_lib.zoo.runs_root`).
+
+    Args:
+        profile: the profile to shrink.
+    """
+    return profile.with_(
+        epochs=1, batch_size=16, train_subset=64, test_subset=40, train_steps=1, eval_steps=2, eval_n=20,
+        awp_warmup=1, dry_run=True,
+        notes=f"DRY RUN of {profile.name}: its code path at tiny sizes (64 training and 40 test images, one "
+              "epoch, PGD-1 training, attacks on 20 images); the numbers mean nothing. " + profile.notes,
+    )
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator:

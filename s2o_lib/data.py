@@ -139,6 +139,88 @@ def _torchvision_dataset(name: str, split: Split, folder: Path, download: bool, 
         ) from err
 
 
+def _torchvision_class(name: str) -> type:
+    import torchvision
+
+    classes = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
+               "svhn": "SVHN"}
+    return getattr(torchvision.datasets, classes[name])
+
+
+def dataset_missing(name: str, *, root: str | Path = "data") -> bool:
+    """Whether files of a torchvision dataset are missing under ``root/name`` (never for the bundled digits).
+
+    For CIFAR the files are checked by name (no checksum, no network); other sets by loading both splits.
+
+    Args:
+        name: one of `DATASETS`.
+        root: folder that holds one sub-folder per dataset.
+    """
+    dataset_info(name)
+    if name == "digits":
+        return False
+    folder = Path(root).expanduser() / name
+    cls = _torchvision_class(name)
+    if name in ("cifar10", "cifar100"):
+        files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        return not all((folder / cls.base_folder / f).is_file() for f in files)
+    try:
+        for split in ("train", "test"):
+            _torchvision_dataset(name, split, folder, False, False)
+    except S2OError:
+        return True
+    return False
+
+
+def download_reachable(name: str, *, timeout: float = 3.0) -> bool:
+    """Whether the server a torchvision dataset downloads from accepts a connection (``False`` for digits).
+
+    Args:
+        name: one of `DATASETS`.
+        timeout: seconds to wait for the connection.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    dataset_info(name)
+    if name == "digits":
+        return False
+    cls = _torchvision_class(name)
+    url = getattr(cls, "url", None) or next(iter(getattr(cls, "split_list", {}).values()), [None])[0]
+    url = url or (getattr(cls, "mirrors", None) or [None])[0]
+    if not url:
+        return False
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def stand_in_dataset(name: str, split: Split, *, size: int) -> Dataset:
+    """Random images in the shape of a dataset (`torchvision.datasets.FakeData`), for dry runs without its files.
+
+    The same transforms as `load_dataset` (crop-and-flip for CIFAR training sets); the train and test splits
+    draw different images; each image is the same on every access.
+
+    Args:
+        name: one of `DATASETS`.
+        split: ``"train"`` or ``"test"``.
+        size: number of images.
+    """
+    from torchvision import datasets, transforms
+
+    info = dataset_info(name)
+    check_int(size, "size", minimum=1)
+    augment = name in ("cifar10", "cifar100") and split == "train"
+    steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if augment else []
+    return datasets.FakeData(size=size, image_size=(info.in_channels, info.image_size, info.image_size),
+                             num_classes=info.num_classes, transform=transforms.Compose([*steps, transforms.ToTensor()]),
+                             random_offset=0 if split == "train" else 10**6)
+
+
 def load_dataset(
     name: str,
     split: Split,

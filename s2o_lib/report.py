@@ -222,6 +222,13 @@ def _notebook_row(number: int, result: NotebookResult, out: Path) -> str:
             f'<td class="num">{esc(format_seconds(result.seconds))}</td><td>{link}</td><td>{error}</td></tr>')
 
 
+def _dry_run_note(dry: dict[str, Any]) -> str:
+    """The dry run's data and the notebooks' own checks it did not meet (expected on tiny random runs)."""
+    unmet = ", ".join(f"{name}: {count}" for name, count in dry.get("unmet_checks", {}).items() if count)
+    return (f'<p class="meta"><b>Dry run</b> (the code path at tiny sizes; the numbers mean nothing) · data: '
+            f'{html.escape(str(dry.get("data")))} · result checks not met: {html.escape(unmet or "none")}</p>')
+
+
 def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dict[str, list[dict[str, Any]]],
                  out: Path) -> str:
     esc = html.escape
@@ -234,6 +241,8 @@ def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dic
         (f'<p class="meta">{esc(meta["date"])} · profile <b>{esc(meta["profile"]["name"])}</b> · '
          f'{esc(meta["device"])} · total {esc(format_seconds(meta["total_seconds"]))}</p>'),
     ]
+    if meta.get("dry_run"):
+        parts.append(_dry_run_note(meta["dry_run"]))
     if meta["failed"]:
         parts.append(f'<div class="banner">{esc(meta["failed"])}</div>')
     headlines = [(r.name, item) for r in results for item in items.get(r.name, []) if item.get("headline")]

@@ -219,22 +219,24 @@ def _jupyter() -> Any:
     return nbformat
 
 
-def _kernel_env(profile: str) -> dict[str, str]:
+def _kernel_env(profile: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The kernel's environment: the caller's, with ``S2O_PROFILE`` set, this checkout's root first on
     ``PYTHONPATH`` (so the notebooks import the same `s2o_lib` as the runner, also in a clone that was never
-    ``pip install``-ed) and progress bars off unless the caller set ``TQDM_DISABLE`` (no one watches them)."""
+    ``pip install``-ed) and progress bars off unless the caller set ``TQDM_DISABLE`` (no one watches them);
+    then ``extra`` (the dry run's variables)."""
     root = str(Path(__file__).resolve().parent.parent)
     pythonpath = os.environ.get("PYTHONPATH", "")
     if root not in pythonpath.split(os.pathsep):
         pythonpath = os.pathsep.join(p for p in (root, pythonpath) if p)
     return {**os.environ, PROFILE_ENV: profile, "PYTHONPATH": pythonpath,
-            "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1")}
+            "TQDM_DISABLE": os.environ.get("TQDM_DISABLE", "1"), **(extra or {})}
 
 
 def _execute(nb: Any, path: Path, *, timeout: int, kernel_name: str, env: dict[str, str],
-             log_path: Path) -> tuple[BaseException | None, int | None]:
+             log_path: Path, allow_errors: bool = False) -> tuple[BaseException | None, int | None]:
     """Run ``nb`` (read from ``path``) in a fresh kernel, in place; returns the error that stopped it (``None``
-    if every cell ran) and the index of the last cell that started."""
+    if every cell ran) and the index of the last cell that started. With ``allow_errors`` a cell's error stays
+    in its outputs and the next cells run (`_dry_run_error` reads them)."""
     from nbclient import NotebookClient
 
     current: dict[str, int] = {}
@@ -243,7 +245,7 @@ def _execute(nb: Any, path: Path, *, timeout: int, kernel_name: str, env: dict[s
         current["index"] = cell_index
 
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, on_cell_start=on_cell_start,
-                            resources={"metadata": {"path": str(path.resolve().parent)}})
+                            allow_errors=allow_errors, resources={"metadata": {"path": str(path.resolve().parent)}})
     with _sigint_noted() as interrupted:
         try:
             # The kernel process's own output (e.g. ipykernel's start-up warnings, C++ warnings, a crash message)
@@ -289,6 +291,30 @@ def cell_position(cells: Sequence[Any], index: int) -> str:
         return f"cell {index + 1} of {len(cells)}, counting markdown"
     code = [i for i, cell in enumerate(cells) if cell.cell_type == "code"]
     return f"code cell {code.index(index) + 1} of {len(code)}"
+
+
+_FILE_FRAME = re.compile(r"^\s*File \S", re.MULTILINE)
+
+
+def _dry_run_error(nb: Any) -> tuple[BaseException | None, int | None, int]:
+    """The first error of a notebook run with ``allow_errors`` that a dry run must not pass, its cell, and how
+    many result checks failed: an ``AssertionError`` raised by the notebook's own code (no library frame in
+    its traceback) is a check of what a real run learns, which tiny stand-in runs cannot meet; every other
+    error (a shape or device mismatch, a library assertion) fails the dry run."""
+    from nbclient.exceptions import CellExecutionError
+
+    unmet = 0
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if output.get("output_type") != "error":
+                continue
+            trace = [clean_text(line) for line in output.get("traceback", [])]
+            if output.get("ename") == "AssertionError" and not any(_FILE_FRAME.search(t) for t in trace):
+                unmet += 1
+                continue
+            error = CellExecutionError("\n".join(trace), output.get("ename", "Error"), output.get("evalue", ""))
+            return error, index, unmet
+    return None, None, unmet
 
 
 def _first_line(source: str, limit: int = 80) -> str:
@@ -364,6 +390,7 @@ class _Suite:
     report: RunReport
     started: float = field(default_factory=time.perf_counter)
     items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    dry_run: bool = False
 
     def finish(self, status: str) -> None:
         """Write the report as it stands (a killed run still leaves a report of what finished)."""
@@ -380,7 +407,10 @@ class _Suite:
         result.kernel_log.parent.mkdir(exist_ok=True)
         tick = time.perf_counter()
         error, index = _execute(nb, path, timeout=timeout, kernel_name=kernel_name, env=env,
-                                log_path=result.kernel_log)
+                                log_path=result.kernel_log, allow_errors=self.dry_run)
+        if self.dry_run and error is None:
+            error, index, unmet = _dry_run_error(nb)
+            self.meta["dry_run"]["unmet_checks"][path.name] = unmet
         result.seconds = time.perf_counter() - tick
         nbformat.write(nb, result.output_path)
         self.items[path.name] = report_items(nb)
@@ -398,6 +428,26 @@ class _Suite:
         return failure
 
 
+def _dry_run_setup(profile: Any, *, out: Path, data: str | os.PathLike[str] | None) -> tuple[dict[str, str], str]:
+    """The kernels' extra variables of a dry run (an emptied model cache under ``out``), and which data it uses."""
+    import shutil
+
+    from .config import DRY_RUN_ENV
+    from .data import dataset_missing
+    from .zoo import DATA_ENV, RUNS_ENV
+
+    folder = Path(data if data is not None else "data").expanduser().resolve()
+    runs = out.resolve() / "runs"
+    shutil.rmtree(runs / "dry-run", ignore_errors=True)  # only the dry run's own cache
+    if dataset_missing(profile.dataset, root=folder):
+        note = (f"stand-in data: torchvision FakeData in {profile.dataset}'s shape (random images; no "
+                f"{profile.dataset} in {folder})")
+    else:
+        note = (f"{profile.dataset} from {folder} (a random {profile.train_subset} training and "
+                f"{profile.test_subset} test images)")
+    return {DRY_RUN_ENV: "1", DATA_ENV: str(folder), RUNS_ENV: str(runs)}, note
+
+
 def run_notebooks(
     notebooks: Sequence[str | os.PathLike[str]] | None = None,
     *,
@@ -408,6 +458,8 @@ def run_notebooks(
     progress: bool = True,
     notebook_dir: Path = Path("notebooks"),
     on_result: Callable[[NotebookResult], None] | None = None,
+    dry_run: bool = False,
+    data: str | os.PathLike[str] | None = None,
 ) -> RunReport:
     """Execute notebooks headless, in order, and write ``out/report.html`` and ``out/report.json``.
 
@@ -422,6 +474,12 @@ def run_notebooks(
         progress: show a tqdm bar over notebooks (``TQDM_DISABLE=1`` in the environment hides it too).
         notebook_dir: where the suite's notebooks live.
         on_result: called with each `NotebookResult` as soon as that notebook finishes.
+        dry_run: run the profile's code path at tiny sizes (`s2o_lib.config.dry_run`, ``S2O_DRY_RUN=1`` in the
+            kernels), with models cached in ``out/runs/dry-run`` (emptied first) and stand-in data when the
+            dataset is missing from ``data``; result checks (a notebook's own ``assert``) that fail are counted
+            in the report, every other error fails the run.
+        data: dataset folder exported to the kernels as ``S2O_DATA`` (``None``: the kernels' default, or
+            ``data`` under the current folder in a dry run).
 
     Returns:
         The `RunReport`.
@@ -432,23 +490,29 @@ def run_notebooks(
         NotebookInterrupted: Ctrl-C; the partial notebook and the report (status ``interrupted``) were written.
         S2OError: bad arguments (unknown profile, missing notebook, ...), before anything runs.
     """
-    from .config import get_profile  # imports torch: only when actually running
+    from .config import dry_run as shrink  # imports torch: only when actually running
+    from .config import get_profile
 
-    chosen = get_profile(profile)
+    chosen = shrink(get_profile(profile)) if dry_run else get_profile(profile)
     out = Path(out)
     paths = _checked_paths(notebooks, notebook_dir=Path(notebook_dir), out=out, timeout=timeout)
     nbformat = _jupyter()
     out.mkdir(parents=True, exist_ok=True)
+    extra, data_note = _dry_run_setup(chosen, out=out, data=data) if dry_run else ({}, None)
+    if data is not None and not dry_run:
+        extra["S2O_DATA"] = str(Path(data).expanduser().resolve())
     meta: dict[str, Any] = {
         "title": REPORT_TITLE, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "profile": {"name": chosen.name, "notes": chosen.notes}, "versions": versions(), "device": device_name(),
         "platform": platform.platform(), "kernel": kernel_name, "timeout": timeout, "status": "running",
         "failed": None, "total_seconds": 0.0,
     }
+    if dry_run:
+        meta["dry_run"] = {"data": data_note, "unmet_checks": {}}
     results = [NotebookResult(name=p.name, status="not run") for p in paths]
     suite = _Suite(out=out, meta=meta, report=RunReport(profile=chosen.name, results=results,
-                                                        report_path=out / "report.html"))
-    env = _kernel_env(chosen.name)
+                                                        report_path=out / "report.html"), dry_run=dry_run)
+    env = _kernel_env(chosen.name, extra)
     # tqdm reads TQDM_DISABLE from the environment only when `disable` is not passed.
     bar = tqdm(total=len(paths), desc="notebooks", unit="nb", dynamic_ncols=True,
                **({} if progress else {"disable": True}))

@@ -46,8 +46,10 @@ from .lock import folder_lock, writes_here
 from .models import device_of, dtype_of, model_spec
 from .s2o import default_off_diagonal_mass
 
-Schedule = Literal["piecewise", "constant"]
-SCHEDULES = ("piecewise", "constant")
+Schedule = Literal["piecewise", "constant", "onecycle"]
+SCHEDULES = ("piecewise", "constant", "onecycle")
+#: Schedules whose scheduler steps after every batch (the others step once per epoch).
+PER_BATCH_SCHEDULES = ("onecycle",)
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 
@@ -61,8 +63,9 @@ class OptimConfig:
         lr: initial learning rate (0.1).
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay (5e-4).
-        schedule: ``"piecewise"`` (×0.1 from each milestone on) or ``"constant"``.
-        milestones: epochs from which the rate is multiplied by 0.1 (100 and 150).
+        schedule: ``"piecewise"`` (×0.1 from each milestone on), ``"constant"`` or ``"onecycle"`` (``lr`` is the
+            peak; see `make_scheduler`).
+        milestones: epochs from which the rate is multiplied by 0.1 (100 and 150; ``"piecewise"`` only).
     """
 
     lr: float = 0.1
@@ -282,15 +285,32 @@ def make_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, *, schedule: Schedule, milestones: tuple[int, ...]
+    optimizer: torch.optim.Optimizer, *, schedule: Schedule, milestones: tuple[int, ...], total_steps: int = 0
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """The paper's piecewise schedule: ×0.1 from each milestone epoch on (epochs counted from 1).
+    """The learning-rate schedule; ``"piecewise"`` is the paper's: ×0.1 from each milestone epoch on.
 
     The released code sets lr = 0.1, 0.01 from epoch 100 and 0.001 from epoch 150, i.e. milestones
-    (100, 150). The scheduler steps once per epoch.
+    (100, 150); ``"piecewise"`` and ``"constant"`` step once per epoch. ``"onecycle"`` (for short runs, the
+    ``class`` profile) is `torch.optim.lr_scheduler.OneCycleLR` stepped after every batch: linear from
+    lr/1e4 up to the optimiser's lr over the first 40 % of the steps, then linear down to lr/1e4, momentum
+    fixed. That is the "cyclic" schedule of the fast-AT and robust-overfitting code (0 → lr_max at 2/5 → 0);
+    the paper itself trains 200 epochs piecewise.
+
+    Args:
+        optimizer: the optimiser; its lr is the initial (piecewise, constant) or peak (onecycle) rate.
+        schedule: ``"piecewise"``, ``"constant"`` or ``"onecycle"``.
+        milestones: epochs (from 1) from which ``"piecewise"`` multiplies the rate by 0.1.
+        total_steps: optimiser steps of the whole run, epochs × batches per epoch (``"onecycle"`` only).
     """
     if schedule not in SCHEDULES:
         raise unknown_name("learning-rate schedule", schedule, SCHEDULES)
+    if schedule == "onecycle":
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise S2OError(f"the one-cycle schedule needs total_steps >= 1 (epochs × batches), got {total_steps!r}")
+        peak = optimizer.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak, total_steps=total_steps, pct_start=0.4, anneal_strategy="linear",
+            cycle_momentum=False, div_factor=1e4, final_div_factor=1.0)
     if schedule == "constant":
         milestones = ()
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[m - 1 for m in milestones], gamma=0.1)
@@ -396,6 +416,7 @@ class _Training:
     config: DefenseConfig
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    per_batch: bool  # the scheduler steps after every batch (onecycle), else once per epoch
     awp: AWP | None
     speed: SpeedConfig
     history: History
@@ -419,6 +440,7 @@ class _Training:
         if changes:
             raise SettingsChanged(path.parent, f"{path.parent} holds a run with other settings: {', '.join(changes)}",
                                   way_out=FIT_WAY_OUT)
+        self._check_schedule(path, state)
         load_weights(self.model, state, source=str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -427,9 +449,21 @@ class _Training:
         self.history = History.from_dict(state["history"])
         _set_rng_state(state["rng"], self.loader)
 
+    def _check_schedule(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a one-cycle checkpoint for another schedule or another number of steps (and the reverse)."""
+        saved = state["meta"].get("settings", {}).get("schedule", "piecewise")
+        ours = self.meta["settings"]["schedule"]
+        saved_steps, steps = state["scheduler"].get("total_steps"), getattr(self.scheduler, "total_steps", None)
+        if "onecycle" in (saved, ours) and (saved != ours or saved_steps != steps):
+            raise S2OError(
+                f"{path} follows the {saved!r} schedule{f' over {saved_steps} steps' if saved_steps else ''}, this "
+                f"run the {ours!r} schedule{f' over {steps} steps (epochs × batches)' if steps else ''}; resume "
+                "with the same schedule, epochs, data and batch size, or pass resume=False to start over"
+            )
+
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training data, then one scheduler step; the mean loss and the accuracy on the
-        inputs the loss was computed on (adversarial ones for AT and MART)."""
+        """One pass over the training data with its scheduler steps (after every batch or once at the end);
+        the mean loss and the accuracy on the inputs the loss was computed on (adversarial ones for AT, MART)."""
         device, method = self.device, self.method
         use_awp = self.awp if (self.awp is not None and self.config.awp_active(epoch)) else None
         memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
@@ -449,7 +483,10 @@ class _Training:
             loss_sum += result.loss * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-        self.scheduler.step()
+            if self.per_batch:
+                self.scheduler.step()
+        if not self.per_batch:
+            self.scheduler.step()
         if seen == 0:
             raise S2OError("the training loader yielded no batches; check the dataset and batch size")
         return (loss_sum / seen).item(), (correct / seen).item()
@@ -523,12 +560,15 @@ def _start(model: nn.Module, loader: DataLoader, *, method: Method, configs: dic
     config = _defense_config(model, method, configs["attack"], configs["loss"], configs["awp"])
     model = prepare_model(model, channels_last=speed.channels_last)
     optimizer = make_optimizer(model, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-    scheduler = make_scheduler(optimizer, schedule=optim.schedule, milestones=tuple(optim.milestones))
+    per_batch = optim.schedule in PER_BATCH_SCHEDULES
+    total_steps = max(1, epochs * len(loader)) if per_batch else 0
+    scheduler = make_scheduler(optimizer, schedule=optim.schedule, milestones=tuple(optim.milestones),
+                               total_steps=total_steps)
     settings = {"epochs": epochs, **asdict(optim), "milestones": list(optim.milestones), **asdict(config),
                 **{f"eval_{k}": v for k, v in asdict(evaluation).items()}, "precision": speed.precision}
     return _Training(
         model=model, step_model=prepare_model(model, compile=speed.compile), loader=loader, method=method,
-        config=config, optimizer=optimizer, scheduler=scheduler,
+        config=config, optimizer=optimizer, scheduler=scheduler, per_batch=per_batch,
         awp=AWP(model, gamma=config.awp_gamma, lr=config.awp_lr) if method.awp else None, speed=speed,
         history=History(method=method.name),
         meta={"model": model_spec(model), "method": method.name, "settings": settings, **(metadata or {})},

@@ -21,8 +21,8 @@ from typing import Any
 from torch import nn
 
 from .bundle import bundled_run
-from .config import Profile, get_device, get_profile, seed_everything
-from .data import dataset_info, load_dataset, make_loader
+from .config import Profile, dry_run_requested, get_device, get_profile, seed_everything
+from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader, stand_in_dataset
 from .defenses import parse_method
 from .fast import training_loader
 from .lock import folder_lock
@@ -30,11 +30,15 @@ from .models import build_model
 from .train import FLAT_SETTINGS, History, SettingsChanged, fit, fit_options
 
 RUNS_ENV = "S2O_RUNS"
+#: The dataset folder `profile_data` and `trained_model` read when none is given (default ``data``).
+DATA_ENV = "S2O_DATA"
 
 
 def runs_root() -> Path:
-    """Where cached checkpoints live: ``$S2O_RUNS``, else ``runs/`` under the current folder (git-ignored)."""
-    return Path(os.environ.get(RUNS_ENV, "runs"))
+    """Where cached checkpoints live: ``$S2O_RUNS``, else ``runs/`` under the current folder (git-ignored);
+    in a dry run (``S2O_DRY_RUN=1``) its ``dry-run/`` sub-folder, so tiny models never mix with real ones."""
+    root = Path(os.environ.get(RUNS_ENV, "runs"))
+    return root / "dry-run" if dry_run_requested() else root
 
 
 def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
@@ -50,7 +54,8 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
         overrides: flat settings or `fit` keywords that replace the profile's (see `s2o_lib.train.fit_options`).
     """
     flat = {
-        "epochs": profile.epochs, "lr": profile.lr, "milestones": profile.milestones, "eps": profile.eps,
+        "epochs": profile.epochs, "lr": profile.lr, "schedule": profile.schedule, "milestones": profile.milestones,
+        "eps": profile.eps,
         "alpha": profile.alpha, "attack_steps": profile.train_steps, "awp_warmup": profile.awp_warmup,
         "eval_eps": profile.eval_eps, "eval_alpha": profile.eval_alpha, "eval_steps": min(profile.eval_steps, 10),
         "eval_n": min(profile.eval_n, 500),
@@ -100,8 +105,28 @@ def run_folder(method: str, *, profile: Profile, seed: int = 0, root: str | Path
     return Path(root or runs_root()) / profile.name / f"{method}{'-' + label if label else ''}-seed{seed}"
 
 
-def profile_data(profile: Profile, *, root: str | Path = "data", download: bool = False):
-    """``(train, test)`` datasets of a profile."""
+def profile_data(profile: Profile, *, root: str | Path | None = None, download: bool | None = None):
+    """``(train, test)`` datasets of a profile.
+
+    A dry-run profile (`s2o_lib.config.dry_run`) never downloads: it loads the dataset when its files are in
+    ``root`` and otherwise uses `s2o_lib.data.stand_in_dataset` (`FakeData` in the dataset's shape).
+
+    Args:
+        profile: the profile (its dataset and subsets).
+        root: dataset folder (``None``: ``$S2O_DATA``, else ``data``).
+        download: ``None``: fetch a missing torchvision dataset when its server is reachable (`class` and
+            `paper` load CIFAR-10 on the first run with no flag to find; offline the missing-files error says
+            where to put them; the bundled digits of `smoke` never touch the network); ``True``/``False``: as
+            `s2o_lib.data.load_dataset`.
+    """
+    root = root if root is not None else os.environ.get(DATA_ENV) or "data"
+    if profile.dry_run:
+        if dataset_missing(profile.dataset, root=root):
+            return tuple(stand_in_dataset(profile.dataset, split, size=size or 64)
+                         for split, size in (("train", profile.train_subset), ("test", profile.test_subset)))
+        download = False
+    if download is None:
+        download = dataset_missing(profile.dataset, root=root) and download_reachable(profile.dataset)
     train = load_dataset(profile.dataset, "train", root=root, download=download, subset=profile.train_subset)
     test = load_dataset(profile.dataset, "test", root=root, download=download, subset=profile.test_subset)
     return train, test
@@ -113,8 +138,8 @@ def trained_model(
     profile: Profile | str | None = None,
     seed: int = 0,
     root: str | Path | None = None,
-    data_root: str | Path = "data",
-    download: bool = False,
+    data_root: str | Path | None = None,
+    download: bool | None = None,
     progress: bool = True,
     tag: str = "",
     device_loader: bool | None = None,
@@ -130,8 +155,8 @@ def trained_model(
         profile: a `Profile`, its name, or ``None`` for the active one.
         seed: random seed of the run.
         root: cache folder (default: `runs_root`).
-        data_root: dataset folder.
-        download: download the dataset if missing.
+        data_root: dataset folder (``None``: ``$S2O_DATA``, else ``data``).
+        download: download the dataset if missing (``None``: when its server is reachable, `profile_data`).
         progress: show a progress bar while training.
         tag: the cache name of runs whose settings differ from the profile's (e.g. ``"beta1"``); without one,
             a short hash of the overrides names them (`overrides_key`).
@@ -156,8 +181,8 @@ def trained_model(
             raise err.retold(f"give these settings their own tag=..., or delete {folder} to train again") from None
 
 
-def _train_or_load(name: str, *, folder: Path, profile: Profile, seed: int, data_root: str | Path, download: bool,
-                   progress: bool, tag: str, device_loader: bool | None,
+def _train_or_load(name: str, *, folder: Path, profile: Profile, seed: int, data_root: str | Path | None,
+                   download: bool | None, progress: bool, tag: str, device_loader: bool | None,
                    settings: dict[str, Any]) -> tuple[nn.Module, History]:
     """`trained_model` once its folder is held: train into it, or load what it holds."""
     train, test = profile_data(profile, root=data_root, download=download)
@@ -166,7 +191,7 @@ def _train_or_load(name: str, *, folder: Path, profile: Profile, seed: int, data
     model = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
     device = get_device()
     model = model.to(device)
-    bundled = bundled_run(model, folder, profile=profile, settings=fit_settings(profile, **overrides))
+    bundled = bundled_run(model, folder, profile=profile, settings=settings)
     if bundled is not None:  # the run was missing here and a verified bundle held it
         return model.eval(), bundled
     history = fit(

@@ -37,9 +37,13 @@ def test_awp_adds_the_proxy_pass_of_the_plain_base_only_after_warm_up():
     assert cb.step_passes("trades+awp", 5).flops(UNIT) == cb.step_passes("trades", 5).flops(UNIT) + 6
     assert cb.step_passes("at+awp+s2o", 5).flops(UNIT) == cb.step_passes("at+s2o", 5).flops(UNIT) + 3
     assert cb.step_passes("at+awp", 5, awp_active=False) == cb.step_passes("at", 5)
-    run = cb.Train("at+awp", "at+awp", images=10, epochs=4, train_steps=5, awp_warmup=1, eval_n=None, eval_steps=10)
+    # AWP perturbs in the epochs >= awp_warmup, counted from 1 (DefenseConfig.awp_active): 2, 3 and 4 of 4 here.
+    run = cb.Train("at+awp", "at+awp", images=10, epochs=4, train_steps=5, awp_warmup=2, eval_n=None, eval_steps=10)
     expected = 10 * (1 * cb.step_passes("at", 5).flops(UNIT) + 3 * cb.step_passes("at+awp", 5).flops(UNIT))
     assert run.passes_total(cb.ASSUMED["robust"]).flops(UNIT) == expected
+    for warmup in (0, 1):  # both start at the first epoch
+        every = cb.Train("at+awp", "at+awp", 10, 4, 5, warmup, None, 10).passes_total(cb.ASSUMED["robust"])
+        assert every.flops(UNIT) == 40 * cb.step_passes("at+awp", 5).flops(UNIT)
 
 
 def test_avmixup_is_counted_like_at():
@@ -112,7 +116,9 @@ def test_the_profile_drives_the_costs():
 def test_command_line_overrides_and_candidates():
     profile, methods = cb.effective_profile(cb.parse_args(["--epochs", "3", "--train-subset", "0", "--eval-n", "50"]))
     assert (profile.epochs, profile.train_subset, profile.eval_n) == (3, None, 50)
-    assert methods == tuple(cb.COMPARISON_METHODS)
+    assert methods == cb.get_profile("class").compare_methods  # what notebook 08 trains in class
+    assert cb.effective_profile(cb.parse_args(["--candidate", "previous"]))[1] == tuple(cb.COMPARISON_METHODS)
+    assert cb.effective_profile(cb.parse_args(["--methods-08", "standard, at"]))[1] == ("standard", "at")
     profile, _ = cb.effective_profile(cb.parse_args(["--candidate", "recommended", "--epochs", "4"]))
     assert profile.arch == cb.CANDIDATES["recommended"]["arch"] and profile.epochs == 4
     with pytest.raises(S2OError, match="unknown candidate"):

@@ -33,7 +33,7 @@ def test_normalisation_lives_inside_the_model():
 
 
 def test_unknown_architecture_lists_valid_ones():
-    with pytest.raises(S2OError, match="unknown architecture 'resnet50'; choose one of: preact-resnet18, small-cnn"):
+    with pytest.raises(S2OError, match="unknown architecture 'resnet50'; choose one of: preact-resnet18, preact-resnet18-w32, small-cnn"):
         build_model("resnet50")
 
 

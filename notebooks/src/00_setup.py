@@ -20,7 +20,8 @@ import torch
 
 import s2o_lib
 from s2o_lib.config import get_device, get_profile, seed_everything
-from s2o_lib.data import dataset_info, load_dataset, make_loader
+from s2o_lib.data import dataset_info, make_loader
+from s2o_lib.zoo import profile_data
 
 # %% [markdown]
 # ## Versions and device
@@ -51,8 +52,7 @@ print(profile.notes)
 # %%
 seed_everything(0)
 info = dataset_info(profile.dataset)
-train = load_dataset(profile.dataset, "train", subset=profile.train_subset)
-test = load_dataset(profile.dataset, "test", subset=profile.test_subset)
+train, test = profile_data(profile)  # class and paper download CIFAR-10 on the first run (about 170 MB)
 x, y = next(iter(make_loader(train, batch_size=16, shuffle=True, seed=0)))
 print(f"{len(train)} training and {len(test)} test images, {info.num_classes} classes")
 print("batch:", tuple(x.shape), x.dtype, f"values in [{x.min():.2f}, {x.max():.2f}]")

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from s2o_lib.compare import COMPARISON_METHODS, accuracy_vs_eps, compare_models, published_table
+from s2o_lib.compare import accuracy_vs_eps, compare_models, comparison_methods, published_table
 from s2o_lib.config import get_device, get_profile
 from s2o_lib.defenses import parse_method
 from s2o_lib.evaluate import ATTACKS, WORST_CASE, describe_protocol, robust_accuracy
@@ -63,12 +63,13 @@ print(profile.notes)
 # trained now, once.
 
 # %%
-print(", ".join(COMPARISON_METHODS))
+methods = comparison_methods(profile)  # class trains fewer (profile.compare_methods); cached ones join
+print(", ".join(methods))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 models, histories = {}, {}
-for method in COMPARISON_METHODS:
+for method in methods:
     start = time.perf_counter()
     models[method], histories[method] = trained_model(method, progress=False)
     print(f"{method:15s} ready in {time.perf_counter() - start:5.1f} s")
@@ -217,7 +218,7 @@ pd.DataFrame({name: {c.name: c.status for c in r.checks} for name, r in reports.
 print(reports["at, gradient-masked"])
 
 # %%
-adversarial = [name for name in COMPARISON_METHODS if parse_method(name).adversarial]
+adversarial = [name for name in methods if parse_method(name).adversarial]
 for name in adversarial:
     assert reports[name].passed, f"{name}: sanity checks failed\n{reports[name]}"
 fired = set(reports["at, gradient-masked"].failed)
