@@ -52,6 +52,8 @@ class Profile:
         milestones: epochs at which the learning rate is multiplied by 0.1.
         awp_warmup: the epoch (from 1) at which AWP starts perturbing weights (``None``: the base method's
             default from `s2o_lib.defenses.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
+        aa_eps: L∞ radius of AutoAttack (``None``: ``eval_eps``; see `autoattack_eps`). The paper: 8/255, the
+            released AutoAttack script's radius, while its PGD-20/CW-20 use ``eval_eps`` = 0.031.
         notes: what this profile shrinks compared to the paper, said plainly.
     """
 
@@ -73,7 +75,13 @@ class Profile:
     lr: float
     milestones: tuple[int, ...]
     awp_warmup: int | None
+    aa_eps: float | None = None
     notes: str = ""
+
+    @property
+    def autoattack_eps(self) -> float:
+        """AutoAttack's L∞ radius: ``aa_eps``, or ``eval_eps`` when it is ``None``."""
+        return self.eval_eps if self.aa_eps is None else self.aa_eps
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as a plain dictionary (for metrics files and reports)."""
@@ -149,7 +157,9 @@ PROFILES: dict[str, Profile] = {
         lr=0.1,
         milestones=(100, 150),
         awp_warmup=None,
-        notes="paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set).",
+        aa_eps=8 / 255,
+        notes=("paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set; PGD-20/CW-20 "
+               "at eps 0.031, AutoAttack at 8/255 as the released scripts)."),
     ),
 }
 

@@ -221,6 +221,15 @@ def _notebook_row(number: int, result: NotebookResult, out: Path) -> str:
             f'<td class="num">{esc(format_seconds(result.seconds))}</td><td>{link}</td><td>{error}</td></tr>')
 
 
+def _radii(profile: dict[str, Any]) -> list[str]:
+    """The profile's evaluation radii (FGSM/PGD/CW and AutoAttack), when the metadata records them."""
+    if "eval_eps" not in profile:
+        return []
+    aa_eps = profile.get("aa_eps", profile["eval_eps"])
+    return [(f'<p class="meta">evaluation radius L∞ ε = {profile["eval_eps"]:.4g} (FGSM/PGD/CW), '
+             f'AutoAttack ε = {aa_eps:.4g}</p>')]
+
+
 def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dict[str, list[dict[str, Any]]],
                  out: Path) -> str:
     esc = html.escape
@@ -242,6 +251,7 @@ def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dic
             parts += _figure(item, f"{name}, ")
     parts.append("<h2>Profile</h2>")
     parts.append(f'<p><b>{esc(meta["profile"]["name"])}</b>: {esc(meta["profile"]["notes"] or "(no notes)")}</p>')
+    parts += _radii(meta["profile"])
     parts += _environment_table(meta)
     parts.append('<h2>Notebooks</h2><table class="grid"><thead><tr><th>#</th><th>notebook</th><th>status</th>'
                  "<th>seconds</th><th>executed notebook</th><th>error</th></tr></thead><tbody>")
