@@ -234,7 +234,7 @@ def _add_run_notebooks_parser(sub: Any) -> None:
         epilog="examples:\n"
                "  %(prog)s --profile smoke                 # the whole suite on a CPU in minutes\n"
                "  %(prog)s 00 03 --profile class --out build/class\n"
-               "  %(prog)s notebooks/08_robustness_comparison.ipynb --timeout 3600\n"
+               "  %(prog)s notebooks/09_robustness_comparison.ipynb --timeout 3600\n"
                "Cells whose source has a line starting with '# REPORT' put their outputs in the report.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",

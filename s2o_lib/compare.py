@@ -50,7 +50,7 @@ from .stats import SeedComparison, SeedSummary, compare_seeds, summarize_seeds
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-#: The methods notebook 08 compares: each base method, then the same with S²O.
+#: The methods notebook 09 compares: each base method, then the same with S²O.
 COMPARISON_METHODS: tuple[str, ...] = (
     "standard",
     "at", "at+s2o",

@@ -474,7 +474,7 @@ def fit(
         checkpoint_dir: folder for ``checkpoint.pt`` and ``best.pt`` (``None``: no checkpoints).
         resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists.
         keep_every: also keep the weights after every ``keep_every``-th epoch as ``epoch_NNN.pt`` (0: none), e.g.
-            to follow a quantity over training (robust overfitting, the bound of notebook 07).
+            to follow a quantity over training (robust overfitting, the bound of notebook 08).
         progress: show a tqdm progress bar (``TQDM_DISABLE=1`` in the environment hides it too).
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
     """
