@@ -6,11 +6,11 @@
     python benchmarks/class_budget.py --derive-throughput               # how the T4 figures below are derived
     flock /tmp/s2o-cpu.lock python benchmarks/class_budget.py --cpu-timing   # + seconds measured on this CPU
 
-What it prints: the FLOPs of one training step per image of every method; per notebook 00-08 the minutes on
+What it prints: the FLOPs of one training step per image of every method; per notebook 00-09 the minutes on
 one T4 (a) in suite order from an empty model cache (a model is paid for by the first notebook that asks
 for it; later ones load it), (b) alone from an empty cache, (c) with the pretrained bundle (cached models
-loaded, only evaluation runs); and the whole suite. Budget (issue 11): 00-07 <= 15 min each in order,
-08 <= 15 min with the bundle and <= 60 min without.
+loaded, only evaluation runs); and the whole suite. Budget (issue 11): 00-08 <= 15 min each in order,
+09 <= 15 min with the bundle and <= 60 min without.
 
 Counting rule. ``F``, ``B_in`` and ``B_full`` are counted once per architecture with
 `torch.utils.flop_counter.FlopCounterMode` on one 32×32 image (a multiply-add is 2 FLOPs; convolutions and
@@ -77,8 +77,8 @@ from s2o_lib.evaluate import parse_attack
 from s2o_lib.models import ARCHITECTURES, Classifier, PreActResNet18, build_model
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
-BUDGET_MIN = 15.0            # every notebook 00-07 in suite order; 08 with the bundle
-BUDGET_08_NO_BUNDLE_MIN = 60.0
+BUDGET_MIN = 15.0            # every notebook 00-08 in suite order; 09 with the bundle
+BUDGET_09_NO_BUNDLE_MIN = 60.0
 #: CPU µs per training image of the CIFAR pipeline (PIL crop + flip + ToTensor, one process), measured with
 #: ``--cpu-timing`` under the lock on the project's 2-core CPU machine (222 µs; benchmarks/RESULTS.md).
 DATA_US = 220.0
@@ -185,7 +185,7 @@ def robust_accuracy_passes(attacks: tuple[str, ...], acc: Accuracy, *, aa_versio
 
 
 def sanity_passes(acc: Accuracy, *, steps: tuple[int, int] = (10, 50), restarts: int = 5, radii: int = 6) -> Passes:
-    """`evaluate.sanity_checks` with a surrogate and no AutoAttack, per image of its n (as in notebook 08)."""
+    """`evaluate.sanity_checks` with a surrogate and no AutoAttack, per image of its n (as in notebook 09)."""
     pgd20 = robust_accuracy_passes(("pgd20",), acc)
     few, many = steps
     total = pgd20 * (radii - 1) + FWD                                    # the eps grid (eps = 0: clean only)
@@ -329,10 +329,17 @@ def notebook_06(p: Profile, acc: dict[str, Accuracy]) -> list:
 
 
 def notebook_07(p: Profile, acc: dict[str, Accuracy]) -> list:
-    # 07_bounds: 5 models (standard, at, at+s2o, trades, trades+s2o: cached); estimate_bound (n=512, CW-PGD-10)
-    # for the 5 models and 2 reseeded AT runs; the bound over training: fit() at and at+s2o on small_m = 5000
-    # training images for min(3 epochs, 200) epochs (no eval loader), keeping ~6 snapshots each; per snapshot
-    # estimate_bound on them and robust_accuracy(cw10) on eval_n test images.
+    # 07_bounds: the AT model (cached); estimate_bound (n=512, CW-PGD-10, no σ search) once.
+    bound, m = bound_passes(512)
+    return [zoo(p, "at"), Run("estimate_bound x 1 (AT)", bound, m)]
+
+
+def notebook_08(p: Profile, acc: dict[str, Accuracy]) -> list:
+    # 08_bound_estimates: 5 models (standard, at, at+s2o, trades, trades+s2o: cached); estimate_bound (n=512,
+    # CW-PGD-10) for the 5 models, 2 reseeded AT runs and AT without the shift projection; the bound over
+    # training: fit() at and at+s2o on small_m = 5000 training images for min(3 epochs, 200) epochs (no eval
+    # loader), keeping ~6 snapshots each; per snapshot estimate_bound on them and robust_accuracy(cw10) on eval_n
+    # test images.
     long = min(3 * p.epochs, 200)
     keep = max(1, long // 6)
     snapshots = 2 * (long // keep)
@@ -341,13 +348,13 @@ def notebook_07(p: Profile, acc: dict[str, Accuracy]) -> list:
     snap = [Train(f"bounds-{meth}-m{small}", meth, small, long, p.train_steps, p.awp_warmup, None, 10)
             for meth in ("at", "at+s2o")]
     return [*(zoo(p, meth) for meth in ("standard", "at", "at+s2o", "trades", "trades+s2o")), *snap,
-            Run("estimate_bound x 7 (5 models, 2 reseeded)", bound, 7 * m),
+            Run("estimate_bound x 8 (5 models, 2 reseeded, 1 unprojected)", bound, 8 * m),
             Run(f"estimate_bound on {snapshots} snapshots", bound, snapshots * m),
             ra(f"CW-10 on {snapshots} snapshots", ("cw10",), snapshots * p.eval_n, "robust", p, acc)]
 
 
-def notebook_08(p: Profile, acc: dict[str, Accuracy], methods: tuple[str, ...] = COMPARISON_METHODS) -> list:
-    # 08_robustness_comparison: trained_model for every method of s2o_lib.compare.comparison_methods(profile)
+def notebook_09(p: Profile, acc: dict[str, Accuracy], methods: tuple[str, ...] = COMPARISON_METHODS) -> list:
+    # 09_robustness_comparison: trained_model for every method of s2o_lib.compare.comparison_methods(profile)
     # (profile.compare_methods, else COMPARISON_METHODS; with a bundle, the methods it holds);
     # compare_models (clean, fgsm, pgd20, cw20, autoattack) on n_eval = eval_n; the standard model again
     # alone; sanity_checks (surrogate, steps (10, 50), 5 restarts, no AutoAttack) on n_sanity =
@@ -367,20 +374,20 @@ def notebook_08(p: Profile, acc: dict[str, Accuracy], methods: tuple[str, ...] =
 
 NOTEBOOKS: dict[str, Callable[..., list]] = {
     "00": notebook_00, "01": notebook_01, "02": notebook_02, "03": notebook_03, "04": notebook_04,
-    "05": notebook_05, "06": notebook_06, "07": notebook_07, "08": notebook_08,
+    "05": notebook_05, "06": notebook_06, "07": notebook_07, "08": notebook_08, "09": notebook_09,
 }
 
 
 # ============================================================================================ candidate profiles
 #: Profiles evaluated for issue 11 (``--candidate NAME``): changes to the library's `class` profile.
-#: A key ``methods_08`` would set the methods notebook 08 trains (default: the profile's ``compare_methods``,
+#: A key ``methods_09`` would set the methods notebook 09 trains (default: the profile's ``compare_methods``,
 #: else `COMPARISON_METHODS`).
 CANDIDATES: dict[str, dict] = {
     "current": {},
     # the `class` profile before issue 11 (full-width PRN-18 on all 50,000 images, 15 epochs, piecewise)
     "previous": {"arch": "preact-resnet18", "train_subset": None, "epochs": 15, "eval_n": 1000, "awp_warmup": 4,
                  "lr": 0.1, "milestones": (10, 13), "schedule": "piecewise", "compare_methods": None},
-    # the paper's model on a subset: training fits 02, 03, 05; the evaluation of 08 does not (11 models x AutoAttack)
+    # the paper's model on a subset: training fits 02, 03, 05; the evaluation of 09 does not (11 models x AutoAttack)
     "A": {"train_subset": 10_000, "epochs": 10, "eval_n": 200, "awp_warmup": 2},
     "B": {"arch": "preact-resnet18-w32", "train_subset": 20_000, "epochs": 10, "eval_n": 200, "awp_warmup": 2},
     "C": {"arch": "preact-resnet18-w32", "train_subset": 10_000, "epochs": 15, "eval_n": 300, "awp_warmup": 3},
@@ -554,16 +561,16 @@ class NotebookCost:
         return train + _minutes(self.runs, tflops)
 
 
-def notebook_costs(p: Profile, unit: Unit, acc: dict[str, Accuracy], methods_08: tuple[str, ...], *,
+def notebook_costs(p: Profile, unit: Unit, acc: dict[str, Accuracy], methods_09: tuple[str, ...], *,
                    data_us: float = 0.0) -> list[NotebookCost]:
-    """Per notebook 00-08, in suite order: a zoo run is paid by the first notebook that asks for it.
+    """Per notebook 00-09, in suite order: a zoo run is paid by the first notebook that asks for it.
 
     ``data_us``: CPU µs per training image of the data pipeline (`make_loader`, ``num_workers=0``).
     """
     seen: set[str] = set()
     out = []
     for name, declare in NOTEBOOKS.items():
-        work = declare(p, acc, methods_08) if name == "08" else declare(p, acc)
+        work = declare(p, acc, methods_09) if name == "09" else declare(p, acc)
         cost = NotebookCost(name, [], 0.0, 0.0, 0.0, [])
         asked: set[str] = set()
         for item in work:
@@ -707,9 +714,9 @@ def notebook_table(costs: list[NotebookCost], tf: dict[str, float], overhead: fl
         low = c.minutes(tf["fp32-low"]) + overhead
         alone = c.minutes(tf["fp32-low"], alone=True) + overhead
         bundle = c.minutes(tf["fp32-low"], bundle=True) + overhead
-        if c.name == "08":
-            fits = bundle <= BUDGET_MIN and low <= BUDGET_08_NO_BUNDLE_MIN
-            verdict = f"{'ok' if fits else 'OVER'} (≤ {BUDGET_MIN:g} bundle, ≤ {BUDGET_08_NO_BUNDLE_MIN:g} without)"
+        if c.name == "09":
+            fits = bundle <= BUDGET_MIN and low <= BUDGET_09_NO_BUNDLE_MIN
+            verdict = f"{'ok' if fits else 'OVER'} (≤ {BUDGET_MIN:g} bundle, ≤ {BUDGET_09_NO_BUNDLE_MIN:g} without)"
         else:
             fits = low <= BUDGET_MIN
             verdict = f"{'ok' if fits else 'OVER'} (≤ {BUDGET_MIN:g})"
@@ -744,26 +751,26 @@ _OVERRIDES = ("arch", "epochs", "batch_size", "train_subset", "train_steps", "ev
 
 
 def effective_profile(args: argparse.Namespace) -> tuple[Profile, tuple[str, ...]]:
-    """The profile (library profile, then the candidate's changes, then explicit flags) and 08's methods."""
+    """The profile (library profile, then the candidate's changes, then explicit flags) and 09's methods."""
     base = get_profile(args.profile)
     if args.candidate and args.candidate not in CANDIDATES:
         raise S2OError(f"unknown candidate {args.candidate!r}; choose one of {', '.join(CANDIDATES)}")
     changes = dict(CANDIDATES[args.candidate]) if args.candidate else {}
-    methods = changes.pop("methods_08", None)
+    methods = changes.pop("methods_09", None)
     for name in _OVERRIDES:
         value = getattr(args, name)
         if value is not None:
             changes[name] = value
     if changes.get("train_subset") == 0:
         changes["train_subset"] = None
-    if args.methods_08:
-        methods = tuple(m.strip() for m in args.methods_08.split(",") if m.strip())
+    if args.methods_09:
+        methods = tuple(m.strip() for m in args.methods_09.split(",") if m.strip())
     known = {f.name for f in fields(Profile)}
     unknown = set(changes) - known
     if unknown:
         raise S2OError(f"not Profile fields: {', '.join(sorted(unknown))}")
     profile = dataclasses.replace(base, **changes)
-    # notebook 08 trains `compare_methods` (`s2o_lib.compare.comparison_methods`; all when None)
+    # notebook 09 trains `compare_methods` (`s2o_lib.compare.comparison_methods`; all when None)
     return profile, tuple(methods or profile.compare_methods or COMPARISON_METHODS)
 
 
@@ -780,7 +787,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-steps", type=int)
     parser.add_argument("--autoattack", choices=("standard", "fast"))
     parser.add_argument("--awp-warmup", type=int)
-    parser.add_argument("--methods-08", help="comma-separated methods notebook 08 trains (default: the profile's "
+    parser.add_argument("--methods-09", help="comma-separated methods notebook 09 trains (default: the profile's "
                                              "compare_methods, else COMPARISON_METHODS)")
     parser.add_argument("--robust-clean", type=float, default=ASSUMED["robust"].clean,
                         help="assumed clean accuracy of adversarially trained models")
@@ -810,7 +817,7 @@ TABLE_METHODS = ["standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "ma
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    profile, methods_08 = effective_profile(args)
+    profile, methods_09 = effective_profile(args)
     acc = {"standard": ASSUMED["standard"], "robust": Accuracy(args.robust_clean, args.robust_aa)}
     unit = count_unit(make_model(profile.arch))
     tf = throughputs(args.tflops)
@@ -821,7 +828,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\narch {profile.arch}, epochs {profile.epochs}, batch {profile.batch_size}, training images "
           f"{profile.train_subset or CIFAR10_TRAIN}, PGD-{profile.train_steps} training, eval_n {profile.eval_n}, "
           f"AutoAttack {profile.autoattack}, AWP warm-up {profile.awp_warmup}; changed from the library: "
-          f"{changed or 'nothing'}; notebook 08 trains: {', '.join(methods_08)}")
+          f"{changed or 'nothing'}; notebook 09 trains: {', '.join(methods_09)}")
     print(f"\nFLOPs per image ({profile.arch}, FlopCounterMode): F = {unit.fwd / 1e9:.3f} G, B_in = "
           f"{unit.bwd_in / 1e9:.3f} G, B_full = {unit.bwd_full / 1e9:.3f} G")
     print(f"T4 sustained TFLOP/s: fp32 {tf['fp32']:.2f}{' (override)' if args.tflops else ''}, fp32-low "
@@ -839,7 +846,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n### Training step per method (PGD-{profile.train_steps}; min/epoch over "
           f"{profile.train_subset or CIFAR10_TRAIN} images, AWP active)\n")
     print("\n".join(method_table(profile, unit, tf, TABLE_METHODS, cpu)))
-    costs = notebook_costs(profile, unit, acc, methods_08, data_us=args.data_us)
+    costs = notebook_costs(profile, unit, acc, methods_09, data_us=args.data_us)
     rows, ok = notebook_table(costs, tf, args.overhead_min)
     print("\n### Minutes per notebook on one T4 (fp32 figures; budget checked @fp32-low)\n")
     print("\n".join(rows))

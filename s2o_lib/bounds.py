@@ -1,8 +1,11 @@
-r"""The PAC-Bayesian robust generalisation bound of S²O, estimated term by term for one model.
+r"""A spectrally-normalised robust PAC-Bayesian bound with a correlated posterior, estimated term by term.
 
-The bound (Neyshabur, Bhojanapalli & Srebro, ICLR 2018, in its spectrally-normalised margin form; extended to
-adversarial inputs and to a posterior with a non-diagonal covariance as in Jin et al., NeurIPS 2020 and the S²O
-paper, CVPR 2022 / TPAMI 2025). With probability ≥ 1 − δ over the m training samples,
+**This is our reconstruction, not a quotation of the S²O paper** (whose exact theorem and constants we do not
+reproduce). It has the form of the spectrally-normalised margin bound of Neyshabur, Bhojanapalli & Srebro
+(ICLR 2018), extended to adversarial inputs as Farnia, Zhang & Tse (ICLR 2019, *Generalizable Adversarial
+Training via Spectral Normalization*) do, with the two terms a non-diagonal posterior covariance adds (the idea
+of Jin et al., NeurIPS 2020 and of S²O, CVPR 2022 / TPAMI 2025). With probability ≥ 1 − δ over the m training
+samples,
 
     L_0^adv  ≤  L̂_γ^adv  +  sqrt( Q_S / (γ² m) ),
 
@@ -41,18 +44,31 @@ Symbols, and what this module plugs in for each (`BoundReport` field in brackets
   = log10 ∏ᵢ‖Wᵢ‖₂²].
 - ``‖Wᵢ‖_F``: the Frobenius norm of the weight tensor (the kernel for a convolution, not the unrolled operator).
   With the true operator norm, a convolution's ratio ``‖W‖_F²/‖W‖₂²`` can be below 1 [``sum_fro_over_spec``].
-- ``Sᵢ``: the correlation matrix of layer i's posterior perturbation, ``vec(Uᵢ) ~ N(0, σ² Sᵢ)``. The
-  *independent* version takes every Sᵢ = I (so ``maxᵢ‖Sᵢ‖₂ = 1``, ``Σ ln det Sᵢ = 0``: the usual bound). The
-  *correlated* version keeps Sᵢ = I except for the last layer, whose S is the Kronecker-factored Laplace
-  correlation ``R = R_G ⊗ R_A`` of `s2o_lib.laplace` (computed on the clean training inputs; the library's
-  ``+s2o-kfac`` reading of the paper's objective uses the same factors on the base loss's inputs); then ``maxᵢ‖Sᵢ‖₂ = max(1, ‖R‖₂) = ‖R‖₂`` and ``−Σ ln det Sᵢ = −log det R ≥ 0``. R is never
-  materialised: its norms and log-determinant come from the factors [``R_fro``, ``R_spectral``, ``R_logdet``].
+- ``Sᵢ``: the correlation matrix of layer i's posterior perturbation, ``vec(Uᵢ) ~ N(0, σ² Sᵢ)``. The posterior
+  is the analyst's choice, and the bound holds for each choice; three are computed:
+
+  - *independent*: every Sᵢ = I (so ``maxᵢ‖Sᵢ‖₂ = 1``, ``Σ ln det Sᵢ = 0``: the usual bound);
+  - *correlated* (KFAC-Laplace, this library's construction): Sᵢ = I except for the last layer, whose S is the
+    Kronecker-factored Laplace correlation ``R = R_G ⊗ R_A`` of `s2o_lib.laplace` (computed on the clean
+    training inputs; the library's ``+s2o-kfac`` reading of the paper's objective uses the same factors on the
+    base loss's inputs); then ``maxᵢ‖Sᵢ‖₂ = max(1, ‖R‖₂) = ‖R‖₂`` and ``−Σ ln det Sᵢ = −log det R ≥ 0``. R is
+    never materialised: its norms and log-determinant come from the factors [``R_fro``, ``R_spectral``,
+    ``R_logdet``];
+  - *Jin et al. 2020's* correlated posterior, for every layer: the weights of different neurons (filters) are
+    correlated by the layer's ρ, the mean |cosine similarity| between its neuron weight vectors, with one
+    compound-symmetry block S(ρ) (unit diagonal, every off-diagonal ρ) per input weight, Sᵢ = I_{n_in} ⊗ S(ρᵢ).
+    Then ``‖Sᵢ‖₂ = 1 + (n_out − 1)ρᵢ`` and ``−ln det Sᵢ = −n_in·[(n_out − 1)·ln(1 − ρᵢ) + ln(1 + (n_out − 1)ρᵢ)]``
+    (`s2o_lib.norms.compound_symmetry_logdet`) [``jin_S_spectral``, ``jin_neg_logdet``, ``*_jin``].
 - ``δ``: the failure probability (default 0.05).
 
-**The O(·) constant is fixed to 1.** The papers state the bound up to an unspecified absolute constant; any fixed
-value only shifts every log10 value below by the same amount, so comparisons between models are unaffected.
-Absolute values are vacuous for real networks (often by tens of orders of magnitude): every product is computed
-in log space and the report carries ``log10_*`` versions that stay finite where the plain value overflows.
+**Our constants.** The papers state the bound up to absolute constants inside O(·); the proofs give the
+perturbation (norm) term, the ln det term and the confidence term ln(nm/δ) *different* constants. We set every
+one of them to 1, take δ = 0.05 by default, use the conservative L2 radius ε₂ = ε·√d, γ from a margin quantile and
+ignore BatchNorm. Other constants would weight the three terms differently, so a comparison between two models
+whose Q_S is made of different mixtures of the terms can change with them: read differences as differences
+under these constants. Absolute values are vacuous for real networks (often by tens of orders of magnitude):
+every product is computed in log space and the report carries ``log10_*`` versions that stay finite where the
+plain value overflows.
 
 The empirical counterpart (`sigma_search`): the largest relative posterior scale σ for which adding Gaussian
 noise to the last layer's weight keeps the robust training accuracy within ``max_drop`` of the noise-free one —
@@ -63,7 +79,18 @@ weights' magnitude**. The accuracy is measured on adversarial training points co
 search (the CW-PGD points of the bound; the noisy model is not re-attacked, which is optimistic but cheap and
 deterministic), averaged over a few seeded draws that are reused at every σ, and σ is found by bisection over
 log σ with a fixed number of steps. The model's weights are never left changed. A larger σ means a flatter
-posterior the data tolerate [``sigma_isotropic``, ``sigma_correlated``].
+posterior the data tolerate [``sigma_isotropic``, ``sigma_correlated``, ``sigma_jin``: noise correlated across
+the classes as Jin et al.'s S(ρ) of the last layer, independent across inputs].
+
+**The softmax-shift direction is projected out** of every noise draw (``project_shift=True``, the default):
+adding the same vector v to every row of W (noise ``1 vᵀ``) adds v·a to every logit and leaves the softmax and the
+prediction unchanged, so noise along it is tolerated at any scale. A class correlation with large off-diagonals
+puts most of the noise there, which would inflate the correlated σ without saying anything about the model.
+Each draw is therefore multiplied on the class side by P = I − 11ᵀ/C (every column then sums to zero) and
+rescaled by ``sqrt(C / tr(P R_G))`` (R_G = I for isotropic noise), for every kind of noise alike: the noise keeps
+a mean variance of 1 per weight (σ keeps its meaning), all of it in directions that change the prediction.
+Without the rescaling the projection would change nothing, since the shift never changes the argmax; what the
+projection changes is *how much* of the noise at a given σ can hurt.
 
 Example:
     >>> import torch
@@ -96,11 +123,13 @@ from .data import batch_slices, tensors
 from .errors import S2OError, unknown_name
 from .laplace import kfac_factors, kronecker_correlation, kronecker_summaries
 from .models import device_of, dtype_of, last_linear
-from .norms import LayerNorms, layer_norms
+from .norms import LayerNorms, compound_symmetry, compound_symmetry_logdet, layer_norms
 
 NoiseKind = Literal["isotropic", "correlated"]
 ConvSpectral = Literal["true", "reshaped"]
 NOISE_KINDS: tuple[str, ...] = ("isotropic", "correlated")
+#: The σ searches of `estimate_bound`: isotropic, KFAC-Laplace correlated, Jin et al. 2020's correlated.
+SIGMA_POSTERIORS: tuple[str, ...] = ("isotropic", "correlated", "jin")
 CONV_SPECTRAL: tuple[str, ...] = ("true", "reshaped")
 
 #: Default σ range of the bisection, relative to the weights' RMS (see `sigma_search`).
@@ -246,12 +275,22 @@ class _NoisyHeadAccuracy:
     def accuracy(self, weight: Tensor | None) -> float:
         return float(self._correct(weight).mean())
 
-    def directions(self, noise: str, correlation: tuple[Tensor, Tensor] | None, draws: int, seed: int) -> Tensor:
-        """``draws`` unit-scale noise matrices (draws, C, D): E, or L_G E L_Aᵀ for correlated noise."""
+    def directions(
+        self, noise: str, correlation: tuple[Tensor, Tensor] | None, draws: int, seed: int, *,
+        project_shift: bool = True,
+    ) -> Tensor:
+        """``draws`` unit-scale noise matrices (draws, C, D): E, or L_G E L_Aᵀ for correlated noise.
+
+        With ``project_shift`` each draw is multiplied by P = I − 11ᵀ/C on the class side and rescaled by
+        ``sqrt(C / tr(P R_G))`` (R_G = I for isotropic noise), so that every kind keeps a mean variance of 1 per
+        weight, all of it in the directions that change the prediction.
+        """
         c, d = self.head.weight.shape
         if noise not in NOISE_KINDS:
             raise unknown_name("noise kind", noise, NOISE_KINDS)
-        chol = None
+        if project_shift and c < 2:
+            raise S2OError("project_shift needs a last layer with at least 2 outputs; pass project_shift=False")
+        chol, shift_scale = None, math.sqrt(c / (c - 1)) if c > 1 else 1.0
         if noise == "correlated":
             if correlation is None:
                 raise S2OError("correlated noise needs correlation=(R_A, R_G), e.g. from last_layer_laplace")
@@ -262,6 +301,8 @@ class _NoisyHeadAccuracy:
                     f"got {tuple(R_A.shape)} and {tuple(R_G.shape)}"
                 )
             chol = (torch.linalg.cholesky(R_A.double().cpu()), torch.linalg.cholesky(R_G.double().cpu()))
+            if project_shift:  # tr(P R_G) = C − 1ᵀR_G1/C: the class variance left once the shift is removed
+                shift_scale = math.sqrt(c / max(c - float(R_G.double().sum()) / c, 1e-12))
         out = []
         for k in range(draws):
             generator = torch.Generator().manual_seed(int(seed) + k)
@@ -269,6 +310,8 @@ class _NoisyHeadAccuracy:
             if chol is not None:
                 L_A, L_G = chol
                 E = L_G @ E @ L_A.T  # vec(L_G E L_Aᵀ) ~ N(0, R_G ⊗ R_A): unit variance per weight, no kron formed
+            if project_shift:  # P E: the shift 1 vᵀ that the softmax ignores removed, the variance restored
+                E = shift_scale * (E - E.mean(dim=0, keepdim=True))
             out.append(E)
         return torch.stack(out)
 
@@ -322,6 +365,7 @@ def noisy_accuracy(
     draws: int = 4,
     seed: int = 0,
     batch_size: int = 256,
+    project_shift: bool = True,
 ) -> float:
     """Accuracy on fixed inputs with Gaussian noise of relative scale σ on the last layer's weight, averaged.
 
@@ -335,6 +379,7 @@ def noisy_accuracy(
         draws: number of noise draws averaged (draw k uses seed ``seed + k``).
         seed: seed of the draws.
         batch_size: batch size of the forward passes.
+        project_shift: remove the softmax-shift component ``1 vᵀ`` of every draw (see the module docstring).
 
     Returns:
         The mean accuracy over the draws, in [0, 1] (a float; ``x`` and ``y`` go to the model's device batch by batch).
@@ -343,7 +388,8 @@ def noisy_accuracy(
     check_int(draws, "draws", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
     evaluator = _NoisyHeadAccuracy(model, x, y, batch_size=batch_size)
-    return evaluator.noisy_accuracy(sigma, evaluator.directions(noise, correlation, draws, seed))
+    directions = evaluator.directions(noise, correlation, draws, seed, project_shift=project_shift)
+    return evaluator.noisy_accuracy(sigma, directions)
 
 
 def sigma_search(
@@ -359,6 +405,7 @@ def sigma_search(
     sigma_range: tuple[float, float] = SIGMA_RANGE,
     seed: int = 0,
     batch_size: int = 256,
+    project_shift: bool = True,
 ) -> float:
     """The largest relative noise scale σ on the last layer that keeps accuracy within ``max_drop``.
 
@@ -379,6 +426,7 @@ def sigma_search(
         sigma_range: ``(low, high)`` bracket of σ (relative to the weights' RMS).
         seed: seed of the draws.
         batch_size: batch size of the forward passes.
+        project_shift: remove the softmax-shift component ``1 vᵀ`` of every draw (see the module docstring).
 
     Returns:
         σ (relative to ‖W‖_F/√(C·D)), a float; ``x`` and ``y`` go to the model's device batch by batch.
@@ -386,7 +434,7 @@ def sigma_search(
     _check_search_args(draws, max_drop, iters, sigma_range)
     check_int(batch_size, "batch_size", minimum=1)
     evaluator = _NoisyHeadAccuracy(model, x, y, batch_size=batch_size)
-    directions = evaluator.directions(noise, correlation, draws, seed)
+    directions = evaluator.directions(noise, correlation, draws, seed, project_shift=project_shift)
     return evaluator.search(directions, max_drop=max_drop, iters=iters, sigma_range=sigma_range)
 
 
@@ -528,11 +576,19 @@ class BoundReport:
         log10_bound_correlated: log10 sqrt(Q_R / (γ² m)).
         bound_independent: the whole bound L̂_γ^adv + sqrt(Q_I / (γ² m)) (``inf`` on overflow; > 1 is vacuous).
         bound_correlated: L̂_γ^adv + sqrt(Q_R / (γ² m)).
+        jin_S_spectral: maxᵢ‖Sᵢ‖₂ = maxᵢ (1 + (n_out − 1)ρᵢ) of Jin et al. 2020's posterior (`jin_posterior_terms`).
+        jin_neg_logdet: −Σᵢ ln det Sᵢ of that posterior (≥ 0), over every layer.
+        q_jin: Q_J, the bracket with Jin et al.'s Sᵢ in every layer.
+        log10_q_jin: log10 Q_J.
+        log10_bound_jin: log10 sqrt(Q_J / (γ² m)).
+        bound_jin: L̂_γ^adv + sqrt(Q_J / (γ² m)).
         head_weight_rms: ‖W‖_F/√(C·D) of the last layer: σ's unit.
         sigma_max_drop: the allowed robust-accuracy drop of the σ search.
         sigma_isotropic: largest relative σ of isotropic last-layer noise within the drop (nan: not searched;
             100, the top of `SIGMA_RANGE`: at least that much; 0.0: even 1e-4 breaks the drop).
         sigma_correlated: the same for noise correlated as R (nan: not searched).
+        sigma_jin: the same for noise correlated across the classes as S(ρ) of the last layer (Jin et al. 2020).
+        sigma_project_shift: whether the softmax-shift direction was projected out of the noise.
         layers: the per-layer norms (`LayerNorms`), in call order.
     """
 
@@ -569,10 +625,18 @@ class BoundReport:
     log10_bound_correlated: float
     bound_independent: float
     bound_correlated: float
+    jin_S_spectral: float
+    jin_neg_logdet: float
+    q_jin: float
+    log10_q_jin: float
+    log10_bound_jin: float
+    bound_jin: float
     head_weight_rms: float
     sigma_max_drop: float
     sigma_isotropic: float
     sigma_correlated: float
+    sigma_jin: float
+    sigma_project_shift: bool
     layers: tuple[LayerNorms, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -656,14 +720,40 @@ def _norm_terms(norms: Sequence[LayerNorms], conv_spectral: str) -> dict[str, An
     }
 
 
+def jin_posterior_terms(layers: Sequence[LayerNorms]) -> tuple[float, float]:
+    """``maxᵢ‖Sᵢ‖₂`` and ``−Σᵢ ln det Sᵢ`` of Jin et al. 2020's posterior, Sᵢ = I_{n_in} ⊗ S(ρᵢ) per layer.
+
+    Args:
+        layers: the layers' norms (`s2o_lib.norms.layer_norms`), each with its ρ (mean |cos| between neurons).
+
+    Returns:
+        ``(max_S_spectral, neg_logdet_S)``: ``maxᵢ (1 + (n_out − 1)·ρᵢ)`` and
+        ``Σᵢ −n_in·[(n_out − 1)·ln(1 − ρᵢ) + ln(1 + (n_out − 1)·ρᵢ)]`` with n_out the layer's neurons (filters)
+        and n_in the weights of one neuron.
+    """
+    spectral, neg_logdet = 1.0, 0.0
+    for layer in layers:
+        n_out = layer.weight_shape[0]
+        n_in = math.prod(layer.weight_shape[1:])
+        spectral = max(spectral, 1.0 + (n_out - 1) * layer.rho)
+        neg_logdet -= compound_symmetry_logdet(layer.rho, n_out=n_out, n_in=n_in)
+    return spectral, neg_logdet
+
+
 def _sigmas(
-    evaluator: _NoisyHeadAccuracy, laplace: LastLayerLaplace, *, max_drop: float, draws: int, iters: int, seed: int
+    evaluator: _NoisyHeadAccuracy, laplace: LastLayerLaplace, head_rho: float, *, max_drop: float, draws: int,
+    iters: int, seed: int, project_shift: bool,
 ) -> dict[str, float]:
-    """The σ search for isotropic and for correlated noise on the same fixed adversarial points."""
+    """The σ search for isotropic, KFAC-correlated and Jin-correlated noise on the same fixed adversarial points."""
+    c, d = evaluator.head.weight.shape
+    correlations = {"isotropic": None, "correlated": (laplace.R_A, laplace.R_G),
+                    "jin": (torch.eye(d, dtype=torch.float64), compound_symmetry(head_rho, c))}
     found = {}
-    for kind in NOISE_KINDS:
-        directions = evaluator.directions(kind, (laplace.R_A, laplace.R_G), draws, seed)
-        found[f"sigma_{kind}"] = evaluator.search(directions, max_drop=max_drop, iters=iters, sigma_range=SIGMA_RANGE)
+    for posterior, correlation in correlations.items():
+        kind = "isotropic" if correlation is None else "correlated"
+        directions = evaluator.directions(kind, correlation, draws, seed, project_shift=project_shift)
+        found[f"sigma_{posterior}"] = evaluator.search(directions, max_drop=max_drop, iters=iters,
+                                                       sigma_range=SIGMA_RANGE)
     return found
 
 
@@ -672,6 +762,7 @@ def estimate_bound(
     steps: int = 10, n: int = 512, delta: float = 0.05, margin_quantile: float = 0.1, damping: float = 0.1,
     sigma_search: bool = True, seed: int = 0, batch_size: int = 256, conv_spectral: ConvSpectral = "true",
     power_iters: int = 100, sigma_max_drop: float = 0.1, sigma_draws: int = 4, sigma_iters: int = 12,
+    sigma_project_shift: bool = True,
 ) -> BoundReport:
     """Estimate every term of the robust PAC-Bayes bound, independent and correlated, for one model.
 
@@ -701,6 +792,8 @@ def estimate_bound(
         sigma_max_drop: allowed robust-accuracy drop of the σ search.
         sigma_draws: noise draws averaged per σ.
         sigma_iters: bisection steps of the σ search.
+        sigma_project_shift: project the softmax-shift direction out of the σ search's noise (see the module
+            docstring; ``False`` only to see what it changes).
 
     Returns:
         A `BoundReport` of floats (its layers' norms too); the data goes to the model's device batch by batch.
@@ -725,15 +818,17 @@ def estimate_bound(
         norms = layer_norms(model, x[:1], iters=power_iters, seed=seed)
         laplace = last_layer_laplace(clean.features, F.softmax(clean.head_out.double(), dim=1), damping=damping)
         evaluator = _NoisyHeadAccuracy(model, x_adv, y, batch_size=batch_size, forward=adv)
-        sigmas = (_sigmas(evaluator, laplace, max_drop=sigma_max_drop, draws=sigma_draws, iters=sigma_iters, seed=seed)
-                  if sigma_search else {"sigma_isotropic": math.nan, "sigma_correlated": math.nan})
+        sigmas = (_sigmas(evaluator, laplace, norms[-1].rho, max_drop=sigma_max_drop, draws=sigma_draws,
+                          iters=sigma_iters, seed=seed, project_shift=sigma_project_shift)
+                  if sigma_search else {f"sigma_{p}": math.nan for p in SIGMA_POSTERIORS})
 
     return _bound_report(
         x, y, clean=clean, adv=adv, margin=margin, terms=_norm_terms(norms, conv_spectral), laplace=laplace,
         sigmas=sigmas, layers=tuple(norms), head_weight_rms=evaluator.rms,
         settings={"eps": float(eps), "alpha": float(alpha), "steps": steps, "delta": float(delta),
                   "margin_quantile": float(margin_quantile), "conv_spectral": conv_spectral,
-                  "damping": float(damping), "sigma_max_drop": float(sigma_max_drop)},
+                  "damping": float(damping), "sigma_max_drop": float(sigma_max_drop),
+                  "sigma_project_shift": bool(sigma_project_shift)},
     )
 
 
@@ -752,6 +847,8 @@ def _bound_report(
     independent = robust_bound(max_S_spectral=1.0, neg_logdet_S=0.0, **common)
     correlated = robust_bound(max_S_spectral=max(1.0, laplace.spectral), neg_logdet_S=max(0.0, -laplace.logdet),
                               **common)
+    jin_spectral, jin_neg_logdet = jin_posterior_terms(layers)  # Jin et al. 2020: S_i = I ⊗ S(ρ_i), every layer
+    jin = robust_bound(max_S_spectral=jin_spectral, neg_logdet_S=max(0.0, jin_neg_logdet), **common)
     return BoundReport(
         m=m, depth=terms["depth"], width=terms["width"], input_dim=input_dim, input_norm=B, eps_l2=eps_l2,
         gamma=margin.gamma, gamma_fallback=margin.gamma_fallback, robust_margin_loss=margin.empirical_loss,
@@ -762,7 +859,9 @@ def _bound_report(
         R_logdet=laplace.logdet, R_dim=laplace.dim, q_independent=independent.q, q_correlated=correlated.q,
         log10_q_independent=independent.log10_q, log10_q_correlated=correlated.log10_q,
         log10_bound_independent=independent.log10_bound, log10_bound_correlated=correlated.log10_bound,
-        bound_independent=independent.bound, bound_correlated=correlated.bound, head_weight_rms=head_weight_rms,
+        bound_independent=independent.bound, bound_correlated=correlated.bound, jin_S_spectral=jin_spectral,
+        jin_neg_logdet=jin_neg_logdet, q_jin=jin.q, log10_q_jin=jin.log10_q, log10_bound_jin=jin.log10_bound,
+        bound_jin=jin.bound, head_weight_rms=head_weight_rms,
         **settings, **sigmas, layers=layers,
     )
 
@@ -772,8 +871,9 @@ def _bound_report(
 TABLE_ROWS: tuple[str, ...] = (
     "m", "depth", "width", "input_norm", "eps", "eps_l2", "gamma", "robust_margin_loss", "clean_train_acc",
     "robust_train_acc", "log10_spectral_product", "sum_fro_over_spec", "R_fro", "R_spectral", "R_logdet",
-    "log10_q_independent", "log10_q_correlated", "log10_bound_independent", "log10_bound_correlated",
-    "sigma_isotropic", "sigma_correlated",
+    "jin_S_spectral", "jin_neg_logdet", "log10_q_independent", "log10_q_correlated", "log10_q_jin",
+    "log10_bound_independent", "log10_bound_correlated", "log10_bound_jin", "sigma_isotropic", "sigma_correlated",
+    "sigma_jin",
 )
 
 

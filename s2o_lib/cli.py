@@ -143,6 +143,13 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
     return 0
 
 
+def _autoattack_radius(args: argparse.Namespace, profile: Any, eps: float) -> float:
+    """AutoAttack's radius: ``--aa-eps``, else ``--eps`` when given (one radius for all), else the profile's."""
+    if args.aa_eps is not None:
+        return float(args.aa_eps)
+    return eps if args.eps is not None else profile.autoattack_eps
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .config import get_device, get_profile
@@ -155,17 +162,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = args.dataset or meta.get("dataset") or profile.dataset
     eps = args.eps if args.eps is not None else profile.eval_eps
     alpha = args.alpha if args.alpha is not None else profile.eval_alpha
+    aa_eps = _autoattack_radius(args, profile, eps)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     test = load_dataset(dataset, "test", root=args.data, download=args.download)
     result = robust_accuracy(
         model, test, attacks=attacks, eps=eps, alpha=alpha, n=args.n, batch_size=args.batch_size,
-        autoattack_version=args.autoattack_version, seed=args.seed,
+        autoattack_version=args.autoattack_version, aa_eps=aa_eps, seed=args.seed,
     )
     report = {
         "checkpoint": str(args.checkpoint), "method": meta.get("method"), "arch": meta.get("model", {}).get("arch"),
-        "dataset": dataset, "eps": eps, "alpha": alpha, "n": result.protocol["n"], "n_requested": args.n, "autoattack_version": args.autoattack_version,
+        "dataset": dataset, "eps": eps, "aa_eps": aa_eps, "alpha": alpha, "n": result.protocol["n"],
+        "n_requested": args.n, "autoattack_version": args.autoattack_version,
         "accuracy": {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float))},
     }
+    print(f"L∞ radius: {eps:g} (FGSM/PGD/CW), {aa_eps:g} (AutoAttack)")
     for name, value in report["accuracy"].items():
         print(f"{name:>12}: {100 * value:6.2f}%")
     if args.json:
@@ -261,6 +271,8 @@ def _add_evaluate_parser(sub: Any) -> None:
                    help="comma-separated: clean, fgsm, pgdN, cwN, autoattack (default: %(default)s)")
     e.add_argument("--n", type=int, default=500, help="number of test images (default: %(default)s)")
     e.add_argument("--eps", type=float, help="L∞ radius (default: the profile's, 0.031 in paper)")
+    e.add_argument("--aa-eps", type=float, help="AutoAttack's L∞ radius (default: --eps when given, else the "
+                   "profile's, 8/255 in paper)")
     e.add_argument("--alpha", type=float, help="PGD/CW step size (default: the profile's)")
     e.add_argument("--dataset", help="default: the dataset recorded in the checkpoint")
     e.add_argument("--profile")
@@ -284,7 +296,7 @@ def _add_run_notebooks_parser(sub: Any) -> None:
         epilog="examples:\n"
                "  %(prog)s --profile smoke                 # the whole suite on a CPU in minutes\n"
                "  %(prog)s 00 03 --profile class --out build/class\n"
-               "  %(prog)s notebooks/08_robustness_comparison.ipynb --timeout 3600\n"
+               "  %(prog)s notebooks/09_robustness_comparison.ipynb --timeout 3600\n"
                "  %(prog)s --profile class --dry-run          # class's code path, tiny sizes, on a CPU\n"
                "Cells whose source has a line starting with '# REPORT' put their outputs in the report.",
         formatter_class=argparse.RawDescriptionHelpFormatter)

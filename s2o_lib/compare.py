@@ -52,7 +52,7 @@ from .stats import SeedComparison, SeedSummary, compare_seeds, summarize_seeds
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-#: The methods notebook 08 compares: each base method, then the same with S²O.
+#: The methods notebook 09 compares: each base method, then the same with S²O.
 COMPARISON_METHODS: tuple[str, ...] = (
     "standard",
     "at", "at+s2o",
@@ -64,7 +64,7 @@ COMPARISON_METHODS: tuple[str, ...] = (
 )
 
 def comparison_methods(profile: Profile, *, root: str | Path | None = None) -> tuple[str, ...]:
-    """The methods notebook 08 compares in ``profile``, in the order of `COMPARISON_METHODS`.
+    """The methods notebook 09 compares in ``profile``, in the order of `COMPARISON_METHODS`.
 
     ``profile.compare_methods`` (all of `COMPARISON_METHODS` when ``None``), which `s2o_lib.zoo.trained_model`
     trains when missing, and every other method whose model is already cached for the profile (seed 0), e.g.
@@ -283,12 +283,14 @@ class ComparisonTable:
         return rows
 
     def protocol_line(self) -> str:
-        """The protocol in one line, e.g. ``L∞ ε = 0.15, step 0.02, 200 images, attack seed 0, ...``."""
+        """The protocol in one line, e.g. ``L∞ ε = 0.15 (FGSM/PGD/CW), AutoAttack ε = 0.15, step 0.02, ...``."""
         p = self.protocol
         if not p:
             return "protocol unknown"
-        line = (f"L∞ ε = {p['eps']:.4g}, step {p['alpha']:.4g}, {p['n']} images, attack seed {p['seed']}, "
-                f"{p['restarts']} restart(s) of PGD/CW, AutoAttack version: {p['autoattack_version']}")
+        aa_eps = p.get("aa_eps", p["eps"])  # protocols recorded before AutoAttack had its own radius: eps
+        line = (f"L∞ ε = {p['eps']:.4g} (FGSM/PGD/CW), AutoAttack ε = {aa_eps:.4g}, step {p['alpha']:.4g}, "
+                f"{p['n']} images, attack seed {p['seed']}, {p['restarts']} restart(s) of PGD/CW, "
+                f"AutoAttack version: {p['autoattack_version']}")
         seeds = self.seeds
         if any(len(labels) > 1 for labels in seeds.values()):
             distinct = {tuple(labels) for labels in seeds.values()}
@@ -571,6 +573,7 @@ def compare_models(
     attacks: Sequence[str] = ATTACKS,
     n: int | None = None,
     autoattack_version: AutoAttackVersion = "standard",
+    aa_eps: float | None = None,
     seed: int = 0,
     batch_size: int = 256,
     return_per_sample: bool = True,
@@ -588,6 +591,7 @@ def compare_models(
         attacks: attack names, as for `robust_accuracy` (default: clean, FGSM, PGD-20, CW∞-20, AutoAttack).
         n: evaluate the first ``n`` samples (``None``: all).
         autoattack_version: ``"standard"`` (the number to report) or ``"fast"`` (a declared cheaper subset).
+        aa_eps: AutoAttack's L∞ radius (``None``: ``eps``; the paper: 8/255 beside PGD/CW's 0.031).
         seed: attack seed (random starts and AutoAttack), the same for every model; not a training seed.
         batch_size: images per forward pass.
         return_per_sample: keep each result's per-sample correctness (``result.per_sample``), which the intervals
@@ -609,9 +613,9 @@ def compare_models(
     # Validates eps, alpha, the attack names and the AutoAttack version before any model is evaluated.
     if alpha is not None:
         check_eps(alpha, name="alpha (step size)")
-    describe_protocol(attacks, eps=eps, alpha=alpha, autoattack_version=autoattack_version)
+    describe_protocol(attacks, eps=eps, alpha=alpha, autoattack_version=autoattack_version, aa_eps=aa_eps)
     settings = {"attacks": attacks, "eps": eps, "alpha": alpha, "n": n, "autoattack_version": autoattack_version,
-                "seed": seed, "batch_size": batch_size, "return_per_sample": return_per_sample}
+                "aa_eps": aa_eps, "seed": seed, "batch_size": batch_size, "return_per_sample": return_per_sample}
     runs = {name: {s: robust_accuracy(model, data, **settings) for s, model in by_seed.items()}
             for name, by_seed in seeded.items()}
     first = next(iter(next(iter(runs.values())).values()))

@@ -54,10 +54,12 @@ class Profile:
         milestones: epochs at which the learning rate is multiplied by 0.1.
         awp_warmup: the epoch (from 1) at which AWP starts perturbing weights (``None``: the base method's
             default from `s2o_lib.defenses.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
+        aa_eps: L∞ radius of AutoAttack (``None``: ``eval_eps``; see `autoattack_eps`). The paper: 8/255, the
+            released AutoAttack script's radius, while its PGD-20/CW-20 use ``eval_eps`` = 0.031.
         notes: what this profile shrinks compared to the paper, said plainly.
         schedule: the learning-rate schedule of `s2o_lib.train.make_scheduler`: ``"piecewise"`` (×0.1 at each
             milestone, the paper's) or ``"onecycle"`` (``lr`` is the peak; for short runs).
-        compare_methods: the methods notebook 08 trains and compares (``None``: every method of
+        compare_methods: the methods notebook 09 trains and compares (``None``: every method of
             `s2o_lib.compare.COMPARISON_METHODS`); the others are compared too when their models are already
             cached, e.g. from a pretrained bundle (`s2o_lib.compare.comparison_methods`).
         dry_run: the profile's code path at tiny sizes (`dry_run`): stand-in data when the real set is
@@ -82,10 +84,16 @@ class Profile:
     lr: float
     milestones: tuple[int, ...]
     awp_warmup: int | None
+    aa_eps: float | None = None
     notes: str = ""
     schedule: Literal["piecewise", "constant", "onecycle"] = "piecewise"
     compare_methods: tuple[str, ...] | None = None
     dry_run: bool = False
+
+    @property
+    def autoattack_eps(self) -> float:
+        """AutoAttack's L∞ radius: ``aa_eps``, or ``eval_eps`` when it is ``None``."""
+        return self.eval_eps if self.aa_eps is None else self.aa_eps
 
     def as_dict(self) -> dict[str, Any]:
         """The profile as a plain dictionary (for metrics files and reports)."""
@@ -150,7 +158,7 @@ PROFILES: dict[str, Profile] = {
         milestones=(5, 7),  # "piecewise" only: x0.1 at 1/2 and 3/4 of the run, the paper's 100/150 of 200
         awp_warmup=2,
         schedule="onecycle",
-        # notebook 08 trains 11 of the 13 methods (not AVMixup and AVMixup+S²O: benchmarks/RESULTS.md)
+        # notebook 09 trains 11 of the 13 methods (not AVMixup and AVMixup+S²O: benchmarks/RESULTS.md)
         compare_methods=("standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "mart+s2o", "at+awp",
                          "at+awp+s2o", "trades+awp", "trades+awp+s2o"),
         notes=(
@@ -187,7 +195,9 @@ PROFILES: dict[str, Profile] = {
         lr=0.1,
         milestones=(100, 150),
         awp_warmup=None,
-        notes="paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set).",
+        aa_eps=8 / 255,
+        notes=("paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set; PGD-20/CW-20 "
+               "at eps 0.031, AutoAttack at 8/255 as the released scripts)."),
     ),
 }
 

@@ -7,7 +7,9 @@ how AutoAttack and the S²O paper count robustness: a sample that any attack foo
 
 `s2o_lib.sanity` checks that such an evaluation is itself sound (gradient masking, too-weak attacks).
 
-Threat model: L∞ balls of radius ``eps`` around images in [0, 1].
+Threat model: L∞ balls of radius ``eps`` around images in [0, 1]. AutoAttack has its own radius ``aa_eps``
+(``None``: ``eps``): the S²O paper evaluates PGD-20 and CW-20 at ε = 0.031 but AutoAttack at ε = 8/255 ≈ 0.03137,
+the radius of the released AutoAttack script, so the ``paper`` profile and the presets set both.
 
 Devices: the data may live anywhere; every batch is moved to the model's device (`s2o_lib.models.device_of`) and
 every result comes back on the CPU (accuracies as floats, per-sample outcomes as CPU bool tensors).
@@ -129,6 +131,7 @@ def describe_protocol(
     alpha: float | None = None,
     restarts: int = 1,
     autoattack_version: AutoAttackVersion = "standard",
+    aa_eps: float | None = None,
 ) -> dict[str, str]:
     """Say in words what `robust_accuracy` runs for each attack name (for reports and notebooks).
 
@@ -138,6 +141,7 @@ def describe_protocol(
         alpha: PGD/CW step size (``None``: ``eps / 4``).
         restarts: random restarts of PGD/CW.
         autoattack_version: ``"standard"`` or ``"fast"``.
+        aa_eps: AutoAttack's L∞ radius (``None``: ``eps``; the paper: 8/255 while PGD/CW use 0.031).
 
     Returns:
         ``{attack name: description}``, plus ``"worst_case"``.
@@ -145,8 +149,11 @@ def describe_protocol(
     Example:
         >>> describe_protocol(("pgd20",), eps=0.031, alpha=0.003)["pgd20"]
         'PGD-20 on cross-entropy, L∞ eps=0.031, step 0.003, uniform random start, 1 restart(s)'
+        >>> describe_protocol(("autoattack",), eps=0.031, aa_eps=8/255)["autoattack"][-16:]
+        'L∞ eps=0.0313725'
     """
     check_eps(eps)
+    aa_eps = _aa_radius(eps, aa_eps)
     if autoattack_version not in AUTOATTACK_VERSIONS:
         raise unknown_name("AutoAttack version", autoattack_version, AUTOATTACK_VERSIONS)
     step = eps / 4 if alpha is None else alpha
@@ -163,9 +170,17 @@ def describe_protocol(
             out[spec.name] = (f"CW∞-{spec.steps}: PGD on the CW margin loss (margin {CW_MARGIN:g}), "
                               f"L∞ eps={eps:g}, step {step:g}, uniform random start, {restarts} restart(s)")
         else:
-            out[spec.name] = AUTOATTACK_PROTOCOLS[autoattack_version] + f", L∞ eps={eps:g}"
+            out[spec.name] = AUTOATTACK_PROTOCOLS[autoattack_version] + f", L∞ eps={aa_eps:g}"
     out[WORST_CASE] = "correct on the clean input and under every attack above (per-sample minimum)"
     return out
+
+
+def _aa_radius(eps: float, aa_eps: float | None) -> float:
+    """AutoAttack's radius: ``aa_eps``, checked, or ``eps`` when it is ``None``."""
+    if aa_eps is None:
+        return eps
+    check_eps(aa_eps, name="aa_eps (AutoAttack's radius)")
+    return float(aa_eps)
 
 
 # ============================================================================================ results
@@ -177,8 +192,8 @@ class EvalResult(dict):
 
     Attributes:
         per_sample: ``{name: bool tensor (n,)}`` on the CPU (``None`` unless ``return_per_sample=True``).
-        protocol: the settings used: ``eps``, ``alpha``, ``restarts``, ``seed``, ``n``,
-            ``autoattack_version`` and ``attacks`` (`describe_protocol`'s words for each attack).
+        protocol: the settings used: ``eps``, ``aa_eps`` (AutoAttack's radius), ``alpha``, ``restarts``,
+            ``seed``, ``n``, ``autoattack_version`` and ``attacks`` (`describe_protocol`'s words for each attack).
         notes: warnings pyautoattack raised (e.g. zero gradients), empty when it raised none.
     """
 
@@ -307,6 +322,7 @@ class _Protocol:
     """The settings every attack of one `robust_accuracy` call shares."""
 
     eps: float
+    aa_eps: float
     step: float
     restarts: int
     autoattack_version: str
@@ -342,13 +358,14 @@ def _robust_under(
     correct = torch.zeros(len(y_all), dtype=torch.bool)
     idx = clean.nonzero().flatten()
     device, batch_size = protocol.device, protocol.batch_size
-    if protocol.eps == 0 or idx.numel() == 0:  # the ball is the clean point itself
+    radius = protocol.aa_eps if spec.kind == "autoattack" else protocol.eps
+    if radius == 0 or idx.numel() == 0:  # the ball is the clean point itself
         correct[idx] = True
     elif spec.kind == "autoattack":
         with torch.no_grad():
             num_classes = model(x_all[:1].to(device)).shape[1]
         x_adv, messages = _run_autoattack(
-            model, x_all[idx], y_all[idx], eps=protocol.eps, version=protocol.autoattack_version, seed=protocol.seed,
+            model, x_all[idx], y_all[idx], eps=protocol.aa_eps, version=protocol.autoattack_version, seed=protocol.seed,
             batch_size=batch_size, device=device, num_classes=num_classes)
         notes += [f"AutoAttack: {m}" for m in messages]
         correct[idx] = correct_predictions(model, x_adv, y_all[idx], device=device, batch_size=batch_size)
@@ -383,6 +400,7 @@ def robust_accuracy(
     batch_size: int = 256,
     restarts: int = 1,
     autoattack_version: AutoAttackVersion = "standard",
+    aa_eps: float | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     return_per_sample: bool = False,
@@ -407,6 +425,8 @@ def robust_accuracy(
         restarts: random restarts of PGD-N / CW-N (a sample is fooled if any restart fools it).
         autoattack_version: ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square: the number to report) or
             ``"fast"`` (APGD-CE + APGD-T with 3 target classes only; see `AUTOATTACK_PROTOCOLS`).
+        aa_eps: AutoAttack's L∞ radius (``None``: ``eps``). The paper: 8/255, the released AutoAttack script's
+            radius, while PGD-20/CW-20 use ``eps`` = 0.031 (see `s2o_lib.config.Profile.autoattack_eps`).
         seed: seed of the random starts and of AutoAttack; torch's global generator is left untouched.
         device: where the data goes; ``None``: the device of the model's first parameter. The model is never
             moved, so a ``device`` other than the model's only works for a model that can run there.
@@ -423,7 +443,8 @@ def robust_accuracy(
     specs = _check_eval_args(attacks=attacks, eps=eps, alpha=alpha, n=n, batch_size=batch_size, restarts=restarts,
                              autoattack_version=autoattack_version, seed=seed)
     step = eps / 4 if alpha is None else alpha
-    protocol = _Protocol(eps=eps, step=step, restarts=restarts, autoattack_version=autoattack_version, seed=seed,
+    aa_eps = _aa_radius(eps, aa_eps)
+    protocol = _Protocol(eps=eps, aa_eps=aa_eps, step=step, restarts=restarts, autoattack_version=autoattack_version, seed=seed,
                          batch_size=batch_size, device=device_of(model) if device is None else torch.device(device))
     x_all, y_all = tensors(data, n=n)
     _check_data_fits(model, x_all, y_all, device=protocol.device)
@@ -441,8 +462,8 @@ def robust_accuracy(
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     description = describe_protocol([s.name for s in specs], eps=eps, alpha=step, restarts=restarts,
-                                    autoattack_version=autoattack_version)
-    settings = {"eps": eps, "alpha": step, "restarts": restarts, "seed": seed, "n": len(y_all), "norm": "linf",
+                                    autoattack_version=autoattack_version, aa_eps=aa_eps)
+    settings = {"eps": eps, "aa_eps": aa_eps, "alpha": step, "restarts": restarts, "seed": seed, "n": len(y_all), "norm": "linf",
                 "autoattack_version": autoattack_version, "attacks": description}
     accuracies = {name: value.float().mean().item() for name, value in per_sample.items()}
     return EvalResult(accuracies, per_sample=per_sample if return_per_sample else None, protocol=settings,

@@ -9,7 +9,9 @@ per-layer norms the robust PAC-Bayes bound needs, and the weight-correlation sta
 - `layer_norms`: spectral (true and reshaped) and Frobenius norms of every Conv2d and Linear layer that runs in
   the forward pass, in call order (what `s2o_lib.bounds.estimate_bound` multiplies).
 - `weight_correlation`, `mean_abs_correlation`: cosine similarities between a layer's neurons and their mean
-  absolute value ρ.
+  absolute value ρ; `compound_symmetry`, `compound_symmetry_logdet`: the correlation matrix with every
+  off-diagonal ρ, and its ln det, that Jin et al. (2020) build from that ρ (their correlated posterior, used
+  by `s2o_lib.bounds`).
 
 Every norm is a power iteration with a fixed number of iterations from a seeded start, which returns a lower
 bound of the true value that converges to it.
@@ -25,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -263,6 +266,8 @@ class LayerNorms:
         spectral_reshaped: ‖W‖₂ of the weight reshaped to (out, rest) (for a Linear: the same number as
             ``spectral``).
         frobenius: ‖W‖_F of the weight tensor.
+        rho: Jin et al. 2020's ρ, the mean |cosine similarity| between the layer's neuron (filter) weight
+            vectors (`mean_abs_correlation`; 0 for a layer with one neuron).
     """
 
     name: str
@@ -274,6 +279,7 @@ class LayerNorms:
     spectral: float
     spectral_reshaped: float
     frobenius: float
+    rho: float
 
     def as_dict(self) -> dict[str, Any]:
         """The norms as a plain dictionary."""
@@ -381,6 +387,7 @@ def layer_norms(
                 spectral=true,
                 spectral_reshaped=reshaped,
                 frobenius=float(weight.double().norm()),
+                rho=mean_abs_correlation(weight) if weight.shape[0] > 1 else 0.0,
             )
         )
     return result
@@ -412,3 +419,47 @@ def mean_abs_correlation(weight: Tensor) -> float:
     c = weight_correlation(weight)
     n = c.shape[0]
     return float((c.abs().sum() - c.diagonal().abs().sum()) / (n * (n - 1)))
+
+
+def compound_symmetry(rho: float, n: int) -> Tensor:
+    """S(ρ): the n × n correlation matrix with every off-diagonal ρ (float64), Jin et al. 2020's layer model.
+
+    Args:
+        rho: the common off-diagonal correlation.
+        n: the size (neurons of the layer).
+    """
+    check_int(n, "n (neurons)", minimum=1)
+    return torch.full((n, n), float(rho), dtype=torch.float64).fill_diagonal_(1.0)
+
+
+def compound_symmetry_logdet(rho: float, *, n_out: int, n_in: int = 1) -> float:
+    """ln det of ``I_{n_in} ⊗ S(ρ)``, S(ρ) the n_out × n_out correlation matrix with every off-diagonal ρ.
+
+    S(ρ) (compound symmetry) has the eigenvalue 1 + (n_out − 1)ρ once and 1 − ρ (n_out − 1) times, so
+
+        ln det = n_in · [(n_out − 1)·ln(1 − ρ) + ln(1 + (n_out − 1)ρ)]   (≤ 0, 0 only at ρ = 0).
+
+    Jin et al. (NeurIPS 2020) model a layer's posterior this way — the weights of different neurons correlated
+    by the layer's ρ (`mean_abs_correlation`), one such block per input weight — and add
+    −n_in·[(n_out − 1)·ln(1 − ρ) + ln(1 + (n_out − 1)ρ)] per layer to their complexity measure.
+
+    Args:
+        rho: the common correlation, in (−1/(n_out − 1), 1) so that S(ρ) is positive definite.
+        n_out: neurons (filters) of the layer, ≥ 1.
+        n_in: weights per neuron (in_features, or in_channels·k·k for a convolution), ≥ 1.
+
+    Returns:
+        ln det, natural log.
+
+    Example:
+        >>> S = compound_symmetry(0.3, 4)
+        >>> round(compound_symmetry_logdet(0.3, n_out=4), 12) == round(float(torch.logdet(S)), 12)
+        True
+    """
+    check_int(n_out, "n_out (neurons)", minimum=1)
+    check_int(n_in, "n_in (weights per neuron)", minimum=1)
+    low = -1.0 / (n_out - 1) if n_out > 1 else -math.inf
+    if not (isinstance(rho, (int, float)) and low < rho < 1):
+        raise S2OError(f"rho must lie in ({low:.4g}, 1) for a positive-definite {n_out}×{n_out} compound-symmetry "
+                       f"matrix, e.g. a mean |cosine similarity| such as 0.1; got {rho!r}")
+    return n_in * ((n_out - 1) * math.log1p(-rho) + math.log1p((n_out - 1) * rho))

@@ -51,7 +51,8 @@ class Preset:
         dataset: dataset for `s2o_lib.data.load_dataset`.
         fit: keyword arguments for `fit` (schedule, attack, AWP settings).
         batch_size: training batch size.
-        eval: evaluation protocol (ε, step size, steps).
+        eval: evaluation protocol: ``eps`` and ``alpha`` of PGD/CW, ``steps``, ``autoattack_version`` and
+            ``aa_eps``, AutoAttack's own radius (8/255; PGD/CW use 0.031).
         published: the authors' released CIFAR-10 results in percent (clean, PGD-20, AutoAttack).
         source: the released script(s) whose settings the preset follows.
     """
@@ -76,8 +77,10 @@ _PAPER_FIT: dict[str, Any] = {
     "epochs": 200, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "piecewise",
     "milestones": (100, 150), "eps": 8 / 255, "alpha": 2 / 255, "attack_steps": 10, "beta": 6.0,
 }
-# Evaluation: PGD-20 and CW∞-20 with ε = 0.031 and step 0.003, random start; standard AutoAttack.
-_PAPER_EVAL: dict[str, Any] = {"eps": 0.031, "alpha": 0.003, "steps": 20, "autoattack_version": "standard"}
+# Evaluation: PGD-20 and CW∞-20 with ε = 0.031 and step 0.003, random start; standard AutoAttack at ε = 8/255
+# (the released AutoAttack script's radius, ``aa_eps``; not 0.031).
+_PAPER_EVAL: dict[str, Any] = {"eps": 0.031, "alpha": 0.003, "steps": 20, "autoattack_version": "standard",
+                               "aa_eps": 8 / 255}
 
 
 def _awp_fit(base: str) -> dict[str, Any]:

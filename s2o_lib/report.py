@@ -229,6 +229,15 @@ def _dry_run_note(dry: dict[str, Any]) -> str:
             f'{html.escape(str(dry.get("data")))} · result checks not met: {html.escape(unmet or "none")}</p>')
 
 
+def _radii(profile: dict[str, Any]) -> list[str]:
+    """The profile's evaluation radii (FGSM/PGD/CW and AutoAttack), when the metadata records them."""
+    if "eval_eps" not in profile:
+        return []
+    aa_eps = profile.get("aa_eps", profile["eval_eps"])
+    return [(f'<p class="meta">evaluation radius L∞ ε = {profile["eval_eps"]:.4g} (FGSM/PGD/CW), '
+             f'AutoAttack ε = {aa_eps:.4g}</p>')]
+
+
 def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dict[str, list[dict[str, Any]]],
                  out: Path) -> str:
     esc = html.escape
@@ -252,6 +261,7 @@ def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dic
             parts += _figure(item, f"{name}, ")
     parts.append("<h2>Profile</h2>")
     parts.append(f'<p><b>{esc(meta["profile"]["name"])}</b>: {esc(meta["profile"]["notes"] or "(no notes)")}</p>')
+    parts += _radii(meta["profile"])
     parts += _environment_table(meta)
     parts.append('<h2>Notebooks</h2><table class="grid"><thead><tr><th>#</th><th>notebook</th><th>status</th>'
                  "<th>seconds</th><th>executed notebook</th><th>error</th></tr></thead><tbody>")

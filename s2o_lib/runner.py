@@ -503,7 +503,8 @@ def run_notebooks(
         extra["S2O_DATA"] = str(Path(data).expanduser().resolve())
     meta: dict[str, Any] = {
         "title": REPORT_TITLE, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "profile": {"name": chosen.name, "notes": chosen.notes}, "versions": versions(), "device": device_name(),
+        "profile": {"name": chosen.name, "notes": chosen.notes, "eval_eps": chosen.eval_eps,
+                    "aa_eps": chosen.autoattack_eps}, "versions": versions(), "device": device_name(),
         "platform": platform.platform(), "kernel": kernel_name, "timeout": timeout, "status": "running",
         "failed": None, "total_seconds": 0.0,
     }

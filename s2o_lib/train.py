@@ -636,7 +636,7 @@ def fit(
         resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists; one of another method or other
             settings (`settings_changes`) raises `SettingsChanged` instead (``resume=False`` starts over).
         keep_every: also keep the weights after every ``keep_every``-th epoch as ``epoch_NNN.pt`` (0: none), e.g.
-            to follow a quantity over training (robust overfitting, the bound of notebook 07).
+            to follow a quantity over training (robust overfitting, the bound of notebook 08).
         progress: show a tqdm progress bar (``TQDM_DISABLE=1`` in the environment hides it too).
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
     """

@@ -1,6 +1,6 @@
 """Trained models shared between notebooks: train once per profile, then load from the cache.
 
-Notebook 03 trains PGD-AT, notebook 06 reuses it, notebook 08 compares every method: all of them ask
+Notebook 03 trains PGD-AT, notebook 06 reuses it, notebook 09 compares every method: all of them ask
 `trained_model`, which trains only when the checkpoint is missing (and resumes a run that was cut off,
 since `fit` resumes from its checkpoint folder). A run missing from the cache is first looked for in the profile's
 pretrained bundle (`s2o_lib.bundle`, ``S2O_ZOO_URL``).

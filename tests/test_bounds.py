@@ -18,6 +18,7 @@ from s2o_lib.bounds import (
     _NoisyHeadAccuracy,
     compare_reports,
     estimate_bound,
+    jin_posterior_terms,
     last_layer_laplace,
     noisy_accuracy,
     reports_to_rows,
@@ -27,6 +28,7 @@ from s2o_lib.data import load_dataset, tensors
 from s2o_lib.errors import S2OError
 from s2o_lib.laplace import correlation_from_covariance, kfac_factors, kronecker_correlation, kronecker_summaries
 from s2o_lib.models import ARCHITECTURES, build_model
+from s2o_lib.norms import compound_symmetry, compound_symmetry_logdet, mean_abs_correlation
 
 EPS = 0.05
 
@@ -104,11 +106,84 @@ def test_correlated_noise_has_covariance_R():
     x, y = torch.rand(5, 1, 2, 2), torch.randint(0, 3, (5,))
     lap = last_layer_laplace(torch.randn(50, 4), torch.softmax(torch.randn(50, 3), 1))
     noise = _NoisyHeadAccuracy(model, x, y, batch_size=8)
-    drawn = noise.directions("correlated", (lap.R_A, lap.R_G), 1, 7)[0]
+    drawn = noise.directions("correlated", (lap.R_A, lap.R_G), 1, 7, project_shift=False)[0]
     E = torch.randn(3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     L_A, L_G = torch.linalg.cholesky(lap.R_A), torch.linalg.cholesky(lap.R_G)
     assert torch.allclose(drawn.flatten(), torch.kron(L_G, L_A) @ E.flatten(), atol=1e-12)
-    assert torch.equal(noise.directions("isotropic", None, 1, 7)[0], E)
+    assert torch.equal(noise.directions("isotropic", None, 1, 7, project_shift=False)[0], E)
+    # Projected: P = I − 11ᵀ/3 on the class side, rescaled by sqrt(C / tr(P R_G)) (R_G = I: sqrt(3/2)).
+    P = torch.eye(3, dtype=torch.float64) - 1 / 3
+    projected = noise.directions("correlated", (lap.R_A, lap.R_G), 1, 7)[0]
+    scale = math.sqrt(3 / float(torch.trace(P @ lap.R_G)))
+    assert torch.allclose(projected, scale * P @ drawn, atol=1e-12)
+    assert torch.allclose(noise.directions("isotropic", None, 1, 7)[0], math.sqrt(1.5) * P @ E, atol=1e-12)
+    assert projected.sum(0).abs().max() < 1e-12  # no softmax-shift component left
+
+
+def test_projected_noise_keeps_unit_variance_per_weight():
+    """E‖noise‖_F² = C·D for every kind, projected or not: σ keeps its meaning (relative to the weights' RMS)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
+    x, y = torch.rand(5, 1, 2, 2), torch.randint(0, 5, (5,))
+    noise = _NoisyHeadAccuracy(model, x, y, batch_size=8)
+    R_A = torch.eye(4, dtype=torch.float64)
+    for correlation in (None, (R_A, compound_symmetry(0.6, 5))):
+        kind = "isotropic" if correlation is None else "correlated"
+        for project in (False, True):
+            energy = noise.directions(kind, correlation, 4000, 0, project_shift=project).pow(2).sum((1, 2)).mean()
+            assert float(energy) == pytest.approx(20.0, rel=0.03), (kind, project)
+
+
+def test_shift_projection_stops_shift_noise_from_inflating_sigma(trained, adversarial):
+    """Class correlation 0.99 puts almost all the noise on the shift 1 vᵀ, which the argmax ignores: unprojected,
+    such noise is tolerated at ≈ 1/√(1 − 0.99) = 10× the isotropic σ; projected, it is isotropic noise on 1^⊥."""
+    x_adv, y = adversarial
+    head = trained.head
+    shift_heavy = (torch.eye(head.in_features, dtype=torch.float64), compound_symmetry(0.99, head.out_features))
+    search = dict(max_drop=0.1, draws=4, iters=10)
+    iso = sigma_search(trained, x_adv, y, noise="isotropic", **search)
+    raw = sigma_search(trained, x_adv, y, noise="correlated", correlation=shift_heavy, project_shift=False, **search)
+    projected = sigma_search(trained, x_adv, y, noise="correlated", correlation=shift_heavy, **search)
+    assert raw > 5 * iso
+    assert 0.7 * iso < projected < 1.4 * iso
+
+
+# ============================================================================================ Jin et al. 2020
+@pytest.mark.parametrize(("rho", "n_out", "n_in"), [(0.3, 4, 1), (0.05, 10, 3), (-0.2, 5, 2), (0.9, 6, 4)])
+def test_compound_symmetry_logdet_against_materialised_matrix(rho, n_out, n_in):
+    S = torch.kron(torch.eye(n_in, dtype=torch.float64), compound_symmetry(rho, n_out))
+    assert compound_symmetry_logdet(rho, n_out=n_out, n_in=n_in) == pytest.approx(float(torch.logdet(S)), rel=1e-10)
+    if rho >= 0:  # the spectral norm jin_posterior_terms uses
+        assert float(torch.linalg.matrix_norm(S, ord=2)) == pytest.approx(1 + (n_out - 1) * rho, rel=1e-10)
+
+
+@pytest.mark.parametrize("rho", [1.0, -0.5, float("nan")])
+def test_compound_symmetry_logdet_refuses_indefinite(rho):
+    with pytest.raises(S2OError, match="rho must lie in"):
+        compound_symmetry_logdet(rho, n_out=4, n_in=2)
+
+
+def test_jin_posterior_terms_follow_the_layers(report, trained):
+    r = report
+    modules = dict(trained.named_modules())
+    for layer in r.layers:  # ρ: the mean |cos| between the rows (flattened filters) of each weight
+        assert layer.rho == pytest.approx(mean_abs_correlation(modules[layer.name].weight), rel=1e-12)
+        assert 0 < layer.rho < 1
+    expected_logdet, expected_spectral = 0.0, 1.0
+    for layer in r.layers:
+        n_out, n_in = layer.weight_shape[0], math.prod(layer.weight_shape[1:])
+        expected_logdet += n_in * float(torch.logdet(compound_symmetry(layer.rho, n_out)))
+        expected_spectral = max(expected_spectral, float(torch.linalg.matrix_norm(compound_symmetry(layer.rho, n_out),
+                                                                                   ord=2)))
+    assert (r.jin_S_spectral, r.jin_neg_logdet) == pytest.approx((expected_spectral, -expected_logdet), rel=1e-8)
+    assert jin_posterior_terms(r.layers) == (r.jin_S_spectral, r.jin_neg_logdet)
+    assert r.jin_neg_logdet > 0 and r.jin_S_spectral > 1
+    spec = [layer.spectral for layer in r.layers]
+    pre = ((r.input_norm + r.eps_l2) ** 2 * r.depth**2 * r.width * math.log(r.depth * r.width)
+           * math.prod(s**2 for s in spec) * sum(layer.frobenius**2 / s**2 for layer, s in zip(r.layers, spec, strict=True)))
+    q_jin = pre * r.jin_S_spectral + r.jin_neg_logdet + math.log(r.depth * r.m / r.delta)
+    assert r.q_jin == pytest.approx(q_jin, rel=1e-9)
+    assert r.log10_bound_jin == pytest.approx(0.5 * math.log10(q_jin / (r.gamma**2 * r.m)), rel=1e-9)
+    assert r.q_jin >= r.q_independent
 
 
 # ============================================================================================ the bound

@@ -80,8 +80,8 @@ def test_robust_accuracy_attacks_only_the_clean_correct_part():
     assert cb.robust_accuracy_passes(("pgd20",), half).flops(UNIT) == 1 + 0.5 * 42
 
 
-def _costs(profile, methods_08=cb.COMPARISON_METHODS):
-    return cb.notebook_costs(profile, UNIT, cb.ASSUMED, tuple(methods_08))
+def _costs(profile, methods_09=cb.COMPARISON_METHODS):
+    return cb.notebook_costs(profile, UNIT, cb.ASSUMED, tuple(methods_09))
 
 
 def test_a_cached_model_is_paid_by_the_first_notebook_that_asks_for_it():
@@ -97,11 +97,11 @@ def test_a_cached_model_is_paid_by_the_first_notebook_that_asks_for_it():
     assert len(first) == len(set(first))
 
 
-def test_notebook_08_trains_only_its_method_list():
+def test_notebook_09_trains_only_its_method_list():
     few = {c.name: c for c in _costs(cb.get_profile("class"), ["standard", "at", "mart"])}
     every = {c.name: c for c in _costs(cb.get_profile("class"))}
-    assert few["08"].trained_first == ["mart"]
-    assert few["08"].runs < every["08"].runs
+    assert few["09"].trained_first == ["mart"]
+    assert few["09"].runs < every["09"].runs
 
 
 def test_the_profile_drives_the_costs():
@@ -116,9 +116,9 @@ def test_the_profile_drives_the_costs():
 def test_command_line_overrides_and_candidates():
     profile, methods = cb.effective_profile(cb.parse_args(["--epochs", "3", "--train-subset", "0", "--eval-n", "50"]))
     assert (profile.epochs, profile.train_subset, profile.eval_n) == (3, None, 50)
-    assert methods == cb.get_profile("class").compare_methods  # what notebook 08 trains in class
+    assert methods == cb.get_profile("class").compare_methods  # what notebook 09 trains in class
     assert cb.effective_profile(cb.parse_args(["--candidate", "previous"]))[1] == tuple(cb.COMPARISON_METHODS)
-    assert cb.effective_profile(cb.parse_args(["--methods-08", "standard, at"]))[1] == ("standard", "at")
+    assert cb.effective_profile(cb.parse_args(["--methods-09", "standard, at"]))[1] == ("standard", "at")
     profile, _ = cb.effective_profile(cb.parse_args(["--candidate", "recommended", "--epochs", "4"]))
     assert profile.arch == cb.CANDIDATES["recommended"]["arch"] and profile.epochs == 4
     with pytest.raises(S2OError, match="unknown candidate"):

@@ -131,11 +131,11 @@ def test_one_cycle_resumes_exactly_and_refuses_another_length(tmp_path, digits, 
         assert torch.equal(a, b)
     with pytest.raises(S2OError, match="'onecycle' schedule over .* steps, this run the 'onecycle' schedule over"):
         _fit(train, 4, "onecycle", tmp_path / "cut2")
-    with pytest.raises(S2OError, match="this run the 'piecewise' schedule"):
+    with pytest.raises(S2OError, match="schedule 'onecycle' -> 'piecewise'"):
         _fit(train, 3, "piecewise", tmp_path / "cut2")
 
 
-def test_notebook_08_compares_the_profiles_methods_and_cached_others(tmp_path):
+def test_notebook_09_compares_the_profiles_methods_and_cached_others(tmp_path):
     from s2o_lib.compare import COMPARISON_METHODS, comparison_methods
 
     cls = get_profile("class")

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 08 · Comparing defences: one protocol for every method
+# # 09 · Comparing defences: one protocol for every method
 #
 # Notebooks 03–06 trained PGD-AT, TRADES, AWP and S²O one or two at a time, each evaluated its own way. A
 # comparison is only fair when **every model meets exactly the same attacks, on the same images, with the same
@@ -50,7 +50,8 @@ n_eval = 40 if profile.name == "smoke" else profile.eval_n
 n_sanity = 30 if profile.name == "smoke" else min(profile.eval_n, 500)
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, training eps = {profile.eps:.4f}")
-print(f"evaluation: eps = {profile.eval_eps:.4f}, step {profile.eval_alpha:.4f}, {n_eval} test images, "
+print(f"evaluation: eps = {profile.eval_eps:.4f} (AutoAttack: {profile.autoattack_eps:.4f}), "
+      f"step {profile.eval_alpha:.4f}, {n_eval} test images, "
       f"AutoAttack version '{profile.autoattack}'; sanity checks on {n_sanity} images")
 print(profile.notes)
 
@@ -84,7 +85,7 @@ if device.type == "cpu":
 
 # %%
 protocol = describe_protocol(ATTACKS, eps=profile.eval_eps, alpha=profile.eval_alpha,
-                             autoattack_version=profile.autoattack)
+                             autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps)
 display(Markdown("\n".join(["| attack | what runs |", "|---|---|"]
                            + [f"| {name} | {words} |" for name, words in protocol.items()])))
 print(f"on the first {n_eval} test images of {profile.dataset}, seed 0, for every model")
@@ -121,7 +122,8 @@ def min_over_attacks(result, attacks):
 # NBVAL_IGNORE_OUTPUT
 start = time.perf_counter()
 table = compare_models(models, test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
-                       autoattack_version=profile.autoattack, seed=0, return_per_sample=True)
+                       autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0,
+                       return_per_sample=True)
 print(f"{len(models)} models × {len(ATTACKS)} attacks in {time.perf_counter() - start:.1f} s")
 print(table.protocol_line())
 
@@ -177,7 +179,7 @@ assert set(table.s2o_gain()) == {"at", "trades", "mart", "at+awp", "trades+awp"}
 
 # %%
 alone = robust_accuracy(models["standard"], test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
-                        autoattack_version=profile.autoattack, seed=0)
+                        autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0)
 assert dict(alone) == dict(table.results["standard"]), "the table must equal robust_accuracy for the same protocol"
 assert alone.protocol == table.protocol
 
