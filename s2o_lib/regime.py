@@ -194,6 +194,18 @@ class RegimeAnalysis:
     comparisons: tuple[RegimeComparison, ...]
     alpha: float
 
+    def source_line(self) -> str:
+        """Where the numbers come from, for a notebook's label (seeds, regime, that it ran offline)."""
+        seeds = sorted({s for by_seed in self.runs.values() for s in by_seed})
+        per_method = sorted({len(by_seed) for label, by_seed in self.runs.items() if label != "standard"})
+        record = next(iter(next(iter(self.runs.values())).values()))
+        r = record["regime"]
+        counts = "/".join(map(str, per_method))
+        return (f"from benchmarks/regime_search.py, {counts} seeds ({seeds[0]}–{seeds[-1]}), run offline: small-cnn "
+                f"on {r['subset']} training digits, {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']:g} "
+                f"(×0.1 at epochs {', '.join(map(str, record['milestones']))}); PGD-20 on the "
+                f"{len(record['final']['last']['test_bits']['pgd20'])} test digits")
+
     def primary(self) -> list[RegimeComparison]:
         """The three primary comparisons (last epoch, PGD-20), in `PRIMARY_PAIRS` order."""
         return [c for c in self.comparisons if c.primary]

@@ -138,3 +138,9 @@ def test_markdown_lists_every_comparison_once_with_the_verdict_of_the_primary_on
     assert comparisons[2].startswith("| at+awp[g0.01,w0] − at | pgd20 | last |") and comparisons[2].endswith(
         "| lower |")
     assert comparisons[1].endswith("| no detectable difference at this scale |")
+
+
+def test_source_line_names_the_script_the_seeds_and_the_regime():
+    line = analyse_regime(family(SHIFTS)).source_line()
+    assert line.startswith("from benchmarks/regime_search.py, 4 seeds (0–3), run offline")
+    assert "100 training digits, 80 epochs" in line and f"the {N} test digits" in line
