@@ -326,12 +326,19 @@ def notebook_05(p: Profile, acc: dict[str, Accuracy]) -> list:
 
 
 def notebook_06(p: Profile, acc: dict[str, Accuracy]) -> list:
-    # 06_s2o: standard, at (cached); PGD-train_steps on eval_n test images + their logits; the Laplace
-    # correlation (features forward) for AT, the penalty and 6 models of the table; trained_model at+s2o,
-    # at+s2o-kfac, trades (cached from 04), trades+s2o; the timing cell: 6 rounds x (at, at+s2o) steps on a batch.
+    # 06_s2o: standard, at (cached); five untrained models (negligible); PGD-train_steps on eval_n test images +
+    # their logits for the released regulariser's check.
+    return [zoo(p, "standard"), zoo(p, "at"),
+            Run("PGD + logits on eval_n", pgd_passes(p.train_steps) + FWD * 2, p.eval_n)]
+
+
+def notebook_06b(p: Profile, acc: dict[str, Accuracy]) -> list:
+    # 06b_s2o_training: standard, at (cached); the Laplace correlation (features forward) for AT, the penalty,
+    # the to-do's factors and 6 models of the table; trained_model at+s2o, at+s2o-kfac, trades (cached from 04),
+    # trades+s2o; the timing cell: 6 rounds x (at, at+s2o) steps on a batch.
     return [zoo(p, "standard"), zoo(p, "at"), zoo(p, "at+s2o"), zoo(p, "at+s2o-kfac"), zoo(p, "trades"),
             zoo(p, "trades+s2o"),
-            Run("PGD + logits + 8 feature forwards on eval_n", pgd_passes(p.train_steps) + FWD * 10, p.eval_n),
+            Run("9 feature forwards on eval_n", FWD * 9, p.eval_n),
             steps_on_batch("at", 6, p), steps_on_batch("at+s2o", 6, p)]
 
 
@@ -373,7 +380,7 @@ def notebook_08(p: Profile, acc: dict[str, Accuracy], methods: tuple[str, ...] =
 
 NOTEBOOKS: dict[str, Callable[..., list]] = {
     "00": notebook_00, "01": notebook_01, "02": notebook_02, "03": notebook_03, "04": notebook_04,
-    "05": notebook_05, "06": notebook_06, "07": notebook_07, "08": notebook_08,
+    "05": notebook_05, "06": notebook_06, "06b": notebook_06b, "07": notebook_07, "08": notebook_08,
 }
 
 
