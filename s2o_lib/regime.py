@@ -169,10 +169,10 @@ class RegimeComparison:
         return p is not None and p < self.alpha
 
     def verdict(self) -> str:
-        """In words, e.g. ``"lower: -8.2 points [-14.0, -2.4], Holm p = 0.012"`` or "no detectable difference..."."""
+        """In words, e.g. ``"lower: -8.21 points [-14.02, -2.40], Holm p = 0.012"`` or "no detectable difference..."."""
         low, high = self.interval
         p_name, p = ("Holm p", self.holm_p) if self.primary else ("p", self.p_value)
-        numbers = f"{self.difference:+.1f} points [{low:+.1f}, {high:+.1f}], {p_name} = {_p_text(p)}"
+        numbers = f"{self.difference:+.2f} points [{low:+.2f}, {high:+.2f}], {p_name} = {_p_text(p)}"
         if self.significant():
             return f"{_direction(self)}: {numbers}"
         return f"{NO_DIFFERENCE} ({numbers})"

@@ -116,7 +116,7 @@ plt.show()
 untrained = []
 for init_seed in range(5):
     seed_everything(init_seed)
-    untrained.append(build_model(profile.arch, num_classes=info.num_classes, in_channels=info.channels))
+    untrained.append(build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels))
 rho_rows = []
 for layer_name, layer_of in [("head", lambda m: m.head.weight), ("hidden", lambda m: hidden_layer(m).weight)]:
     d = layer_of(model_at)[0].numel()
@@ -279,7 +279,8 @@ else:
 #             torch.linalg.slogdet(S)[1].item())
 # ```
 # $(1.9, 0.55, 0.55)$: $\|S\|_F = \sqrt{4.215} \approx 2.05$, $\|S\|_2 = 1.9$, $\ln\det S = \ln 0.575 \approx -0.55$.
-# $(1.6, 1.4, 0)$: $\|S\|_F = \sqrt{4.52} \approx 2.13$, $\|S\|_2 = 1.6$, $\ln\det S = -\infty$. The first has the
+# $(1.6, 1.4, 0)$: $\|S\|_F = \sqrt{4.52} \approx 2.13$, $\|S\|_2 = 1.6$, $\ln\det S = -\infty$ (in floating
+# point a large negative number). The first has the
 # smaller Frobenius norm but the larger spectral norm; the bound $1 + \sqrt{\|S\|_F^2 - 3}$ (2.10 and 2.23) holds
 # for both. Here $\ln\det S$ happens to follow $\|S\|_F$, but it need not either: the norm controls the spread
 # of the spectrum, not where the largest or smallest eigenvalue sits.
