@@ -293,7 +293,7 @@ for name in models:
 # adversarially trained models have a low robust loss at α = 0, and the question is how fast it rises. In the
 # paper's CIFAR-10 runs AWP's curve is clearly the flatter one. In `smoke` — six epochs, AWP active for five of
 # them, γ = 10⁻² (the AT script's), one random direction — the difference can be small, and which curve is flatter along a
-# *single* direction can change with the seed; Exercise 1 averages over several.
+# *single* direction can change with the seed; Exercise 2 averages over several.
 #
 # ## The robust generalisation gap
 # The gap is PGD accuracy on training images minus PGD accuracy on test images. We use PGD-20 on the same
