@@ -399,9 +399,10 @@ else:
 # One training seed and 40 images cannot answer the question this notebook keeps asking. So the suite answers it
 # once, offline, with a design fixed **before** the compared models were trained (`benchmarks/REGIME.md`): the
 # digits and the small CNN of `smoke`, but only **100 training images trained for 80 epochs** — a regime with a
-# large robust generalisation gap, which is what S²O and AWP claim to close — **eight training seeds** per method,
-# every model attacked on all 360 test digits. The primary test is the paired t-test across seeds (seed *s* of a
-# method against seed *s* of its base, on the same images), with Holm's correction over the three primary
+# large robust generalisation gap, which is what S²O and AWP claim to close — **eight training seeds** per method
+# (six for MART, whose last two seeds were not completed), every model attacked on all 360 test digits. The
+# primary test is the paired t-test across seeds (seed *s* of a method against seed *s* of its base, on the
+# same images), with Holm's correction over the three primary
 # comparisons (AT+S²O, TRADES+S²O, AT+AWP); MART+S²O is a secondary comparison. Nothing is trained here:
 # `s2o_lib.regime` recomputes every number from the committed results (`benchmarks/results/regime/`).
 #
