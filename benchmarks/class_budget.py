@@ -319,8 +319,8 @@ def notebook_05(p: Profile, acc: dict[str, Accuracy]) -> list:
     return [zoo(p, "at+awp"), zoo(p, "at"), zoo(p, "standard"),
             Run("PGD + 2 AWP perturbations on 64", pgd_passes(p.train_steps) + TRAIN * 2, 64),
             Run("2 full AWP steps (by hand, library) on 64", (pgd_passes(p.train_steps) + TRAIN * 2) * 2, 64),
-            Run("loss landscape: 3 x 13 x (PGD-10 + forward), re-attacked", (pgd_passes(10) + FWD) * 13 * 3, 256),
-            Run("loss landscape: 3 x (PGD-10 + 13 forwards), inputs fixed", (pgd_passes(10) + FWD * 13) * 3, 256),
+            Run("loss landscape: 3 x 9 x (PGD-10 + forward), re-attacked", (pgd_passes(10) + FWD) * 9 * 3, 256),
+            Run("loss landscape: 3 x (PGD-10 + 9 forwards), inputs fixed", (pgd_passes(10) + FWD * 9) * 3, 256),
             ra("AT, AT+AWP on train and test: clean, PGD-20", ("clean", "pgd20"), 4 * 360, "robust", p, acc),
             ra("standard on test: clean, PGD-20", ("clean", "pgd20"), 360, "standard", p, acc)]
 

@@ -35,7 +35,7 @@ from s2o_lib.zoo import profile_data, trained_model
 # %% [markdown]
 # ## The profile
 # In `smoke` everything is small: 6 epochs (AWP is active from epoch `awp_warmup` = 2 on), the landscape is
-# scanned at 13 points on **one fixed batch of 256 training images**, attacked afresh at every point, and the
+# scanned at 9 points on **one fixed batch of 256 training images**, attacked afresh at every point, and the
 # gap is measured on a few hundred images.
 
 # %%
@@ -242,7 +242,7 @@ def pgd10(model, x, y):
                generator=torch.Generator().manual_seed(0))
 
 # %%
-alphas = np.linspace(-1, 1, 13)
+alphas = np.linspace(-1, 1, 9)
 models = {"standard": model_std, "PGD-AT": model_at, "AT+AWP": model_awp}
 saved = {name: copy.deepcopy(m.state_dict()) for name, m in models.items()}
 landscapes, fixed_inputs = {}, {}
@@ -287,6 +287,23 @@ for name, losses in landscapes.items():
 for name in models:
     # At α = 0 both curves attack the same weights with the same start: they must agree.
     assert abs(landscapes[name][mid] - fixed_inputs[name][mid]) < 1e-4, name
+    # Away from α = 0 the inputs crafted at w are weaker than a fresh attack, on average over the scan.
+    away = np.arange(len(alphas)) != mid
+    assert (landscapes[name][away] - fixed_inputs[name][away]).mean() > 0, name
+# What the text below says: the adversarially trained models' robust loss is lowest at their weights; the
+# standard model's is not.
+assert landscapes["PGD-AT"].argmin() == mid and landscapes["AT+AWP"].argmin() == mid
+assert landscapes["standard"].argmin() != mid
+
+# %% [markdown]
+# **Why re-attack at every point.** The dotted curves (inputs crafted once, at $w$) lie below the solid ones away
+# from α = 0: once the weights move, those inputs are no longer the worst case, and the loss on them
+# understates the robust loss — for the standard model the dotted curve's lowest point lies far from its
+# weights. Re-attacking removes that artefact, but not all of the standard model's oddity: even re-attacked,
+# its robust loss is lowest *away* from $w$ (printed above). The attack fools it on almost every image, so its
+# robust cross-entropy measures how **confidently wrong** it is, and a random step that blurs its logits makes
+# it less confidently wrong. Standard training never minimised this loss, so nothing makes $w$ its minimum. For
+# the two adversarially trained models — which did minimise it — the re-attacked curve is lowest at α = 0.
 
 # %% [markdown]
 # The standard model's robust loss is high everywhere: its adversarial examples fool it completely. The two
@@ -425,7 +442,7 @@ else:
 # <details><summary>Solution</summary>
 #
 # ```python
-# # 2. five filter-normalised directions per model, attacked afresh at every point (5 × 13 PGD-10 runs)
+# # 2. five filter-normalised directions per model, attacked afresh at every point (5 × 9 PGD-10 runs)
 # for name, m in models.items():
 #     mean = np.mean([loss_landscape(m, x_batch, y_batch, alphas, seed=s, attack=pgd10) for s in range(5)], axis=0)
 #     plt.plot(alphas, mean - mean[len(alphas) // 2], label=name)
