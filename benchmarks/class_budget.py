@@ -300,9 +300,15 @@ def notebook_04(p: Profile, acc: dict[str, Accuracy]) -> list:
     # 04_trades: trained_model("trades") and the beta sweep trained_model("trades", tag="beta0.5"/"beta2");
     # standard (cached). On one batch: the KL attack, PGD, loss by hand x3, KL checks. robust_accuracy(clean,
     # pgd20) on eval_n for the three TRADES models and standard.
+    # The KL attack by hand and the library's; which attack reaches the larger KL: the KL attack, a uniform-start
+    # KL ascent and PGD-CE at K and 4K steps, each followed by two KL forwards; the to-do's PGD.
     k = p.train_steps
     batch = Run("KL attack, PGD, losses on a batch", FWD + GRAD * k + pgd_passes(k) + FWD * 14, p.batch_size)
+    kl_attacks = Run("KL attacks by hand and library; 3 attacks at K and 4K steps",
+                     (FWD + GRAD * k) * 3 + (FWD + GRAD * 4 * k) * 2 + pgd_passes(k) * 2 + pgd_passes(4 * k)
+                     + FWD * 20, p.batch_size)
     return [zoo(p, "trades"), zoo(p, "trades", "beta0.5"), zoo(p, "trades", "beta2"), zoo(p, "standard"), batch,
+            kl_attacks,
             ra("3 TRADES models: clean, PGD-20", ("clean", "pgd20"), 3 * p.eval_n, "robust", p, acc),
             ra("standard: clean, PGD-20", ("clean", "pgd20"), p.eval_n, "standard", p, acc)]
 
@@ -314,17 +320,27 @@ def notebook_05(p: Profile, acc: dict[str, Accuracy]) -> list:
     # images for AT and AT+AWP, 360 test images for standard.
     return [zoo(p, "at+awp"), zoo(p, "at"), zoo(p, "standard"),
             Run("PGD + 2 AWP perturbations on 64", pgd_passes(p.train_steps) + TRAIN * 2, 64),
-            Run("loss landscape: 3 x (PGD-10 + 13 forwards)", (pgd_passes(10) + FWD * 13) * 3, 256),
+            Run("2 full AWP steps (by hand, library) on 64", (pgd_passes(p.train_steps) + TRAIN * 2) * 2, 64),
+            Run("loss landscape: 3 x 9 x (PGD-10 + forward), re-attacked", (pgd_passes(10) + FWD) * 9 * 3, 256),
+            Run("loss landscape: 3 x (PGD-10 + 9 forwards), inputs fixed", (pgd_passes(10) + FWD * 9) * 3, 256),
             ra("AT, AT+AWP on train and test: clean, PGD-20", ("clean", "pgd20"), 4 * 360, "robust", p, acc),
             ra("standard on test: clean, PGD-20", ("clean", "pgd20"), 360, "standard", p, acc)]
 
 
 def notebook_06(p: Profile, acc: dict[str, Accuracy]) -> list:
-    # 06_s2o: standard, at (cached); PGD-train_steps on eval_n test images + their logits; the Laplace
-    # correlation (features forward) for AT, the penalty and 5 models of the table; trained_model at+s2o,
-    # trades (cached from 04), trades+s2o; the timing cell: 6 rounds x (at, at+s2o) steps on a batch.
-    return [zoo(p, "standard"), zoo(p, "at"), zoo(p, "at+s2o"), zoo(p, "trades"), zoo(p, "trades+s2o"),
-            Run("PGD + logits + 7 feature forwards on eval_n", pgd_passes(p.train_steps) + FWD * 9, p.eval_n),
+    # 06_s2o: standard, at (cached); five untrained models (negligible); PGD-train_steps on eval_n test images +
+    # their logits for the released regulariser's check.
+    return [zoo(p, "standard"), zoo(p, "at"),
+            Run("PGD + logits on eval_n", pgd_passes(p.train_steps) + FWD * 2, p.eval_n)]
+
+
+def notebook_06b(p: Profile, acc: dict[str, Accuracy]) -> list:
+    # 06b_s2o_training: standard, at (cached); the Laplace correlation (features forward) for AT, the penalty,
+    # the to-do's factors and 6 models of the table; trained_model at+s2o, at+s2o-kfac, trades (cached from 04),
+    # trades+s2o; the timing cell: 6 rounds x (at, at+s2o) steps on a batch.
+    return [zoo(p, "standard"), zoo(p, "at"), zoo(p, "at+s2o"), zoo(p, "at+s2o-kfac"), zoo(p, "trades"),
+            zoo(p, "trades+s2o"),
+            Run("9 feature forwards on eval_n", FWD * 9, p.eval_n),
             steps_on_batch("at", 6, p), steps_on_batch("at+s2o", 6, p)]
 
 
@@ -374,7 +390,8 @@ def notebook_09(p: Profile, acc: dict[str, Accuracy], methods: tuple[str, ...] =
 
 NOTEBOOKS: dict[str, Callable[..., list]] = {
     "00": notebook_00, "01": notebook_01, "02": notebook_02, "03": notebook_03, "04": notebook_04,
-    "05": notebook_05, "06": notebook_06, "07": notebook_07, "08": notebook_08, "09": notebook_09,
+    "05": notebook_05, "06": notebook_06, "06b": notebook_06b, "07": notebook_07, "08": notebook_08,
+    "09": notebook_09,
 }
 
 

@@ -12,8 +12,11 @@ Sub-commands (every number of benchmarks/REGIME.md comes from one of these comma
     python benchmarks/regime_search.py run --round explore1 --subsets 100 200 400 --epochs 40 80 \\
         --methods standard at --seeds 0 1
     python benchmarks/regime_search.py report --round explore1
+    python benchmarks/regime_search.py report --round confirm --plan     # REGIME.md's analysis (s2o_lib.regime)
     python benchmarks/regime_search.py time --subset 200 --epochs 40 --threads 2
 
+``report`` reads the committed copies in ``benchmarks/results/regime/`` (``--dir runs/regime`` for a round being
+run); ``report --plan`` carries out REGIME.md's pre-registered analysis with `s2o_lib.regime` / `s2o_lib.stats`.
 ``run`` appends one JSON line per finished (regime, method, seed) to ``runs/regime/<round>.jsonl`` and skips
 runs already there; a run that is cut off resumes from its checkpoint folder (``fit`` resumes exactly) and
 its partial curve (``curve.jsonl`` beside the checkpoint). Run it at low priority on one thread
@@ -57,6 +60,8 @@ from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import load_dataset, make_loader, tensors
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
+from s2o_lib.regime import RESULTS_DIR, analyse_regime, load_results
+from s2o_lib.stats import paired_test, signed_rank_test, t_interval, t_test
 from s2o_lib.train import fit
 
 OUT_DIR = Path("runs/regime")
@@ -242,36 +247,27 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 # ============================================================================================ statistics
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float, float]:
-    """Mean, sample standard deviation and the two-sided t-interval of the mean."""
-    from scipy import stats
-
+    """Mean, sample standard deviation and the two-sided t-interval of the mean (`stats.t_interval`)."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
         return mean, float("nan"), float("nan"), float("nan")
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return mean, sd, mean - half, mean + half
+    return (mean, sd, *t_interval(values, confidence=level))
 
 
 def mcnemar(bits_a: str, bits_b: str) -> tuple[int, int, float]:
-    """McNemar's exact test on paired per-image outcomes: (b = only A right, c = only B right, two-sided p)."""
-    from scipy import stats
-
-    b = sum(1 for a, t in zip(bits_a, bits_b, strict=True) if a == "1" and t == "0")
-    c = sum(1 for a, t in zip(bits_a, bits_b, strict=True) if a == "0" and t == "1")
-    return b, c, (float(stats.binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0)
+    """McNemar's exact test on paired per-image outcomes (`stats.paired_test`): (b = only A right, c = only B
+    right, two-sided p)."""
+    test = paired_test([c == "1" for c in bits_a], [c == "1" for c in bits_b])
+    return test.b, test.c, test.p_value
 
 
 def paired_tests(diffs: list[float]) -> tuple[float, float]:
     """Two-sided p-values of the one-sample t-test (primary) and the Wilcoxon signed-rank test on ``diffs``."""
-    from scipy import stats
-
     if len(diffs) < 2 or all(d == diffs[0] for d in diffs):
         return float("nan"), float("nan")
-    t_p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
-    w_p = float(stats.wilcoxon(diffs).pvalue) if any(d != 0 for d in diffs) else 1.0
-    return t_p, w_p
+    return float(t_test(diffs)), signed_rank_test(diffs)
 
 
 def _pct(x: float) -> str:
@@ -371,7 +367,14 @@ def curve_table(by_method: dict[str, dict[int, dict[str, Any]]], methods: list[s
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    records = load_records([OUT_DIR / f"{r}.jsonl" for r in args.round])
+    if args.plan:
+        records = [r for name in args.round for r in load_results(name, directory=args.dir)]
+        text = analyse_regime(records).to_markdown()
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
+    records = load_records([Path(args.dir) / f"{r}.jsonl" for r in args.round])
     out: list[str] = []
     groups = {k: v for k, v in sorted(_group(records).items()) if not args.key or k in args.key}
     if args.summary:
@@ -461,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     rep = sub.add_parser("report", help="markdown tables from one or more rounds")
     rep.add_argument("--round", nargs="+", required=True, help="rounds to read")
+    rep.add_argument("--dir", default=str(RESULTS_DIR),
+                     help="where the round files are (default: the committed benchmarks/results/regime; "
+                          "runs/regime for a round being run)")
+    rep.add_argument("--plan", action="store_true",
+                     help="the pre-registered analysis of REGIME.md (s2o_lib.regime): primary t-tests with Holm, "
+                          "secondary Wilcoxon/McNemar/CW/AutoAttack/best checkpoint")
     rep.add_argument("--key", nargs="*", help="only these regime keys")
     rep.add_argument("--which", choices=("last", "best"), default="last", help="last epoch or best-on-validation")
     rep.add_argument("--curves", nargs="*", help="methods whose over-epochs curve to print")

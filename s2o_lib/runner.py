@@ -47,7 +47,7 @@ from .report import REPORT_TITLE, cell_text, clean_text, device_name, report_ite
 __all__ = ["NotebookFailed", "NotebookInterrupted", "NotebookResult", "RunReport", "discover_notebooks", "run_notebooks"]
 
 PROFILE_ENV = "S2O_PROFILE"  # same name as s2o_lib.config.PROFILE_ENV (not imported: config pulls in torch)
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+NOTEBOOK_GLOB = "[0-9][0-9]*_*.ipynb"  # 06_s2o and 06b_s2o_training
 INSTALL_HINT = 'pip install "s2o-tutorials[notebooks]"'
 
 Status = Literal["ok", "failed", "interrupted", "not run"]
@@ -154,7 +154,7 @@ class RunReport:
 
 
 def discover_notebooks(notebook_dir: Path = Path("notebooks")) -> list[Path]:
-    """Every ``NN_*.ipynb`` in ``notebook_dir``, sorted (the suite's order)."""
+    """Every ``NN_*.ipynb`` (and ``NNb_*.ipynb``) in ``notebook_dir``, sorted (the suite's order)."""
     return sorted(Path(notebook_dir).glob(NOTEBOOK_GLOB))
 
 

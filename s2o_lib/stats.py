@@ -19,6 +19,9 @@ a printed difference of one to three images says nothing by itself. This module 
   Student-t interval across seeds and the paired t-test (`t_interval`, `t_test`), plus McNemar pooled over all
   (seed, image) pairs.
 
+- `signed_rank_test` (Wilcoxon) on the same per-seed differences, and `holm` (Holm's step-down adjustment) for a
+  family of comparisons tested together.
+
 Which test is primary (`SeedComparison.primary`): with two or more seeds, the **t-test across seeds**. The claim
 being tested ("S²O improves robustness") is about a training *method*, so the unit that must be replicated is a
 training run: seeds vary the training (initialisation, data order, the attacks during training), images vary
@@ -32,6 +35,7 @@ over training runs on this test set. With one seed McNemar is the only test ther
 question about the two models.
 
 References:
+    S. Holm (1979), A simple sequentially rejective multiple test procedure, Scand. J. Statistics 6:65-70.
     E. B. Wilson (1927), Probable inference, the law of succession, and statistical inference, JASA 22:209-212.
     Q. McNemar (1947), Note on the sampling error of the difference between correlated proportions or
     percentages, Psychometrika 12:153-157.
@@ -421,6 +425,55 @@ def t_test(values: Sequence[float]) -> float | None:
         return 1.0 if array[0] == 0 else None
     statistic = float(array.mean()) / _sem(array)
     return float(min(1.0, 2 * sps.t.sf(abs(statistic), array.size - 1)))
+
+
+def signed_rank_test(values: Sequence[float]) -> float:
+    """Two-sided p-value of Wilcoxon's signed-rank test of "symmetric about 0" on paired differences.
+
+    ``scipy.stats.wilcoxon(values).pvalue`` (zero differences dropped, its default; the exact distribution when
+    there are no ties or zeros, else the normal approximation), and 1 when every value is 0. With k seeds and no
+    ties the smallest possible p is ``2 / 2**k`` (0.0625 for 5 seeds, 0.0078 for 8).
+
+    Args:
+        values: k ≥ 2 numbers (e.g. one paired difference per seed).
+
+    Example:
+        >>> round(signed_rank_test([0.01, 0.02, 0.03, 0.04, 0.05]), 4)
+        0.0625
+    """
+    array = _at_least_two(values)
+    if not array.any():
+        return 1.0
+    return float(min(1.0, sps.wilcoxon(array).pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (Holm 1979).
+
+    With the m p-values sorted ascending, ``p_(1) ≤ … ≤ p_(m)``, the adjusted value of ``p_(i)`` is
+    ``max_{j ≤ i} min(1, (m − j + 1) · p_(j))``; rejecting where the adjusted p is below α controls the
+    family-wise error rate at α for any dependence between the tests.
+
+    Args:
+        p_values: m ≥ 1 p-values in [0, 1].
+
+    Returns:
+        The m adjusted p-values, each ≥ its raw value, in the input order.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    array = np.asarray(p_values, dtype=float)
+    if array.ndim != 1 or array.size < 1 or not np.isfinite(array).all() or (array < 0).any() or (array > 1).any():
+        raise S2OError(f"holm needs one or more p-values in [0, 1], got {list(np.ravel(array))}")
+    m = array.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(np.argsort(array, kind="stable")):
+        running = max(running, min(1.0, (m - rank) * float(array[index])))
+        adjusted[index] = running
+    return [float(a) for a in adjusted]
 
 
 def _at_least_two(values: Sequence[float]) -> np.ndarray:

@@ -21,7 +21,7 @@ import pytest
 from s2o_lib import project
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
+SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]*_*.py"))
 COLAB_HAS = {  # import names a Colab runtime has before the set-up cell runs (pyautoattack is not among them)
     "torch", "torchvision", "numpy", "pandas", "matplotlib", "seaborn", "ipywidgets", "sklearn", "tqdm", "scipy",
     "jupyter", "notebook", "ipykernel", "IPython", "nbclient", "nbformat", "traitlets",

@@ -16,10 +16,12 @@ from s2o_lib.stats import (
     NO_DIFFERENCE,
     as_outcomes,
     compare_seeds,
+    holm,
     mcnemar_p_value,
     newcombe_interval,
     paired_test,
     proportion,
+    signed_rank_test,
     summarize_seeds,
     t_interval,
     t_test,
@@ -253,3 +255,37 @@ def _one_line_error(call, match: str) -> None:
 )
 def test_bad_input_gets_a_one_line_error(call, match):
     _one_line_error(call, match)
+
+
+# ------------------------------------------------------------------------------------------- families of tests
+def test_holm_matches_the_step_down_rule_by_hand():
+    # Sorted: 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised to the running max 0.06).
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # One p-value is its own adjustment; large products are capped at 1.
+    assert holm([0.2]) == [0.2]
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_holm_never_lowers_a_p_value_and_is_monotone_in_rank():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(size=7)
+    adjusted = np.array(holm(raw))
+    assert (adjusted >= raw).all() and (adjusted <= 1).all()
+    order = np.argsort(raw)
+    assert (np.diff(adjusted[order]) >= 0).all()
+
+
+@pytest.mark.parametrize("bad", [[], [0.2, 1.5], [-0.1], [float("nan")]])
+def test_holm_rejects_what_is_not_a_list_of_p_values(bad):
+    with pytest.raises(S2OError, match="holm needs"):
+        holm(bad)
+
+
+def test_signed_rank_test_is_scipys_wilcoxon_and_its_smallest_p_with_eight_seeds():
+    values = [0.03, -0.01, 0.02, 0.05, 0.04, -0.02, 0.06, 0.01]
+    assert signed_rank_test(values) == pytest.approx(sps.wilcoxon(values).pvalue)
+    # All eight differences positive, no ties: the exact two-sided p is 2 / 2**8.
+    assert signed_rank_test([0.01 * k for k in range(1, 9)]) == pytest.approx(2 / 2**8)
+    assert signed_rank_test([0.0, 0.0, 0.0]) == 1.0
+    with pytest.raises(S2OError, match="at least two"):
+        signed_rank_test([0.1])

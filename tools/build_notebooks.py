@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every notebooks/src/*.py")
     parser.add_argument("--execute", action="store_true", help="execute in the smoke profile after building")
     args = parser.parse_args(argv)
-    sources = sorted((NOTEBOOKS / "src").glob("[0-9][0-9]_*.py")) if args.all else args.sources
+    sources = sorted((NOTEBOOKS / "src").glob("[0-9][0-9]*_*.py")) if args.all else args.sources
     for source in sources:
         target = build(source)
         if args.execute:

@@ -72,6 +72,41 @@ fig.suptitle(f"{profile.dataset}: a training batch")
 plt.tight_layout()
 
 # %% [markdown]
+# ## Exercise: how the exercises work
+# Every notebook has at least one **to do**: a function in a code cell that you complete, followed by a cell
+# that checks it. While the function is untouched it returns `None` and the check only says that the exercise
+# is open; once you have written it, the check either confirms it or tells you what is wrong. Solutions are
+# folded underneath.
+#
+# **To do 1.** Complete `class_counts(labels, num_classes)`: how many images of each class a batch holds, as a
+# list of `num_classes` integers. (Hint: `torch.bincount`.)
+
+# %%
+def class_counts(labels, num_classes):
+    """Number of labels equal to each class 0, ..., num_classes − 1, as a list of ints."""
+    # TO DO: one line.
+
+
+# %%
+answer = class_counts(y, info.num_classes)
+if answer is None:
+    print("To do 1 is open: write class_counts above and run this cell again.")
+else:
+    expected = [int((y == k).sum()) for k in range(info.num_classes)]
+    assert list(answer) == expected, f"expected {expected}, got {list(answer)}"
+    assert sum(answer) == len(y), "every image has exactly one class"
+    print("To do 1: correct.", dict(enumerate(expected)))
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def class_counts(labels, num_classes):
+#     return torch.bincount(labels, minlength=num_classes).tolist()
+# ```
+# </details>
+
+# %% [markdown]
 # ## Summary
 # If every cell above ran, you are ready for **01 · Adversarial examples**.
 #

@@ -521,11 +521,29 @@ assert acc_masked_no_start == clean["standard"], "with zero gradients and no ran
 
 # %% [markdown]
 # ## Exercise: PGD in L2, by hand
-# Write `pgd_l2_by_hand(model, x, y, *, eps, alpha, steps)` without random start: the step is
+# **To do 1.** Write `pgd_l2_by_hand(model, x, y, *, eps, alpha, steps)` without random start: the step is
 # $\alpha\, g / \|g\|_2$ (per image), the projection rescales $\delta$ to length at most ε, then clip to
-# $[0, 1]$. Check it against `pgd(..., norm="l2", init="none")`. Then: why does the L2 step not need a
-# `sign`?
-#
+# $[0, 1]$. It returns `None` until you write it; the next cell checks it against
+# `pgd(..., norm="l2", init="none")`. Then: why does the L2 step not need a `sign`?
+
+# %%
+def pgd_l2_by_hand(model, x, y, *, eps, alpha, steps):
+    """L2 PGD from x itself (no random start): normalised gradient steps, projection onto the L2 ball."""
+    # TO DO: a loop of `steps` steps; the per-image norm is t.flatten(1).norm(dim=1).view(-1, 1, 1, 1).
+
+
+# %%
+x_l2_hand = pgd_l2_by_hand(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10)
+if x_l2_hand is None:
+    print("To do 1 is open: write pgd_l2_by_hand above and run this cell again.")
+else:
+    x_l2_lib = pgd(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10, norm="l2", init="none")
+    assert x_l2_hand.shape == x.shape, f"shape {tuple(x_l2_hand.shape)}, expected {tuple(x.shape)}"
+    assert ((x_l2_hand - x).flatten(1).norm(dim=1) <= eps_l2 + 1e-4).all(), "δ must lie in the L2 ball"
+    assert torch.allclose(x_l2_hand, x_l2_lib, atol=1e-5), "differs from pgd(..., norm='l2', init='none')"
+    print("To do 1: correct.")
+
+# %% [markdown]
 # <details><summary>Solution</summary>
 #
 # ```python
@@ -541,10 +559,6 @@ assert acc_masked_no_start == clean["standard"], "with zero gradients and no ran
 #         delta = delta * (eps / norm(delta)).clamp(max=1.0)             # project onto the L2 ball
 #         x_adv = (x + delta).clamp(0, 1)
 #     return x_adv
-#
-# ours = pgd_l2_by_hand(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10)
-# lib = pgd(model_std, x, y, eps=eps_l2, alpha=eps_l2 / 4, steps=10, norm="l2", init="none")
-# assert torch.allclose(ours, lib, atol=1e-5)
 # ```
 #
 # The steepest-ascent direction of a linear function $g^\top\delta$ over a unit ball is $\mathrm{sign}(g)$

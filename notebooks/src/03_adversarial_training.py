@@ -8,7 +8,8 @@
 # - write adversarial training as a **min-max problem** and say what each level does,
 # - write one **PGD-AT training step** yourself and check it against `s2o_lib.defenses.training_step`,
 # - read clean and robust **accuracy curves** over epochs and compare PGD-AT with standard training,
-# - explain **robust overfitting** (Rice, Wong & Kolter 2020) and pick the **best-robust checkpoint**,
+# - explain **robust overfitting** (Rice, Wong & Kolter 2020) and pick the **best-robust checkpoint**, and read
+#   the **robust generalisation gap** in a small-data run (eight seeds, run offline),
 # - estimate what adversarial training **costs**: about (K+1)× the forward/backward passes of standard training.
 
 # %%
@@ -27,6 +28,7 @@ from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.plots import plot_history
+from s2o_lib.regime import analyse_regime, load_results
 from s2o_lib.zoo import profile_data, runs_root, trained_model
 
 # %% [markdown]
@@ -182,9 +184,60 @@ assert acc_best["pgd20"] <= acc_best["clean"]
 # %% [markdown]
 # **Honestly, in `smoke`:** six epochs with one learning-rate decay are far too short for robust
 # overfitting, so the best epoch is usually the last one or close to it, and `best.pt` and the final
-# weights agree (or nearly). The effect needs the long schedules of the `class` and especially the `paper`
-# profile (200 epochs), where the last checkpoint can lose several points of PGD accuracy against the best.
-# The mechanism — keep the best-robust checkpoint, not the last — is the same in every profile.
+# weights agree (or nearly). The mechanism — keep the best-robust checkpoint, not the last — is the same in
+# every profile.
+#
+# ### What a small-data run shows
+# Robust overfitting needs a model that can *memorise* the adversarial examples of its training set. With few
+# training images that happens on a CPU too. The suite trained PGD-AT offline on **100 training digits for 80
+# epochs** (learning rate ×0.1 at epochs 40 and 60), eight training seeds, and recorded PGD-10 accuracy on the
+# training images, on 300 held-out validation images and on the 360 test images every 8 epochs
+# (`benchmarks/regime_search.py`; `s2o_lib.regime` reads the committed results — nothing is trained here).
+
+# %%
+regime = analyse_regime(load_results("confirm"))
+print(regime.source_line())
+curve = regime.curves("at")            # mean over the seeds, percent, one row per recorded epoch
+per_seed = {seed: record["curve"] for seed, record in regime.runs["at"].items()}
+peak_epoch = int(curve["test_pgd10"].idxmax())
+last_epoch = int(curve.index[-1])
+print(curve[["train_pgd10", "val_pgd10", "test_pgd10"]].round(1).to_string())
+print(f"test PGD-10: peak {curve['test_pgd10'].max():.1f}% at epoch {peak_epoch}, last {curve['test_pgd10'].iloc[-1]:.1f}%;"
+      f" train PGD-10 at the last epoch {curve['train_pgd10'].iloc[-1]:.1f}%")
+
+# %%
+# REPORT: PGD-AT on 100 training digits for 80 epochs (8 seeds, run offline): robust accuracy on the training images, on validation and on test images per epoch.
+fig, ax = plt.subplots(figsize=(7, 4))
+for name, color in (("train", "C0"), ("val", "C2"), ("test", "C1")):
+    for points in per_seed.values():
+        ax.plot([p["epoch"] for p in points], [100 * p[f"{name}_pgd10"] for p in points], color=color, lw=0.5,
+                alpha=0.35)
+    ax.plot(curve.index, curve[f"{name}_pgd10"], "o-", color=color, ms=3, label=f"{name} (mean of 8 seeds)")
+for milestone in next(iter(regime.runs["at"].values()))["milestones"]:
+    ax.axvline(milestone, color="grey", ls=":", lw=1)
+ax.set_xlabel("epoch (dotted: learning rate ×0.1)")
+ax.set_ylabel("PGD-10 accuracy (%)")
+ax.set_title("PGD-AT on 100 digits: the robust generalisation gap")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+gap_last = curve["train_pgd10"].iloc[-1] - curve["test_pgd10"].iloc[-1]
+decline = curve["test_pgd10"].max() - curve["test_pgd10"].iloc[-1]
+print(f"robust generalisation gap at the last epoch: {gap_last:.1f} points; test decline after its peak: "
+      f"{decline:.1f} points")
+# What the text below says: a large gap, and no decline of more than two points after the peak.
+assert gap_last > 20 and 0 <= decline < 2
+
+# %% [markdown]
+# What this run shows is the **robust generalisation gap**: robust accuracy on the 100 training images climbs
+# far above robust test accuracy (the gap is printed above). It does **not** show the second half of robust
+# overfitting — test robust accuracy does not fall after its peak (by less than two points); it stops
+# improving while the training accuracy stays far above it.
+# Rice et al. see the fall on CIFAR-10 with 200 epochs and much larger networks; a run this small memorises
+# without (yet) getting worse on the test set. The gap is the quantity that AWP (notebook 05) and S²O (notebook
+# 06) claim to shrink, and this regime is where the suite tests them.
 
 # %% [markdown]
 # ## What adversarial training costs
@@ -244,16 +297,34 @@ print(f"seconds per training step alone on {device}: standard {s_std * 1e3:.1f} 
 # regulariser's extra cost (about 20%) *relative to* adversarial training.
 #
 # ## Exercise
-# 1. How many forward+backward passes does one TRADES step need with a K-step attack? Check with
-#    `passes_with_grad("trades")`.
-# 2. Train PGD-AT with a **single** attack step (FGSM with random start, step size 1.25·ε as in Wong et al.
+# **To do 1.** How many graph-building forward passes does one TRADES step need with a K-step attack? Write
+# your answer as a function of K in `trades_passes` (it returns `None` until you do); the next cell checks it
+# with `passes_with_grad("trades")`.
+
+# %%
+def trades_passes(K):
+    """Forward passes with autograd on in one TRADES training step with a K-step KL attack."""
+    # TO DO: return a formula in K (look at the TRADES loss and at the KL attack of notebook 04).
+
+
+# %%
+answer = trades_passes(config.steps)
+if answer is None:
+    print("To do 1 is open: write trades_passes above and run this cell again.")
+else:
+    counted = passes_with_grad("trades")
+    assert answer == counted, f"you predicted {answer}, the hook counted {counted} for K = {config.steps}"
+    print(f"To do 1: correct — {counted} graph-building forward passes for K = {config.steps}.")
+
+# %% [markdown]
+# **2.** Train PGD-AT with a **single** attack step (FGSM with random start, step size 1.25·ε as in Wong et al.
 #    2020). How do its cost and its PGD-20 accuracy compare with PGD-5 AT?
 #
 # <details><summary>Solution</summary>
 #
-# 1. K for the KL attack, plus one for the weight update, which back-propagates through the two forward passes
-#    on $x$ and on $x'$ (two forward passes, one backward): `passes_with_grad("trades")` gives K + 2 graph-building
-#    forward passes for K + 1 backward passes. TRADES also runs one forward pass without gradients on $x$ to get
+# 1. `def trades_passes(K): return K + 2` — K for the KL attack, plus two for the weight update, which
+#    back-propagates through the forward passes on $x$ and on $x'$ (two forward passes, one backward): K + 2
+#    graph-building forward passes for K + 1 backward passes. TRADES also runs one forward pass without gradients on $x$ to get
 #    the clean probabilities the attack moves away from.
 # 2. Give the run its own tag, because its settings differ from the profile's:
 #

@@ -7,18 +7,18 @@
 #
 # **Learning goals.** After this notebook you can
 #
-# - explain why PAC-Bayesian bounds treat weights as **random variables** and why the usual diagonal
-#   (independent-weights) posterior is unrealistic — and **measure** the correlation of trained weights,
-# - derive from the bound why S²O **minimises the correlation matrix's Frobenius norm**,
-# - write the **released soft-target regulariser** step by step and check it against `s2o_lib.s2o`,
-# - compute the theory's **Laplace/KFAC** correlation $R_G \otimes R_A$ of the last layer,
-# - compare **AT vs AT+S²O** and **TRADES vs TRADES+S²O**: accuracy, correlation and cost per step.
+# - explain why PAC-Bayesian bounds treat weights as **random variables** with a posterior covariance, and tell
+#   that covariance apart from the **cosine similarity between the rows of trained weights** (which we measure,
+#   next to its random baseline),
+# - derive from the bound why S²O **minimises the correlation matrix's Frobenius norm** — a surrogate that
+#   tightens *bounds* on $\|S\|_2$ and $\ln\det S$, not the quantities themselves,
+# - write the **released soft-target regulariser** step by step and check it against `s2o_lib.s2o`.
+#
+# Notebook **06b** continues with the theory's Laplace/KFAC objective, training AT and TRADES with and without
+# S²O, its cost, and what an eight-seed experiment says about the S²O gain.
 
 # %%
-import copy
 import math
-import statistics
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,15 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2o_lib.attacks import pgd
-from s2o_lib.config import get_profile
-from s2o_lib.data import dataset_info, make_loader, tensors
-from s2o_lib.defenses import DefenseConfig, training_step
-from s2o_lib.laplace import kfac_factors, kronecker_correlation, kronecker_summaries
+from s2o_lib.config import get_profile, seed_everything
+from s2o_lib.data import dataset_info, tensors
+from s2o_lib.models import build_model
 from s2o_lib.norms import mean_abs_correlation, weight_correlation
-from s2o_lib.plots import correlation_heatmap, plot_history
+from s2o_lib.plots import correlation_heatmap
 from s2o_lib.s2o import (
     default_off_diagonal_mass,
-    kfac_correlation_penalty,
     s2o_regulariser,
     soft_target_matrix,
     soft_targets,
@@ -47,7 +45,7 @@ from s2o_lib.zoo import profile_data, trained_model
 # %% [markdown]
 # ## The profile
 # In `smoke` everything is shrunk to run on a CPU: 16×16 digits, a small CNN, ε = 0.15, PGD-5 training,
-# 6 epochs. The models come from the shared cache (`notebooks/runs/`), so notebooks 03, 04 and 08 reuse them.
+# 6 epochs. The models come from the shared cache (`notebooks/runs/`), shared with notebooks 03, 04, 06b, 08.
 
 # %%
 profile = get_profile()
@@ -68,12 +66,23 @@ print(profile.notes)
 # $$
 #
 # Neyshabur et al. (2018) take $\Sigma = \sigma^2 I$: every weight is perturbed **independently**. That is
-# convenient (the KL is a sum over weights) but it is not what training produces. Jin et al. (NeurIPS 2020)
-# measured it: the weight vectors of the neurons of a layer are far from orthogonal. Their measure is
-# $\rho$ = mean $|\cos(w_i, w_j)|$ over pairs of neurons $i \ne j$ of a layer.
+# convenient (the KL is a sum over weights), and nothing forces it: $\Sigma$ is the analyst's choice, and any
+# choice fixed independently of the data gives a valid bound. S²O asks for a posterior whose covariance has
+# **correlations**, and for weights that make such a posterior cheap in the bound.
 #
-# Let us look at the **last layer** (`head`, one row per class) and the **hidden layer** before it, for a
-# normally trained and a PGD-AT model.
+# Two different things are called "weight correlation", and they must not be confused:
+#
+# - the **posterior covariance** $\Sigma$: how the weights *co-vary* when drawn from $Q$ — a property of a
+#   distribution, which one trained weight vector does not determine (section 4 estimates one with a Laplace
+#   approximation);
+# - the **cosine similarity between rows** of one trained weight matrix: how similar the weight vectors of two
+#   neurons are — a property of the posterior's *mean*. Jin et al. (NeurIPS 2020) use it as a measurable proxy,
+#   $\rho$ = mean $|\cos(w_i, w_j)|$ over pairs of neurons $i \ne j$ of a layer, and relate it to
+#   generalisation.
+#
+# Let us measure the second for the **last layer** (`head`, one row per class) and the **hidden layer** before
+# it, for a normally trained and a PGD-AT model — next to its value for **untrained** weights of the same shape,
+# the baseline every number must be read against.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -102,18 +111,37 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-for name, model in [("standard", model_std), ("AT", model_at)]:
-    print(f"{name:9s} mean |rho|: head {mean_abs_correlation(model.head.weight):.3f}, "
-          f"hidden {mean_abs_correlation(hidden_layer(model).weight):.3f}")
-# Baseline: independent random vectors of the same length D have mean |cos| ≈ sqrt(2 / (π D)).
-for layer_name, w in [("head", model_at.head.weight), ("hidden", hidden_layer(model_at).weight)]:
-    d = w[0].numel()
-    print(f"random baseline, {layer_name} (D = {d}): {math.sqrt(2 / (math.pi * d)):.3f}")
+# Baselines: independent random vectors of length D have mean |cos| ≈ sqrt(2 / (π D)); and the untrained
+# network (the same architecture at its random initialisation, five seeds) is the empirical one.
+untrained = []
+for init_seed in range(5):
+    seed_everything(init_seed)
+    untrained.append(build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels))
+rho_rows = []
+for layer_name, layer_of in [("head", lambda m: m.head.weight), ("hidden", lambda m: hidden_layer(m).weight)]:
+    d = layer_of(model_at)[0].numel()
+    rho_rows.append({"layer": layer_name, "D": d,
+                     "standard": mean_abs_correlation(layer_of(model_std)),
+                     "AT": mean_abs_correlation(layer_of(model_at)),
+                     "untrained (mean of 5)": float(np.mean([mean_abs_correlation(layer_of(u)) for u in untrained])),
+                     "random, sqrt(2/(πD))": math.sqrt(2 / (math.pi * d))})
+rho_table = pd.DataFrame(rho_rows).set_index("layer")
+rho_table["AT / untrained"] = rho_table["AT"] / rho_table["untrained (mean of 5)"]
+rho_table.round(3)
+
+# %%
+assert (rho_table[["standard", "AT", "untrained (mean of 5)"]] >= 0).all().all()
+assert (rho_table[["standard", "AT", "untrained (mean of 5)"]] <= 1).all().all()
+# The formula is a good baseline for the untrained layers: within a factor of two.
+ratio = rho_table["untrained (mean of 5)"] / rho_table["random, sqrt(2/(πD))"]
+assert ((ratio > 0.5) & (ratio < 2)).all(), ratio
+print("largest AT / untrained ratio:", f"{rho_table['AT / untrained'].max():.2f}")
 
 # %% [markdown]
-# The off-diagonal entries are clearly non-zero, and ρ is well above the value for independent random vectors
-# of the same length: class vectors (and hidden neurons) share directions. A posterior that respects this needs
-# a **non-diagonal** covariance.
+# Read each ρ against its baselines in the same row: the last column says how many times the untrained value
+# the trained one is. These numbers describe the *rows of one weight matrix*; they say nothing directly about
+# the posterior covariance, which is what the bound needs. That a correlated posterior can be worth having is
+# an argument about the bound (next section), not something this table proves.
 
 # %% [markdown]
 # ## 2 · From the bound to "minimise the correlation"
@@ -140,10 +168,19 @@ for layer_name, w in [("head", model_at.head.weight), ("hidden", hidden_layer(mo
 #
 # **Why the Frobenius norm?** Let $\lambda_1,\dots,\lambda_n \ge 0$ be the eigenvalues of $S$. Then
 # $\sum_k \lambda_k = n$ and $\|S\|_F^2 = \sum_k \lambda_k^2$, so
-# $\sum_k (\lambda_k - 1)^2 = \|S\|_F^2 - n$: a smaller $\|S\|_F$ pins **every** eigenvalue closer to 1, hence
-# $\|S\|_2 = \lambda_{\max} \le 1 + \sqrt{\|S\|_F^2 - n}$ falls and $\ln\det S = \sum_k \ln\lambda_k$ rises
-# towards 0. Both bound terms shrink. So: **decorrelate**, i.e. minimise $\|S\|_F$ (its minimum is $\sqrt n$,
-# at $S = I$).
+# $\sum_k (\lambda_k - 1)^2 = \|S\|_F^2 - n =: r^2$. Every eigenvalue therefore lies in $[1 - r, 1 + r]$, which
+# gives two **bounds**:
+#
+# $$
+# \|S\|_2 = \lambda_{\max} \le 1 + \sqrt{\|S\|_F^2 - n}, \qquad
+# \ln\det S = \sum_k \ln\lambda_k \ge n\,\ln\!\big(1 - \sqrt{\|S\|_F^2 - n}\big)\quad (r < 1).
+# $$
+#
+# A smaller $\|S\|_F$ tightens both bounds, and at $\|S\|_F = \sqrt n$ (its minimum, $S = I$) they are exact.
+# It does **not** order $\|S\|_2$ or $\ln\det S$ themselves: a matrix with the smaller $\|S\|_F$ can have the
+# larger $\|S\|_2$ (To do 1 below builds one). So minimising $\|S\|_F$ is a **surrogate** — one smooth number
+# that controls both terms of the bound from above, not a quantity the bound contains. So: **decorrelate**,
+# i.e. minimise $\|S\|_F$.
 #
 # A numeric check with the **equicorrelated** matrix $S = (1-\rho) I + \rho\,\mathbf 1\mathbf 1^\top$, for which
 # $\|S\|_2 = 1 + (n-1)\rho$ and $\ln\det S = (n-1)\ln(1-\rho) + \ln(1 + (n-1)\rho)$ (Jin et al. 2020 use
@@ -169,6 +206,9 @@ assert np.allclose(equi.trace, n)
 assert np.allclose(equi.spectral, 1 + (n - 1) * equi.rho)
 assert np.allclose(equi.logdet, (n - 1) * np.log(1 - equi.rho) + np.log(1 + (n - 1) * equi.rho))
 assert np.all(equi.spectral <= 1 + np.sqrt(equi.fro**2 - n) + 1e-9)  # the eigenvalue bound above
+r = np.sqrt(equi.fro**2 - n)
+small = r < 1
+assert np.all(equi.logdet[small] >= n * np.log(1 - r[small]) - 1e-9)  # and the log-det bound
 assert np.all(np.diff(equi.fro) > 0) and np.all(np.diff(equi.spectral) > 0) and np.all(np.diff(equi.logdet) < 0)
 
 # %%
@@ -189,8 +229,62 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Both terms of the bound grow with $\|S\|_F$. The bound needs the **posterior's** correlation, which we cannot
-# observe; S²O estimates it (section 4) or replaces it by a cheap proxy (section 3).
+# For this one-parameter family both $\|S\|_2$ and $-\ln\det S$ grow with $\|S\|_F$ (all three grow with ρ); in
+# general only the bounds do. The bound needs the **posterior's** correlation, which we cannot observe; S²O
+# estimates it (section 4) or replaces it by a cheap proxy (section 3).
+#
+# **To do 1 — the Frobenius norm does not order $\|S\|_2$.** Write `correlation_summaries(S)` returning
+# $(\|S\|_F, \|S\|_2, \ln\det S)$ of a symmetric matrix (`torch.linalg` has all three). The check cell builds
+# two 3 × 3 correlation matrices, with eigenvalues (1.9, 0.55, 0.55) and (1.6, 1.4, 0), and tells you whether
+# your numbers are right; then compare the two rows: which has the smaller $\|S\|_F$, which the smaller
+# $\|S\|_2$, and do both bounds hold?
+
+# %%
+def correlation_summaries(S):
+    """(‖S‖_F, ‖S‖₂, ln det S) of a symmetric positive semi-definite matrix S, as floats."""
+    # TO DO: three calls to torch.linalg (matrix_norm, eigvalsh, slogdet).
+
+
+# %%
+# Two correlation matrices (unit diagonal): the equicorrelated one with ρ = 0.45 has eigenvalues
+# (1 + 2ρ, 1 − ρ, 1 − ρ) = (1.9, 0.55, 0.55); the Gram matrix of three unit vectors in the plane at angles
+# 0, ±φ with cos 2φ = −0.4 has eigenvalues 3/2 ± |1 + 2 cos 2φ|/2 = (1.6, 1.4) and 0.
+S_a = 0.55 * torch.eye(3, dtype=torch.float64) + 0.45 * torch.ones(3, 3, dtype=torch.float64)
+phi = math.acos(-0.4) / 2
+angles = torch.tensor([0.0, phi, -phi], dtype=torch.float64)
+S_b = torch.cos(angles[:, None] - angles[None, :])
+for S in (S_a, S_b):
+    assert torch.allclose(S.diagonal(), torch.ones(3, dtype=torch.float64)), "a correlation matrix"
+assert torch.allclose(torch.linalg.eigvalsh(S_a), torch.tensor([0.55, 0.55, 1.9], dtype=torch.float64))
+assert torch.allclose(torch.linalg.eigvalsh(S_b), torch.tensor([0.0, 1.4, 1.6], dtype=torch.float64), atol=1e-12)
+answers = [correlation_summaries(S) for S in (S_a, S_b)]
+if any(a is None for a in answers):
+    print("To do 1 is open: write correlation_summaries above and run this cell again.")
+else:
+    for S, (fro, spectral, logdet) in zip((S_a, S_b), answers):
+        eig = torch.linalg.eigvalsh(S).clamp_min(0)
+        assert abs(fro - math.sqrt(float((eig**2).sum()))) < 1e-9, "‖S‖_F² is the sum of the squared eigenvalues"
+        assert abs(spectral - float(eig.max())) < 1e-9, "‖S‖₂ is the largest eigenvalue"
+        assert (logdet < -20) if float(eig.min()) < 1e-12 else abs(logdet - float(torch.log(eig).sum())) < 1e-9
+        print(f"‖S‖_F = {fro:.3f}   ‖S‖₂ = {spectral:.3f}  (bound {1 + math.sqrt(fro**2 - 3):.3f})   "
+              f"ln det S = {logdet:.3f}")
+    print("To do 1: correct. The first matrix has the smaller ‖S‖_F and the larger ‖S‖₂.")
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# ```python
+# def correlation_summaries(S):
+#     return (torch.linalg.matrix_norm(S).item(), torch.linalg.eigvalsh(S).max().item(),
+#             torch.linalg.slogdet(S)[1].item())
+# ```
+# $(1.9, 0.55, 0.55)$: $\|S\|_F = \sqrt{4.215} \approx 2.05$, $\|S\|_2 = 1.9$, $\ln\det S = \ln 0.575 \approx -0.55$.
+# $(1.6, 1.4, 0)$: $\|S\|_F = \sqrt{4.52} \approx 2.13$, $\|S\|_2 = 1.6$, $\ln\det S = -\infty$ (in floating
+# point a large negative number). The first has the
+# smaller Frobenius norm but the larger spectral norm; the bound $1 + \sqrt{\|S\|_F^2 - 3}$ (2.10 and 2.23) holds
+# for both. Here $\ln\det S$ happens to follow $\|S\|_F$, but it need not either: the norm controls the spread
+# of the spectrum, not where the largest or smallest eigenvalue sits.
+# </details>
 
 # %% [markdown]
 # ## 3 · The released regulariser, written out
@@ -287,186 +381,8 @@ plt.show()
 # correlated. No gradient flows through $A$.
 
 # %% [markdown]
-# ## 4 · The theory's objective: a Laplace posterior of the last layer (`+s2o-kfac`)
-# The bound asks for the correlation of the **posterior**. For the last layer $z = Wa$ ($W$ is $C\times D$), a
-# Laplace approximation takes the posterior covariance as the inverse Hessian of the loss. K-FAC (Martens &
-# Grosse 2015; Ritter et al. 2018) approximates that Hessian by a Kronecker product
-#
-# $$
-# H \approx G \otimes A_a,\qquad G = \mathbb E[\mathrm{diag}(p) - pp^\top]\;(C\times C),\qquad A_a = \mathbb E[aa^\top]\;(D\times D),
-# $$
-#
-# so $\Sigma = G^{-1}\otimes A_a^{-1}$ and its correlation is $R = R_G \otimes R_A$, with
-# $\|R\|_F = \|R_G\|_F\,\|R_A\|_F \ge \sqrt{CD}$ (equality only for uncorrelated weights). Both factors are damped;
-# G is singular (the all-ones vector is in its null space), so its factor is formed on the $C-1$ directions
-# orthogonal to $\mathbf 1$ and damped there, or the damping, not the model, would set $R_G$. `s2o_lib.s2o.kfac_correlation_penalty` returns $\|R\|_F/\sqrt{CD}$ and the method
-# `+s2o-kfac` adds λ times it to the loss. **This is the library's KFAC-Laplace reading of the paper's
-# objective (the damping and the weight λ are ours), not what the released code trains** (section 3 is); we compute it here to *measure* models.
-
-# %%
-def laplace_correlation(model, x):
-    """(R_A, R_G, summaries) of the last layer's KFAC-Laplace posterior on a batch x."""
-    with torch.no_grad():
-        feats = model.features(x)
-        probs = F.softmax(model.head(feats), dim=1)
-    A_a, G = kfac_factors(feats, probs, damping=0.1)
-    R_A, R_G = kronecker_correlation(A_a, G)
-    return R_A, R_G, kronecker_summaries(R_A, R_G)
-
-
-R_A, R_G, summ = laplace_correlation(model_at, x_test)
-R_full = torch.kron(R_G, R_A)  # only to check the identities; never needed in practice
-with torch.no_grad():
-    feats = model_at.features(x_test)
-    penalty = kfac_correlation_penalty(feats, model_at.head(feats), damping=0.1)
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-print(f"R is {summ.dim}×{summ.dim}: ‖R‖_F = {summ.fro:.2f} (√dim = {math.sqrt(summ.dim):.2f}), "
-      f"‖R‖₂ = {summ.spectral:.2f}, log det R = {summ.logdet:.1f}")
-print(f"penalty ‖R‖_F/√dim = {penalty:.3f}")
-
-# %%
-assert torch.allclose(torch.linalg.matrix_norm(R_full), summ.fro, rtol=1e-4)
-assert torch.allclose(R_full.diagonal(), torch.ones(summ.dim, device=device), atol=1e-5), "a correlation has unit diagonal"
-assert summ.fro >= math.sqrt(summ.dim) * (1 - 1e-6), "‖R‖_F ≥ √dim for any correlation matrix"
-assert torch.allclose(penalty, summ.fro / math.sqrt(summ.dim), rtol=1e-4)
-
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-correlation_heatmap(R_G, ax=axes[0], labels=classes, title="R_G (classes), AT model")
-correlation_heatmap(R_A, ax=axes[1], title=f"R_A ({R_A.shape[0]} last-layer inputs), AT model")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## 5 · Training AT vs AT+S²O and TRADES vs TRADES+S²O
-# Same profile, same seed, same schedule; only the loss differs. Models are trained once and then loaded.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-model_at_s2o, hist_at_s2o = trained_model("at+s2o")
-model_trades, hist_trades = trained_model("trades")
-model_trades_s2o, hist_trades_s2o = trained_model("trades+s2o")
-models = {"standard": model_std, "AT": model_at, "AT+S²O": model_at_s2o,
-          "TRADES": model_trades, "TRADES+S²O": model_trades_s2o}
-
-# %%
-# REPORT: Clean (dashed) and PGD (solid) test accuracy per epoch: AT vs AT+S²O and TRADES vs TRADES+S²O (★: best robust epoch).
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
-plot_history({"AT": hist_at, "AT+S²O": hist_at_s2o}, ax=axes[0])
-plot_history({"TRADES": hist_trades, "TRADES+S²O": hist_trades_s2o}, ax=axes[1])
-axes[0].set_title(f"PGD-AT ± S²O ({profile.dataset}, ε = {profile.eps:.3f})")
-axes[1].set_title("TRADES ± S²O")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# Now the final models side by side: clean and PGD accuracy after the last epoch (from the training history:
-# PGD-10 at the evaluation radius on the first evaluation images — the numbers the curves end on), the measured
-# weight correlation (Jin et al. 2020's ρ) and the Laplace posterior's $\|R\|_F$ of the last layer.
-
-# %%
-histories = {"standard": hist_std, "AT": hist_at, "AT+S²O": hist_at_s2o,
-             "TRADES": hist_trades, "TRADES+S²O": hist_trades_s2o}
-rows = []
-for name, model in models.items():
-    s = laplace_correlation(model, x_test)[2]
-    rows.append({"model": name, "clean": histories[name].eval_clean[-1], "PGD": histories[name].eval_robust[-1],
-                 "head mean |ρ|": mean_abs_correlation(model.head.weight),
-                 "hidden mean |ρ|": mean_abs_correlation(hidden_layer(model).weight),
-                 "‖R‖_F": s.fro.item(), "‖R‖_F/√dim": s.fro.item() / math.sqrt(s.dim), "dim": s.dim})
-table = pd.DataFrame(rows).set_index("model")
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-table.round(3)
-
-# %%
-for name, row in table.iterrows():
-    assert row["PGD"] <= row["clean"], f"{name}: robust accuracy must not exceed clean accuracy"
-    assert row["‖R‖_F"] >= math.sqrt(row["dim"]) * (1 - 1e-6), f"{name}: ‖R‖_F < √dim is impossible"
-assert table.loc["AT+S²O", "PGD"] > table.loc["standard", "PGD"], "AT+S²O should beat standard training under PGD"
-
-# %%
-# REPORT: Last-layer weight correlation (cosine similarity of the class vectors) before and after adding S²O.
-fig, axes = plt.subplots(1, 4, figsize=(15, 3.5))
-for ax, name in zip(axes, ["AT", "AT+S²O", "TRADES", "TRADES+S²O"]):
-    w = models[name].head.weight
-    correlation_heatmap(weight_correlation(w), ax=ax, labels=classes,
-                        title=f"{name}: ρ = {mean_abs_correlation(w):.3f}")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## 6 · What does S²O cost?
-# Count forward/backward passes per step with a PGD-K training attack:
-#
-# - **AT**: K passes for the attack + 1 on $x'$. **AT+S²O** needs $f(x)$ too: one extra clean forward/backward,
-#   $(K+2)/(K+1)$ — about 1.17× for K = 5 (smoke), 1.09× for K = 10 (the paper).
-# - **TRADES** already computes $f(x)$ and $f(x')$ with gradients, so **TRADES+S²O** only adds the $C\times C$
-#   matrix and two KL terms: nearly free.
-#
-# (The released code recomputes both logits and builds $M$ in a Python loop; the library reuses the logits of
-# the passes already made.) We time `training_step` for AT and AT+S²O on one batch, interleaving the two, and
-# take the median.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-train, _ = profile_data(profile)
-xb, yb = (t.to(device) for t in next(iter(make_loader(train, batch_size=profile.batch_size, shuffle=True, seed=0))))
-config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps, off_diagonal_mass=m)
-methods = ["at", "at+s2o"]
-step_models = {meth: copy.deepcopy(model_at) for meth in methods}
-opts = {meth: torch.optim.SGD(step_models[meth].parameters(), lr=0.01, momentum=0.9) for meth in methods}
-times = {meth: [] for meth in methods}
-# On a CPU we time with one thread: on a shared machine competing threads make multi-threaded timings
-# erratic, and the ratio, not the seconds, is what we want. The thread count is restored afterwards.
-threads = torch.get_num_threads()
-torch.set_num_threads(1 if device.type == "cpu" else threads)
-try:
-    for rep in range(6):
-        for meth in methods:  # interleaved, so drift in machine speed hits both alike
-            t0 = time.perf_counter()
-            training_step(step_models[meth], xb, yb, method=meth, config=config, optimizer=opts[meth])
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if rep > 0:  # the first round is warm-up
-                times[meth].append(time.perf_counter() - t0)
-finally:
-    torch.set_num_threads(threads)
-median = {meth: statistics.median(t) for meth, t in times.items()}
-for meth in methods:
-    print(f"{meth:7s} {1000 * median[meth]:7.1f} ms/step (median of {len(times[meth])})")
-K = profile.train_steps
-print(f"at+s2o / at = {median['at+s2o'] / median['at']:.2f}  (pass count predicts {(K + 2) / (K + 1):.2f})")
-
-# %% [markdown]
-# On a shared CPU these timings are noisy; `benchmarks/bench_training.py` measures them properly (and against
-# the released code). The TPAMI version reports roughly 20% extra training time.
-#
-# ## 7 · Honest remarks
-# - In `smoke` the models train for 6 epochs on 16×16 digits and are evaluated on a few hundred images. The
-#   difference between AT and AT+S²O (or TRADES and TRADES+S²O) is then **within noise** — it can go either way
-#   with another seed. Do not read a ranking from this notebook; the `class` profile (CIFAR-10) is closer.
-# - Nor need the correlation measures move together: the released regulariser acts on the *targets*, not on
-#   the weights directly; the cosine ρ of the rows and the Laplace posterior's $\|R\|_F$ are different
-#   statistics (the bound is about the posterior), and on a small network they can move in opposite directions.
-# - The paper's numbers are **the authors' released results**, CIFAR-10, ε = 8/255, 200 epochs, PGD-10 training
-#   (clean / PGD-20 / AutoAttack, %):
-#
-# | method | model | clean | PGD-20 | AA |
-# |---|---|---|---|---|
-# | AT+S²O | PreAct ResNet-18 | 83.65 | 55.11 | 48.3 |
-# | TRADES+S²O | WRN-34-10 | 85.67 | 58.34 | 54.1 |
-# | MART+S²O | WRN-34-10 | 83.91 | 59.29 | 54.1 |
-# | TRADES+AWP+S²O | WRN-34-10 | 86.01 | 61.12 | 55.9 |
-#
-#   For context (RobustBench, clean / AA): PGD-AT WRN-34-10 87.14 / 44.04; TRADES WRN-34-10 84.92 / 53.08.
-
-# %% [markdown]
-# ## Exercises
-# **1.** The off-diagonal mass $m$ controls how soft the targets are. Compute the soft-target matrix of the AT
+# ## Exercise
+# **2.** The off-diagonal mass $m$ controls how soft the targets are. Compute the soft-target matrix of the AT
 # model for $m \in \{0.2, 0.5, 0.8, 0.95\}$ and the mean entropy of its rows. Which $m$ gives the most uniform
 # wrong-class distribution, and why is the *shape* of the off-diagonal part the same for every $m$?
 #
@@ -482,34 +398,20 @@ print(f"at+s2o / at = {median['at+s2o'] / median['at']:.2f}  (pass count predict
 # The entropy rises with $m$ up to about $m = 0.9$ (the label's $1-m$ then equals a typical wrong class's share).
 # The off-diagonal part is $m\cdot A_{ij}/\sum_j A_{ij}$: $m$ only scales it, the *shape* comes from $|M|$ alone.
 # </details>
-#
-# **2.** Jin et al. (2020) turn ρ into a per-layer complexity $-D\,[(C-1)\ln(1-\rho) + \ln(1+(C-1)\rho)]$ (the
-# equicorrelated model of section 2, $C$ neurons with $D$ inputs each). Compute it for the head of every model in
-# `models`. Is it ordered like the measured ρ? Must it be?
-#
-# <details><summary>Solution</summary>
-#
-# ```python
-# for name, model in models.items():
-#     C, D = model.head.weight.shape
-#     rho = mean_abs_correlation(model.head.weight)
-#     print(f"{name:11s} rho={rho:.3f} complexity={-D * ((C - 1) * math.log(1 - rho) + math.log(1 + (C - 1) * rho)):.2f}")
-# ```
-# Yes: for fixed $C, D$ the expression is $-D\ln\det S(\rho)$, which increases strictly with ρ on $[0, 1)$
-# (section 2's plot), so the ordering is the same as the ordering of ρ.
-# </details>
 
 # %% [markdown]
 # ## Summary
-# - PAC-Bayesian bounds view weights as a Gaussian posterior. Assuming it is **diagonal** ignores the strong
-#   correlations that trained weights show (measured above).
+# - PAC-Bayesian bounds view weights as a Gaussian posterior whose covariance is the analyst's choice. The
+#   cosine similarity between rows of trained weights (Jin et al.'s ρ) is a different, measurable statistic of
+#   the posterior's mean; read it against its untrained baseline.
 # - With a correlated posterior $\mathcal N(w, \sigma^2 S)$ the robust bound gains $-\sum\ln\det S_i$ and a factor
-#   $\max\|S_i\|_2$; for a correlation matrix both shrink as $\|S\|_F$ shrinks — so S²O **decorrelates**.
+#   $\max\|S_i\|_2$; for a correlation matrix a smaller $\|S\|_F$ tightens the **bounds**
+#   $\|S\|_2 \le 1 + \sqrt{\|S\|_F^2 - n}$ and $\ln\det S \ge n\ln(1 - \sqrt{\|S\|_F^2 - n})$ — so S²O
+#   **decorrelates**, as a surrogate (it does not order $\|S\|_2$ itself: To do 1).
 # - The **released code** does it with a cheap soft-target regulariser built from the batch's logit second moment
-#   ($0.9\,\mathrm{CE}_{adv} + 0.1\,R$ for AT); the library's KFAC-Laplace reading of the **theory's** objective,
-#   $\|R_G\|_F\|R_A\|_F$ of the last layer's posterior correlation (damping and weight ours), is `+s2o-kfac`.
-# - Cost: one extra clean forward/backward for AT+S²O, almost nothing for TRADES+S²O.
-# - On tiny smoke runs the gain is within noise; the authors' CIFAR-10 numbers come from 200-epoch runs.
+#   ($0.9\,\mathrm{CE}_{adv} + 0.1\,R$ for AT), written out above and checked against the library.
+#
+# **Next:** 06b · S²O in training — the Laplace posterior, AT and TRADES ± S²O, cost and evidence.
 #
 # **References.**
 # Jin, Yi, Huang, Schewe, Huang. *Enhancing Adversarial Training with Second-Order Statistics of Weights.* CVPR 2022
