@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_eps, check_int, check_positive
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
@@ -328,6 +329,7 @@ class _Training:
     speed: SpeedConfig
     history: History
     meta: dict[str, Any]
+    parallel: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (s2o_lib.distributed)
 
     @property
     def device(self) -> torch.device:
@@ -347,7 +349,19 @@ class _Training:
         if self.awp is not None and state.get("awp_optimizer"):
             self.awp.proxy_optimizer.load_state_dict(state["awp_optimizer"])
         self.history = History.from_dict(state["history"])
-        _set_rng_state(state["rng"], self.loader)
+        self._resume_rng(state)
+
+    def _resume_rng(self, state: dict[str, Any]) -> None:
+        """Each rank's random state from the checkpoint (rank 0's, then a rank seed, for ranks it lacks)."""
+        rank, size = distributed.world()
+        saved = state.get("rng_ranks") or [state["rng"]]
+        _set_rng_state(saved[rank] if rank < len(saved) else saved[0], self.loader)
+        if rank >= len(saved):
+            distributed.reseed_new_rank(int(torch.randint(2**31, (1,))), rank)
+        note = distributed.resume_note(saved_world=state["meta"].get("world_size", 1), world_size=size,
+                                       per_process_batch=getattr(self.loader, "batch_size", None))
+        if note and rank == 0:
+            print(note, flush=True)
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training data, then one scheduler step; the mean loss and the accuracy on the
@@ -370,9 +384,10 @@ class _Training:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         self.scheduler.step()
-        if seen == 0:
+        loss_sum, correct, total = distributed.sum_over_processes(loss_sum, correct, torch.tensor(float(seen)))
+        if total == 0:
             raise S2OError("the training loader yielded no batches; check the dataset and batch size")
-        return (loss_sum / seen).item(), (correct / seen).item()
+        return (loss_sum / total).item(), (correct / total).item()
 
     def evaluate(self, loader: DataLoader | None, evaluation: EvalConfig) -> tuple[float | None, float | None]:
         """Clean and PGD accuracy on the evaluation subset (``(None, None)`` without a loader), counted as
@@ -380,9 +395,15 @@ class _Training:
         its own seeded random starts: the evaluation draws nothing from torch's global generator."""
         if loader is None:
             return None, None
+        if self.parallel is not None:  # rank 0 evaluates the unwrapped model; every rank records its numbers
+            return distributed.from_main(self._evaluate_unwrapped(loader, evaluation) if distributed.is_main() else None)
+        return self._evaluate_unwrapped(loader, evaluation)
+
+    def _evaluate_unwrapped(self, loader: DataLoader, evaluation: EvalConfig) -> tuple[float, float]:
+        model = self.model if self.parallel is not None else self.step_model
         attack = f"pgd{evaluation.steps}"
         with autocast(self.device, self.speed.precision):
-            result = robust_accuracy(self.step_model, loader, attacks=("clean", attack), eps=evaluation.eps,
+            result = robust_accuracy(model, loader, attacks=("clean", attack), eps=evaluation.eps,
                                      alpha=evaluation.alpha, n=evaluation.n, device=self.device,
                                      batch_size=getattr(loader, "batch_size", None) or 256)
         return result["clean"], result[attack]
@@ -406,13 +427,17 @@ class _Training:
 
     def save(self, folder: Path, epoch: int, *, improved: bool, keep_every: int) -> None:
         """The resumable checkpoint (atomic), ``best.pt`` when PGD accuracy improved, and the kept epochs."""
+        rng = distributed.gather_objects(_rng_state(self.loader))  # every rank's, for an exact resume
+        if not distributed.is_main():
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "awp_optimizer": self.awp.proxy_optimizer.state_dict() if self.awp is not None else None,
             "history": self.history.as_dict(),
-            "rng": _rng_state(self.loader),
+            "rng": rng[0],
+            **({"rng_ranks": rng} if len(rng) > 1 else {}),
             "meta": {**self.meta, "epoch": epoch},
         }
         weights = {"model": state["model"], "meta": state["meta"], "history": state["history"]}
@@ -479,6 +504,8 @@ def fit(
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
     """
     parsed = parse_method(method)
+    model, parallel = distributed.unwrap(model)  # a DistributedDataParallel model trains data-parallel
+    distributed.check_method(parsed.name, parallel=parallel is not None)
     given = {"optim": optim, "attack": attack, "loss": loss, "awp": awp, "evaluation": evaluation, "speed": speed}
     configs = {name: CONFIGS[name]() if value is None else value for name, value in given.items()}
     _check_fit_args(epochs=epochs, configs=configs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
@@ -487,19 +514,25 @@ def fit(
     configs["evaluation"] = dataclasses.replace(
         evaluation, eps=eval_eps, alpha=eval_eps / 4 if evaluation.alpha is None else evaluation.alpha)
     run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+    if parallel is not None:
+        run.step_model, run.parallel, run.meta["world_size"] = parallel, parallel, distributed.world()[1]
+        if run.awp is not None:
+            distributed.average_gradients(run.awp.proxy)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     if folder is not None and resume and (folder / CHECKPOINT_NAME).exists():
         run.resume(folder / CHECKPOINT_NAME)
     start = len(run.history.epoch)
     bar = None
-    if progress and start < epochs:
+    if progress and start < epochs and distributed.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start, desc=parsed.name, unit="epoch")
     run.model.train()
     for epoch in range(start + 1, epochs + 1):
         t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-        train = run.train_epoch(epoch)
+        distributed.set_epoch(train_loader, epoch)
+        with distributed.global_batch_statistics(run.parallel is not None):
+            train = run.train_epoch(epoch)
         evaluated = run.evaluate(eval_loader, configs["evaluation"])
         improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
         if folder is not None:
