@@ -27,13 +27,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-import s2o_lib.defenses as defenses
-from s2o_lib import distributed
+from s2o_lib import defenses, distributed
 from s2o_lib.checkpoint import load_checkpoint
 from s2o_lib.config import get_profile
 from s2o_lib.data import load_dataset
 from s2o_lib.errors import S2OError
-from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.train import fit, fit_options
 
@@ -122,3 +120,90 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, mo
         print(f"{method}: max |2 processes - 1 process| = {gap:.2e}, max weight change {moved:.2e}")
         assert gap <= ATOL, (method, gap, moved)
         assert moved > 20 * ATOL, (method, moved)  # the steps did move the weights
+
+
+# --------------------------------------------------------------------------------------------- command line
+TRAIN = ["train", "--method", "at", "--dataset", "digits", "--arch", "small-cnn", "--epochs", "2", "--subset", "192",
+         "--batch-size", "32", "--attack-steps", "2", "--no-progress"]
+STEPS_PER_EPOCH = 192 // 32
+
+
+def _launch(args: list[str], *, processes: int = 2, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=processes tests/ddp_launch.py ARGS`` (one process: plain python), on CPUs."""
+    runner = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+              "--master_port", str(_free_port())] if processes > 1 else [sys.executable]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "S2O_PROFILE": "smoke", "CUDA_VISIBLE_DEVICES": "",
+                   "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([*runner, str(ROOT / "tests" / "ddp_launch.py"), *args], cwd=ROOT, env=environment, check=False,
+                          capture_output=True, text=True, timeout=240)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(folder / "checkpoint.pt")["model"]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> Path:
+    """An uninterrupted two-process AT run on digits (2 epochs of 6 steps of 2 × 16 images)."""
+    out = tmp_path_factory.mktemp("ddp") / "uninterrupted"
+    done = _launch([*TRAIN, "--out", str(out)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_two_process_cli_run_writes_one_checkpoint_and_metrics(two_process_run):
+    metrics = json.loads((two_process_run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["backend"] == "gloo"
+    assert metrics["history"]["epoch"] == [1, 2]
+    state = load_checkpoint(two_process_run / "checkpoint.pt")
+    assert state["meta"]["world_size"] == 2 and len(state["rng_ranks"]) == 2
+    assert not torch.equal(state["rng_ranks"][0]["torch"], state["rng_ranks"][1]["torch"])  # ranks seeded apart
+
+
+def test_killed_rank_relaunch_resumes_and_equals_an_uninterrupted_run(two_process_run, tmp_path):
+    out = tmp_path / "killed"
+    crashed = _launch([*TRAIN, "--out", str(out)], env={"S2O_TEST_KILL_AT": str(STEPS_PER_EPOCH + 3)})
+    assert crashed.returncode != 0
+    assert load_checkpoint(out / "checkpoint.pt")["meta"]["epoch"] == 1  # died mid-way through epoch 2
+    (tmp_path / "after-epoch-1").mkdir()
+    (tmp_path / "after-epoch-1" / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    resumed = _launch([*TRAIN, "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = _weights(two_process_run), _weights(out)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history == json.loads((two_process_run / "metrics.json").read_text())["history"] | {
+        "seconds": history["seconds"]}
+
+    # The same epoch-1 checkpoint resumed by one process (no torchrun): completes and says what changed.
+    single = tmp_path / "after-epoch-1"
+    one = _launch([*TRAIN, "--out", str(single)], processes=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resuming a 2-process run with 1 process(es) (32 images per process)" in one.stdout
+    assert load_checkpoint(single / "checkpoint.pt")["meta"]["epoch"] == 2
+
+
+def test_bad_launches_get_one_line_errors(tmp_path):
+    not_divisible = _launch([*TRAIN, "--batch-size", "33", "--out", str(tmp_path / "a")])
+    assert not_divisible.returncode != 0
+    assert "error: the global batch size 33 does not divide over 2 processes; pass --batch-size 32 or 34" in (
+        not_divisible.stderr)
+    disagree = _launch([*TRAIN, "--out", str(tmp_path / "b")], env={"S2O_TEST_OUT_PER_RANK": "1"})
+    assert disagree.returncode != 0
+    assert "error: the processes disagree about --out (rank 0: " in disagree.stderr
+    assert not (tmp_path / "b-rank0" / "checkpoint.pt").exists()
+
+
+def test_nccl_on_a_cpu_and_other_bad_settings_are_refused():
+    environ = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    with pytest.raises(S2OError, match="backend nccl needs one CUDA GPU per process and this process has none"):
+        distributed.start(backend="nccl", device="cpu", environ=environ)
+    with pytest.raises(S2OError, match="unknown distributed backend 'mpi'"):
+        distributed.start(backend="mpi", environ=environ)  # type: ignore[arg-type]
+    assert distributed.start(environ={}) is None  # no torchrun: nothing happens
+    assert distributed.per_process_batch(128, 8) == 16
+    with pytest.raises(S2OError, match="batch size 128 does not divide over 3 processes; pass --batch-size 126 or 129"):
+        distributed.per_process_batch(128, 3)
+    launch = distributed.Launch(rank=0, world_size=2, local_rank=0, backend="gloo", device=torch.device("cpu"))
+    with pytest.raises(S2OError, match="--sync-bn needs CUDA GPUs"):
+        distributed.wrap_model(nn.Linear(2, 2), launch=launch, sync_bn=True)
