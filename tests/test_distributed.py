@@ -25,14 +25,17 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import nn
 
 from s2o_lib import defenses, distributed
-from s2o_lib.checkpoint import load_checkpoint
+from s2o_lib.checkpoint import load_checkpoint, load_model
 from s2o_lib.config import get_profile
 from s2o_lib.data import load_dataset
 from s2o_lib.errors import S2OError
+from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
+from s2o_lib.s2o import soft_target_matrix
 from s2o_lib.train import fit, fit_options
 
 SMOKE = get_profile("smoke")
@@ -207,3 +210,62 @@ def test_nccl_on_a_cpu_and_other_bad_settings_are_refused():
     launch = distributed.Launch(rank=0, world_size=2, local_rank=0, backend="gloo", device=torch.device("cpu"))
     with pytest.raises(S2OError, match="--sync-bn needs CUDA GPUs"):
         distributed.wrap_model(nn.Linear(2, 2), launch=launch, sync_bn=True)
+
+
+# --------------------------------------------------------------------------------------------- global statistics
+def _global_statistics_worker(rank: int, world: int, port: int) -> None:
+    """S²O's soft targets and AWP's perturbation, computed on a shard under DDP, equal the whole batch's."""
+    _join(rank, world, port)
+    logits = torch.randn(32, 10, generator=torch.Generator().manual_seed(0)) * 3
+    shard = slice(16 * rank, 16 * rank + 16)
+    with distributed.global_batch_statistics():
+        targets = soft_target_matrix(logits[shard])
+    assert (targets - soft_target_matrix(logits)).abs().max() < 1e-6
+    assert (soft_target_matrix(logits[shard]) - soft_target_matrix(logits)).abs().max() > 1e-2  # outside: per shard
+
+    images = torch.stack([load_dataset("digits", "test")[i][0] for i in range(32)])
+    labels = torch.tensor([load_dataset("digits", "test")[i][1] for i in range(32)])
+
+    def perturbation(xs: torch.Tensor, ys: torch.Tensor, *, averaged: bool) -> dict[str, torch.Tensor]:
+        awp = defenses.AWP(_model_without_bn(), gamma=5e-3, lr=0.1)
+        if averaged:
+            distributed.average_gradients(awp.proxy)
+        return awp.perturbation(lambda m: F.cross_entropy(m(xs), ys))
+
+    mine = perturbation(images[shard], labels[shard], averaged=True)
+    whole = perturbation(images, labels, averaged=False)
+    local = perturbation(images[shard], labels[shard], averaged=False)
+    assert max((mine[k] - whole[k]).abs().max().item() for k in whole) < 1e-6
+    assert max((local[k] - whole[k]).abs().max().item() for k in whole) > 1e-5
+    dist.destroy_process_group()
+
+
+def test_soft_targets_and_awp_proxy_step_cover_the_global_batch():
+    mp.spawn(_global_statistics_worker, args=(2, _free_port()), nprocs=2, join=True)
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+EVAL = {"attacks": ("clean", "fgsm", "pgd5", "cw5", "autoattack"), "autoattack_version": "fast", "n": 150,
+        "batch_size": 40, "eps": SMOKE.eval_eps, "alpha": SMOKE.eval_alpha, "seed": 3, "return_per_sample": True}
+
+
+def _evaluation_worker(rank: int, world: int, port: int, checkpoint: str, out: str) -> None:
+    _join(rank, world, port)
+    model, _ = load_model(checkpoint)
+    result = robust_accuracy(model, load_dataset("digits", "test"), shards=distributed.Shards.from_process_group(),
+                             **EVAL)
+    torch.save(result.per_sample, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sharded_evaluation_equals_one_process_per_sample(two_process_run, tmp_path):
+    checkpoint = two_process_run / "checkpoint.pt"
+    mp.spawn(_evaluation_worker, args=(2, _free_port(), str(checkpoint), str(tmp_path)), nprocs=2, join=True)
+    model, _ = load_model(checkpoint)
+    single = robust_accuracy(model, load_dataset("digits", "test"), **EVAL).per_sample
+    for rank in range(2):
+        sharded = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert sharded.keys() == single.keys()
+        for name, correct in single.items():
+            assert torch.equal(sharded[name], correct), (rank, name)
+    assert 0 < single["worst_case"].sum() < single["pgd5"].sum() <= single["clean"].sum() < EVAL["n"]
