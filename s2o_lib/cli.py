@@ -249,6 +249,9 @@ def _add_distributed_arguments(parser: argparse.ArgumentParser, *, sync_bn: bool
     if sync_bn:
         parser.add_argument("--sync-bn", action="store_true",
                             help="torchrun only: SyncBatchNorm (statistics over the global batch; GPUs only)")
+    else:  # torchrun's parser reads `--n` as an abbreviation of its own options and stops with an error
+        parser.add_argument("--num-images", dest="n", type=int, default=argparse.SUPPRESS,
+                            help="the same as --n; write this one after torchrun, which mistakes --n for its own")
 
 
 def _add_evaluate_parser(sub: Any) -> None:
