@@ -407,9 +407,8 @@ def robust_accuracy(
     and on the attack's adversarial input; ``"worst_case"`` counts samples correct under every attack run.
     Attacks are only run on clean-correct samples (the others are not robust anyway). PGD-N and CW-N start
     from a uniform random point of the ball; CW-N is PGD on the CW margin loss with margin `CW_MARGIN` = 50 (CW∞).
-    The work goes in chunks of ``batch_size`` samples (the clean pass over all samples, the attacks over the
-    clean-correct ones, AutoAttack one call per chunk), each with its own seeded starts (`chunk_generator`), so
-    the results depend on ``batch_size`` and ``seed`` but not on how ``shards`` splits the chunks.
+    Work goes in chunks of ``batch_size`` samples, each with its own seeded starts (`chunk_generator`; AutoAttack:
+    one call per chunk): results depend on ``batch_size`` and ``seed``, not on how ``shards`` splits the chunks.
 
     Args:
         model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits; not moved, mode restored.
@@ -428,9 +427,8 @@ def robust_accuracy(
         device: where the data goes; ``None``: the device of the model's first parameter. The model is never
             moved, so a ``device`` other than the model's only works for a model that can run there.
         return_per_sample: also fill ``result.per_sample`` with a bool tensor (n,) per attack.
-        shards: split the work over the processes of a ``torchrun`` launch
-            (``Shards.from_process_group(device)``; every process must call with the same arguments) and gather
-            the per-sample results: equal to one process's (``None``: one process does everything).
+        shards: split the chunks over a ``torchrun`` launch's processes (``Shards.from_process_group(device)``,
+            every process calling alike) and gather the per-sample results (``None``: one process).
 
     Returns:
         An `EvalResult`: ``{attack name: accuracy in [0, 1]}`` plus ``"worst_case"``, with ``.protocol``
