@@ -354,7 +354,7 @@ def sum_over_processes(*values: Tensor) -> list[Tensor]:
     """Each tensor summed over processes (themselves without a process group)."""
     if world()[1] == 1:
         return list(values)
-    stacked = torch.stack([v.detach().float() for v in values])
+    stacked = torch.stack([v.detach().float().to(values[0].device) for v in values])  # nccl: on the GPU
     dist.all_reduce(stacked)
     return list(stacked.unbind())
 
