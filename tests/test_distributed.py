@@ -9,6 +9,10 @@ pinned so that what is compared is DDP itself (gradient averaging, global S²O t
   SyncBatchNorm, the option that makes BN global, runs only on GPUs);
 - each process draws its attacks' random starts from its own generator, so the attacks are wrapped to seed each
   sample's start from its pixels (identical in one process and in two).
+With both pinned, AT agrees to ~1e-8 and the TRADES methods to ~1e-5 (TRADES' attack takes the sign of tiny
+KL gradients, which float rounding can flip); the tolerance is 1e-4. An AWP proxy stepping on its shard's
+gradient misses it by ~1e-3. Per-shard S²O targets stay within the tolerance over these few steps from
+initialisation, so the global targets are checked directly (test_soft_targets_and_awp_proxy_step_...).
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2o_lib import defenses, distributed
-from s2o_lib.checkpoint import load_checkpoint, load_model
+from s2o_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from s2o_lib.config import get_profile
 from s2o_lib.data import load_dataset
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import robust_accuracy
-from s2o_lib.models import build_model
+from s2o_lib.models import build_model, model_spec
 from s2o_lib.s2o import soft_target_matrix
 from s2o_lib.train import fit, fit_options
 
@@ -245,27 +249,42 @@ def test_soft_targets_and_awp_proxy_step_cover_the_global_batch():
 
 
 # --------------------------------------------------------------------------------------------- evaluation
-EVAL = {"attacks": ("clean", "fgsm", "pgd5", "cw5", "autoattack"), "autoattack_version": "fast", "n": 150,
-        "batch_size": 40, "eps": SMOKE.eval_eps, "alpha": SMOKE.eval_alpha, "seed": 3, "return_per_sample": True}
+#: White-box attacks whose results depend on their random starts (2 steps at ε = 0.1, 7 chunks of clean-correct
+#: samples), and AutoAttack (one call per chunk) on fewer samples: it is the slow one.
+EVALS = (
+    {"attacks": ("clean", "fgsm", "pgd2", "cw2"), "n": 200, "batch_size": 32, "eps": 0.1, "alpha": 0.05},
+    {"attacks": ("clean", "autoattack"), "autoattack_version": "fast", "n": 48, "batch_size": 16, "eps": 0.05},
+)
+
+
+def _evaluate(model: nn.Module, settings: dict, *, seed: int = 3, **extra) -> dict[str, torch.Tensor]:
+    return robust_accuracy(model, load_dataset("digits", "test"), seed=seed, return_per_sample=True, **settings,
+                           **extra).per_sample
 
 
 def _evaluation_worker(rank: int, world: int, port: int, checkpoint: str, out: str) -> None:
     _join(rank, world, port)
     model, _ = load_model(checkpoint)
-    result = robust_accuracy(model, load_dataset("digits", "test"), shards=distributed.Shards.from_process_group(),
-                             **EVAL)
-    torch.save(result.per_sample, Path(out) / f"rank{rank}.pt")
+    for i, settings in enumerate(EVALS):
+        torch.save(_evaluate(model, settings, shards=distributed.Shards.from_process_group()),
+                   Path(out) / f"eval{i}-rank{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_sharded_evaluation_equals_one_process_per_sample(two_process_run, tmp_path):
-    checkpoint = two_process_run / "checkpoint.pt"
+def test_sharded_evaluation_equals_one_process_per_sample(standard_model, tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "standard.pt", {"model": standard_model.state_dict(),
+                                                           "meta": {"model": model_spec(standard_model)}})
     mp.spawn(_evaluation_worker, args=(2, _free_port(), str(checkpoint), str(tmp_path)), nprocs=2, join=True)
     model, _ = load_model(checkpoint)
-    single = robust_accuracy(model, load_dataset("digits", "test"), **EVAL).per_sample
-    for rank in range(2):
-        sharded = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        assert sharded.keys() == single.keys()
-        for name, correct in single.items():
-            assert torch.equal(sharded[name], correct), (rank, name)
-    assert 0 < single["worst_case"].sum() < single["pgd5"].sum() <= single["clean"].sum() < EVAL["n"]
+    singles = [_evaluate(model, settings) for settings in EVALS]
+    for i, (single, settings) in enumerate(zip(singles, EVALS, strict=True)):
+        for rank in range(2):
+            sharded = torch.load(tmp_path / f"eval{i}-rank{rank}.pt", weights_only=True)
+            assert sharded.keys() == single.keys()
+            for name, correct in single.items():
+                assert torch.equal(sharded[name], correct), (settings["attacks"], rank, name)
+        assert 0 < single["worst_case"].sum() < single["clean"].sum()
+        assert single["clean"].sum() > 2 * settings["batch_size"]  # 3 chunks or more: both ranks attack
+    # Not trivially equal: another seed changes some samples' results under PGD and CW.
+    other = _evaluate(model, EVALS[0], seed=4)
+    assert not torch.equal(other["pgd2"], singles[0]["pgd2"]) and not torch.equal(other["cw2"], singles[0]["cw2"])
