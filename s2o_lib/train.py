@@ -485,7 +485,9 @@ def fit(
     configs from flat settings.
 
     Args:
-        model: the model to train (e.g. from `s2o_lib.models.build_model`).
+        model: the model to train (e.g. from `s2o_lib.models.build_model`); a `DistributedDataParallel` model
+            (`s2o_lib.distributed.wrap_model`, under torchrun, with a `DistributedSampler` loader) trains
+            data-parallel: rank 0 evaluates and writes the checkpoints (``speed.compile`` is then not applied).
         train_loader: batches of (images in [0, 1], labels): a DataLoader or a `s2o_lib.fast.DeviceLoader`.
         method: ``standard``, ``at``, ``trades``, ``mart``, optionally ``+awp`` and ``+s2o``/``+s2o-kfac``.
         epochs: total number of epochs (counted from 1; a resumed run stops at the same total).
