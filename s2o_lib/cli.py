@@ -43,6 +43,22 @@ def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, A
     return what, fit_settings(profile, **flat)
 
 
+def _with_process_group(command: Any) -> Any:
+    """Run ``command(args, launch)`` inside torchrun's process group when torchrun started this process
+    (``launch`` is then a `s2o_lib.distributed.Launch`), else with ``launch=None``: one process, as before."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .distributed import start, stop
+
+        launch = start(backend=args.backend, device=args.device)
+        try:
+            return command(args, launch)
+        finally:
+            stop()
+
+    return run
+
+
 def check_output_folder(path: Path, *, flag: str) -> None:
     """Raise `S2OError` unless ``path`` is a folder this process can write into (created if missing).
 
@@ -78,7 +94,7 @@ def _check_train_args(args: argparse.Namespace, what: dict[str, Any], settings: 
 CLI_WAY_OUT = "pass --no-resume to start over there, or another --out"
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, launch: Any = None) -> int:
     from .config import get_profile
     from .lock import FolderBusy, folder_lock
     from .train import SettingsChanged
@@ -88,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
     _check_train_args(args, what, settings)
     try:
         with folder_lock(Path(args.out)):
-            return _train_locked(args, profile, what, settings)
+            return _train_locked(args, profile, what, settings, launch)
     except SettingsChanged as err:
         raise err.retold(CLI_WAY_OUT) from None
     except FolderBusy as err:
@@ -96,7 +112,8 @@ def _train(args: argparse.Namespace) -> int:
                        "or choose another --out") from None
 
 
-def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], settings: dict[str, Any]) -> int:
+def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], settings: dict[str, Any],
+                  launch: Any = None) -> int:
     import torch
 
     from .checkpoint import load_checkpoint
@@ -107,22 +124,31 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
     from .train import fit
 
     dataset, arch = what["dataset"], what["arch"]
+    if launch is not None:
+        from .distributed import check_shared_output_folder, per_process_batch
+
+        per_process_batch(what["batch_size"], launch.world_size)
+        check_shared_output_folder(args.out)
     seed_everything(args.seed)
-    device = get_device(args.device)
+    device = get_device(args.device) if launch is None else launch.device
     info = dataset_info(dataset)
     train = load_dataset(dataset, "train", root=args.data, download=args.download, subset=args.subset, seed=args.seed)
     test = load_dataset(dataset, "test", root=args.data, download=args.download)
     model = build_model(arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
     out = Path(args.out)
+    if launch is None:
+        loader = training_loader(train, batch_size=what["batch_size"], seed=args.seed, device=device,
+                                 on_device=args.device_loader, num_workers=args.workers)
+    else:
+        model, loader = _data_parallel(args, launch, model, train, what["batch_size"])
     history = fit(
         model,
-        training_loader(train, batch_size=what["batch_size"], seed=args.seed, device=device,
-                        on_device=args.device_loader, num_workers=args.workers),
+        loader,
         method=what["method"],
         eval_loader=make_loader(test, batch_size=256, shuffle=False),
         checkpoint_dir=out,
         resume=not args.no_resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress and (launch is None or launch.is_main),
         metadata={"dataset": dataset, "seed": args.seed, "subset": args.subset, "batch_size": what["batch_size"],
                   "profile": profile.name, "preset": args.preset},
         **settings,
@@ -134,6 +160,10 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
         "torch": torch.__version__, "settings": saved.get("settings"), "history": history.as_dict(),
         "final": history.last(), "best_epoch": history.best_epoch, "best_robust": history.best_robust,
     }
+    if launch is not None:
+        if not launch.is_main:
+            return 0
+        metrics.update(world_size=launch.world_size, backend=launch.backend, sync_bn=args.sync_bn)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     last = history.last()
     print(f"trained {history.method} on {dataset} ({arch}) for {len(history.epoch)} epochs -> {out / 'checkpoint.pt'}")
@@ -143,6 +173,16 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
     return 0
 
 
+def _data_parallel(args: argparse.Namespace, launch: Any, model: Any, train: Any, batch_size: int) -> tuple[Any, Any]:
+    """The DDP model and this process's DistributedSampler loader (B / N images), each rank seeded apart."""
+    from .config import seed_everything
+    from .distributed import distributed_loader, rank_seed, wrap_model
+
+    loader = distributed_loader(train, batch_size=batch_size, seed=args.seed, num_workers=args.workers)
+    seed_everything(rank_seed(args.seed, launch.rank))  # the same initial weights, distinct attack starts
+    return wrap_model(model, launch=launch, sync_bn=args.sync_bn), loader
+
+
 def _autoattack_radius(args: argparse.Namespace, profile: Any, eps: float) -> float:
     """AutoAttack's radius: ``--aa-eps``, else ``--eps`` when given (one radius for all), else the profile's."""
     if args.aa_eps is not None:
@@ -150,13 +190,13 @@ def _autoattack_radius(args: argparse.Namespace, profile: Any, eps: float) -> fl
     return eps if args.eps is not None else profile.autoattack_eps
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
     from .checkpoint import load_model
     from .config import get_device, get_profile
     from .data import load_dataset
     from .evaluate import robust_accuracy
 
-    device = get_device(args.device)
+    device = get_device(args.device) if launch is None else launch.device
     model, meta = load_model(args.checkpoint, map_location=device)
     profile = get_profile(args.profile)
     dataset = args.dataset or meta.get("dataset") or profile.dataset
@@ -168,7 +208,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = robust_accuracy(
         model, test, attacks=attacks, eps=eps, alpha=alpha, n=args.n, batch_size=args.batch_size,
         autoattack_version=args.autoattack_version, aa_eps=aa_eps, seed=args.seed,
+        shards=None if launch is None else _shards(launch),
     )
+    if launch is not None and not launch.is_main:
+        return 0
     report = {
         "checkpoint": str(args.checkpoint), "method": meta.get("method"), "arch": meta.get("model", {}).get("arch"),
         "dataset": dataset, "eps": eps, "aa_eps": aa_eps, "alpha": alpha, "n": result.protocol["n"],
@@ -183,6 +226,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _shards(launch: Any) -> Any:
+    from .distributed import Shards
+
+    return Shards.from_process_group(launch.device)
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -261,7 +310,20 @@ def _add_train_parser(sub: Any) -> None:
                    help="keep the training set on the device (default: for CIFAR-style data on a CUDA GPU)")
     t.add_argument("--no-resume", action="store_true", help="start over even if DIR/checkpoint.pt exists")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (or set TQDM_DISABLE=1)")
-    t.set_defaults(func=_train)
+    _add_distributed_arguments(t, sync_bn=True)
+    t.set_defaults(func=_with_process_group(_train))
+
+
+def _add_distributed_arguments(parser: argparse.ArgumentParser, *, sync_bn: bool) -> None:
+    """Options that matter under ``torchrun`` (see `s2o_lib.distributed`); ignored in one process."""
+    parser.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
+                        help="torchrun only: process-group backend (default: nccl with CUDA GPUs, else gloo)")
+    if sync_bn:
+        parser.add_argument("--sync-bn", action="store_true",
+                            help="torchrun only: SyncBatchNorm (statistics over the global batch; GPUs only)")
+    else:  # torchrun's parser reads `--n` as an abbreviation of its own options and stops with an error
+        parser.add_argument("--num-images", dest="n", type=int, default=argparse.SUPPRESS,
+                            help="the same as --n; write this one after torchrun, which mistakes --n for its own")
 
 
 def _add_evaluate_parser(sub: Any) -> None:
@@ -283,7 +345,8 @@ def _add_evaluate_parser(sub: Any) -> None:
     e.add_argument("--data", default="data")
     e.add_argument("--download", action="store_true")
     e.add_argument("--device")
-    e.set_defaults(func=_evaluate)
+    _add_distributed_arguments(e, sync_bn=False)
+    e.set_defaults(func=_with_process_group(_evaluate))
 
 
 def _add_run_notebooks_parser(sub: Any) -> None:

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from .attacks import CW_MARGIN, eval_mode, fgsm, frozen_parameters, pgd
 from .checks import check_eps, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .data import batch_slices, tensors
+from .distributed import Shards
 from .errors import S2OError, unknown_name
 from .models import device_of, dtype_of, model_spec
 
@@ -229,6 +230,20 @@ def attack_generator(seed: int, name: str, device: torch.device) -> torch.Genera
     return generator
 
 
+def chunk_generator(seed: int, name: str, chunk: int, device: torch.device) -> torch.Generator:
+    """The generator of chunk ``chunk`` (the chunk-th batch of clean-correct samples) of the attack ``name``.
+
+    Chunk 0 uses `attack_generator` itself; later chunks mix their index into the seed. Seeding per chunk
+    (rather than one generator running through every batch) makes each sample's random start depend only on
+    (seed, attack, its chunk), so a run sharded over processes (`s2o_lib.distributed.Shards`) draws the same
+    starts, and forms the same batches, as one process: the same per-sample results.
+    """
+    generator = attack_generator(seed, name, device)
+    if chunk:
+        generator.manual_seed((generator.initial_seed() + 7_919 * chunk) % (2**63 - 1))
+    return generator
+
+
 def _cuda_devices(device: torch.device) -> list[int]:
     """CUDA devices whose generators pyautoattack may reseed (it calls ``torch.cuda.manual_seed``)."""
     devices = set()
@@ -329,6 +344,7 @@ class _Protocol:
     seed: int
     batch_size: int
     device: torch.device
+    shards: Shards
 
 
 def _check_eval_args(
@@ -364,20 +380,35 @@ def _robust_under(
     elif spec.kind == "autoattack":
         with torch.no_grad():
             num_classes = model(x_all[:1].to(device)).shape[1]
-        x_adv, messages = _run_autoattack(
-            model, x_all[idx], y_all[idx], eps=protocol.aa_eps, version=protocol.autoattack_version, seed=protocol.seed,
-            batch_size=batch_size, device=device, num_classes=num_classes)
-        notes += [f"AutoAttack: {m}" for m in messages]
-        correct[idx] = correct_predictions(model, x_adv, y_all[idx], device=device, batch_size=batch_size)
+        for chunk, s in enumerate(batch_slices(idx.numel(), batch_size)):  # one call per chunk: see chunk_generator
+            if not protocol.shards.mine(chunk):
+                continue
+            x_adv, messages = _run_autoattack(
+                model, x_all[idx[s]], y_all[idx[s]], eps=protocol.aa_eps, version=protocol.autoattack_version,
+                seed=protocol.seed, batch_size=batch_size, device=device, num_classes=num_classes)
+            notes += [f"AutoAttack: {m}" for m in messages if f"AutoAttack: {m}" not in notes]
+            correct[idx[s]] = correct_predictions(model, x_adv, y_all[idx[s]], device=device, batch_size=batch_size)
     else:
-        generator = attack_generator(protocol.seed, spec.name, device)
-        for s in batch_slices(idx.numel(), batch_size):
+        for chunk, s in enumerate(batch_slices(idx.numel(), batch_size)):
+            if not protocol.shards.mine(chunk):
+                continue
+            generator = chunk_generator(protocol.seed, spec.name, chunk, device)
             x, y = x_all[idx[s]].to(device), y_all[idx[s]].to(device)
             x_adv = _white_box(model, spec, x, y, eps=protocol.eps, alpha=protocol.step, restarts=protocol.restarts,
                                generator=generator)
             with torch.no_grad():
                 correct[idx[s]] = (model(x_adv).argmax(1) == y).cpu()
-    return correct & clean
+    return protocol.shards.gather(correct) & clean
+
+
+def _clean_correct(model: nn.Module, x_all: Tensor, y_all: Tensor, protocol: _Protocol) -> Tensor:
+    """Per-sample clean correctness (bool, CPU), this process's chunks computed and every chunk gathered."""
+    correct = torch.zeros(len(y_all), dtype=torch.bool)
+    for chunk, s in enumerate(batch_slices(len(y_all), protocol.batch_size)):
+        if protocol.shards.mine(chunk):
+            correct[s] = correct_predictions(model, x_all[s], y_all[s], device=protocol.device,
+                                             batch_size=protocol.batch_size)
+    return protocol.shards.gather(correct)
 
 
 def _check_data_fits(model: nn.Module, x: Tensor, y: Tensor, *, device: torch.device) -> None:
@@ -404,6 +435,7 @@ def robust_accuracy(
     seed: int = 0,
     device: torch.device | str | None = None,
     return_per_sample: bool = False,
+    shards: Shards | None = None,
 ) -> EvalResult:
     """Accuracy under clean inputs and L∞ attacks, counted per sample (worst case over clean and attack).
 
@@ -411,6 +443,8 @@ def robust_accuracy(
     and on the attack's adversarial input; ``"worst_case"`` counts samples correct under every attack run.
     Attacks are only run on clean-correct samples (the others are not robust anyway). PGD-N and CW-N start
     from a uniform random point of the ball; CW-N is PGD on the CW margin loss with margin `CW_MARGIN` = 50 (CW∞).
+    Work goes in chunks of ``batch_size`` samples, each with its own seeded starts (`chunk_generator`; AutoAttack:
+    one call per chunk): results depend on ``batch_size`` and ``seed``, not on how ``shards`` splits the chunks.
 
     Args:
         model: classifier mapping (B, C, H, W) images in [0, 1] to (B, K) logits; not moved, mode restored.
@@ -431,6 +465,8 @@ def robust_accuracy(
         device: where the data goes; ``None``: the device of the model's first parameter. The model is never
             moved, so a ``device`` other than the model's only works for a model that can run there.
         return_per_sample: also fill ``result.per_sample`` with a bool tensor (n,) per attack.
+        shards: split the chunks over a ``torchrun`` launch's processes (``Shards.from_process_group(device)``,
+            every process calling alike) and gather the per-sample results (``None``: one process).
 
     Returns:
         An `EvalResult`: ``{attack name: accuracy in [0, 1]}`` (floats) plus ``"worst_case"``, with ``.protocol``
@@ -444,14 +480,15 @@ def robust_accuracy(
                              autoattack_version=autoattack_version, seed=seed)
     step = eps / 4 if alpha is None else alpha
     aa_eps = _aa_radius(eps, aa_eps)
-    protocol = _Protocol(eps=eps, aa_eps=aa_eps, step=step, restarts=restarts, autoattack_version=autoattack_version, seed=seed,
-                         batch_size=batch_size, device=device_of(model) if device is None else torch.device(device))
+    protocol = _Protocol(eps=eps, aa_eps=aa_eps, step=step, restarts=restarts, autoattack_version=autoattack_version,
+                         seed=seed, batch_size=batch_size,
+                         device=device_of(model) if device is None else torch.device(device), shards=shards or Shards())
     x_all, y_all = tensors(data, n=n)
     _check_data_fits(model, x_all, y_all, device=protocol.device)
     per_sample: dict[str, Tensor] = {}
     notes: list[str] = []
     with eval_mode(model), frozen_parameters(model):
-        clean = correct_predictions(model, x_all, y_all, device=protocol.device, batch_size=batch_size)
+        clean = _clean_correct(model, x_all, y_all, protocol)
         for spec in specs:
             per_sample[spec.name] = (clean.clone() if spec.kind == "clean"
                                      else _robust_under(model, spec, x_all, y_all, clean, protocol, notes))

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .checkpoint import load_checkpoint, load_weights, remove_stale_temporaries, save_checkpoint
 from .checks import (
     check_images,
@@ -354,7 +355,7 @@ def _check_evaluation(evaluation: EvalConfig) -> None:
 
 
 #: Stored facts that name a run rather than set it: a resumed run may differ in these.
-_LABELS = ("epoch", "epochs", "model", "profile", "preset", "tag")
+_LABELS = ("epoch", "epochs", "model", "profile", "preset", "tag", "world_size")  # world_size: may change (DDP)
 
 
 class SettingsChanged(S2OError):
@@ -423,6 +424,7 @@ class _Training:
     meta: dict[str, Any]
     num_classes: int | None = None
     checked: bool = False
+    parallel: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (s2o_lib.distributed)
 
     @property
     def device(self) -> torch.device:
@@ -447,7 +449,19 @@ class _Training:
         if self.awp is not None and state.get("awp_optimizer"):
             self.awp.proxy_optimizer.load_state_dict(state["awp_optimizer"])
         self.history = History.from_dict(state["history"])
-        _set_rng_state(state["rng"], self.loader)
+        self._resume_rng(state)
+
+    def _resume_rng(self, state: dict[str, Any]) -> None:
+        """Each rank's random state from the checkpoint (rank 0's, then a rank seed, for ranks it lacks)."""
+        rank, size = distributed.world()
+        saved = state.get("rng_ranks") or [state["rng"]]
+        _set_rng_state(saved[rank] if rank < len(saved) else saved[0], self.loader)
+        if rank >= len(saved):
+            distributed.reseed_new_rank(int(torch.randint(2**31, (1,))), rank)
+        note = distributed.resume_note(saved_world=state["meta"].get("world_size", 1), world_size=size,
+                                       per_process_batch=getattr(self.loader, "batch_size", None))
+        if note and rank == 0:
+            print(note, flush=True)
 
     def _check_schedule(self, path: Path, state: dict[str, Any]) -> None:
         """Refuse a one-cycle checkpoint for another schedule or another number of steps (and the reverse)."""
@@ -487,9 +501,10 @@ class _Training:
                 self.scheduler.step()
         if not self.per_batch:
             self.scheduler.step()
-        if seen == 0:
+        loss_sum, correct, total = distributed.sum_over_processes(loss_sum, correct, torch.tensor(float(seen)))
+        if total == 0:
             raise S2OError("the training loader yielded no batches; check the dataset and batch size")
-        return (loss_sum / seen).item(), (correct / seen).item()
+        return (loss_sum / total).item(), (correct / total).item()
 
     def check_batch(self, x: Tensor, y: Tensor) -> None:
         """Images finite, in [0, 1] and fitting the model; labels integers below the model's class count."""
@@ -510,9 +525,15 @@ class _Training:
         its own seeded random starts: the evaluation draws nothing from torch's global generator."""
         if loader is None:
             return None, None
+        if self.parallel is not None:  # rank 0 evaluates the unwrapped model; every rank records its numbers
+            return distributed.from_main(self._evaluate_unwrapped(loader, evaluation) if distributed.is_main() else None)
+        return self._evaluate_unwrapped(loader, evaluation)
+
+    def _evaluate_unwrapped(self, loader: DataLoader, evaluation: EvalConfig) -> tuple[float, float]:
+        model = self.model if self.parallel is not None else self.step_model
         attack = f"pgd{evaluation.steps}"
         with autocast(self.device, self.speed.precision):
-            result = robust_accuracy(self.step_model, loader, attacks=("clean", attack), eps=evaluation.eps,
+            result = robust_accuracy(model, loader, attacks=("clean", attack), eps=evaluation.eps,
                                      alpha=evaluation.alpha, n=evaluation.n, device=self.device,
                                      batch_size=getattr(loader, "batch_size", None) or 256)
         return result["clean"], result[attack]
@@ -536,13 +557,17 @@ class _Training:
 
     def save(self, folder: Path, epoch: int, *, improved: bool, keep_every: int) -> None:
         """The resumable checkpoint (atomic), ``best.pt`` when PGD accuracy improved, and the kept epochs."""
+        rng = distributed.gather_objects(_rng_state(self.loader))  # every rank's, for an exact resume
+        if not distributed.is_main():
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "awp_optimizer": self.awp.proxy_optimizer.state_dict() if self.awp is not None else None,
             "history": self.history.as_dict(),
-            "rng": _rng_state(self.loader),
+            "rng": rng[0],
+            **({"rng_ranks": rng} if len(rng) > 1 else {}),
             "meta": {**self.meta, "epoch": epoch},
         }
         weights = {"model": state["model"], "meta": state["meta"], "history": state["history"]}
@@ -621,7 +646,9 @@ def fit(
     `fit_options` builds the configs from flat settings.
 
     Args:
-        model: the model to train (e.g. from `s2o_lib.models.build_model`).
+        model: the model to train (e.g. from `s2o_lib.models.build_model`); a `DistributedDataParallel` model
+            (`s2o_lib.distributed.wrap_model`, under torchrun, with a `DistributedSampler` loader) trains
+            data-parallel: rank 0 evaluates and writes the checkpoints (``speed.compile`` is then not applied).
         train_loader: batches of (images in [0, 1], labels): a DataLoader or a `s2o_lib.fast.DeviceLoader`.
         method: ``standard``, ``at``, ``trades``, ``mart``, optionally ``+awp`` and ``+s2o``/``+s2o-kfac``.
         epochs: total number of epochs (counted from 1; a resumed run stops at the same total).
@@ -641,21 +668,37 @@ def fit(
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
     """
     parsed = parse_method(method)
+    model, parallel = distributed.unwrap(model)  # a DistributedDataParallel model trains data-parallel
+    distributed.check_method(parsed.name, parallel=parallel is not None)
     given = {"optim": optim, "attack": attack, "loss": loss, "awp": awp, "evaluation": evaluation, "speed": speed}
     configs = _resolved_configs(given, epochs=epochs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     if folder is None:
-        run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+        run = _start_parallel(model, train_loader, parallel, method=parsed, configs=configs, epochs=epochs,
+                              metadata=metadata)
         return _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"], folder=None,
                       keep_every=keep_every, progress=progress)
     with folder_lock(folder):
         if writes_here():
             remove_stale_temporaries(folder)
-        run = _start(model, train_loader, method=parsed, configs=configs, epochs=epochs, metadata=metadata)
+        run = _start_parallel(model, train_loader, parallel, method=parsed, configs=configs, epochs=epochs,
+                              metadata=metadata)
         if resume and (folder / CHECKPOINT_NAME).exists():
             run.resume(folder / CHECKPOINT_NAME)
         return _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"], folder=folder,
                       keep_every=keep_every, progress=progress)
+
+
+def _start_parallel(model: nn.Module, loader: DataLoader, parallel: nn.Module | None, *, method: Method,
+                    configs: dict[str, Any], epochs: int, metadata: dict[str, Any] | None) -> _Training:
+    """`_start`, then under torchrun the DistributedDataParallel wrapper as the model that steps (AWP's proxy
+    averages its gradients over the processes, `s2o_lib.distributed.average_gradients`)."""
+    run = _start(model, loader, method=method, configs=configs, epochs=epochs, metadata=metadata)
+    if parallel is not None:
+        run.step_model, run.parallel, run.meta["world_size"] = parallel, parallel, distributed.world()[1]
+        if run.awp is not None:
+            distributed.average_gradients(run.awp.proxy)
+    return run
 
 
 def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evaluation: EvalConfig,
@@ -664,7 +707,7 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
     before saving it."""
     start = len(run.history.epoch)
     bar = None
-    if progress and start < epochs:
+    if progress and start < epochs and distributed.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start, desc=run.method.name, unit="epoch")
@@ -672,7 +715,9 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
     try:
         for epoch in range(start + 1, epochs + 1):
             t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-            train = run.train_epoch(epoch)
+            distributed.set_epoch(run.loader, epoch)
+            with distributed.global_batch_statistics(run.parallel is not None):
+                train = run.train_epoch(epoch)
             _check_finite_loss(train[0], epoch=epoch, lr=lr, folder=folder)
             evaluated = run.evaluate(eval_loader, evaluation)
             improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
