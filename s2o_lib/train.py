@@ -718,7 +718,7 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
             distributed.set_epoch(run.loader, epoch)
             with distributed.global_batch_statistics(run.parallel is not None):
                 train = run.train_epoch(epoch)
-            _check_finite_loss(train[0], epoch=epoch, lr=lr, folder=folder)
+            _check_finite_loss(train[0], run.model, epoch=epoch, lr=lr, folder=folder)
             evaluated = run.evaluate(eval_loader, evaluation)
             improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
             if folder is not None:
@@ -733,11 +733,14 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
     return run.history
 
 
-def _check_finite_loss(loss: float, *, epoch: int, lr: float, folder: Path | None) -> None:
-    """Stop a run whose epoch ended with a NaN or infinite mean loss (it diverged); nothing of it is saved."""
-    if math.isfinite(loss):
+def _check_finite_loss(loss: float, model: nn.Module, *, epoch: int, lr: float, folder: Path | None) -> None:
+    """Stop a run whose epoch ended with a NaN or infinite mean loss or weights (it diverged); nothing of it is
+    saved."""
+    weights_finite = bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+    if math.isfinite(loss) and weights_finite:
         return
+    shown = "finite but the weights are not" if math.isfinite(loss) else loss
     kept = "" if folder is None else (
         f"; {folder / CHECKPOINT_NAME} still holds epoch {epoch - 1}" if epoch > 1 else "; nothing was saved")
-    raise S2OError(f"training diverged: the mean loss of epoch {epoch} is {loss} (learning rate {lr:g}){kept}. "
+    raise S2OError(f"training diverged: the mean loss of epoch {epoch} is {shown} (learning rate {lr:g}){kept}. "
                    "Lower the learning rate (e.g. 0.1 or 0.05) and train again")

@@ -155,6 +155,12 @@ def test_a_huge_learning_rate_ends_in_an_error_not_a_nan_model(tmp_path, small):
     assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "best.pt").exists()
 
 
+def test_cli_a_diverging_lr_ends_in_an_error_with_no_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = _cli(_train_argv(out, "--lr", "1e6", subset="1024"), capsys)
+    assert code == 2 and "training diverged" in err and not (out / "checkpoint.pt").exists(), err
+
+
 # ---------------------------------------------------------------------------------------------- 3. images, labels
 @pytest.fixture(scope="module")
 def model():
