@@ -1,4 +1,4 @@
-"""Command line: ``python -m s2o_lib {train,evaluate,run-notebooks,presets,download} ...``.
+"""Command line: ``python -m s2o_lib {train,evaluate,run-notebooks,presets,download,zoo} ...``.
 
 Examples::
 
@@ -6,6 +6,9 @@ Examples::
     python -m s2o_lib train --preset paper-at-prn18 --out runs/paper-at-prn18
     python -m s2o_lib evaluate runs/at_s2o/checkpoint.pt --attacks clean,pgd20,cw20,autoattack --n 500 --json eval.json
     python -m s2o_lib run-notebooks --profile smoke --out build/
+    python -m s2o_lib run-notebooks --profile class --dry-run
+    python -m s2o_lib zoo pack --profile class --out s2o-class.tar
+    torchrun --nproc_per_node=2 -m s2o_lib train --preset paper-trades-wrn --out runs/trades-wrn
 
 Errors are printed as one line (``error: ...``) with exit status 2.
 """
