@@ -354,9 +354,13 @@ def _verify_and_install(archive: Path, profile: Profile, cache: Path, staging: P
     cache.mkdir(parents=True, exist_ok=True)
     installed = []
     for run in manifest["runs"]:
-        target = cache / run["folder"]
+        target, staged = cache / run["folder"], staging / profile.name / run["folder"]
         if not target.exists():
-            os.replace(staging / profile.name / run["folder"], target)
+            os.replace(staged, target)
+            installed.append(target)
+        elif not (target / "checkpoint.pt").exists():  # a folder held by `s2o_lib.lock` (its .lock only): fill it
+            for file in sorted(staged.iterdir(), key=lambda f: f.name == "checkpoint.pt"):  # checkpoint.pt last
+                os.replace(file, target / file.name)
             installed.append(target)
     return installed
 

@@ -108,8 +108,10 @@ def _rewrite(source: Path, out: Path, *, change=None, extra: list[tarfile.TarInf
 
 
 def _untouched(cache: Path) -> None:
-    """The cache holds nothing of a refused bundle: no profile folder, no staging folder."""
-    assert not (cache / "smoke").exists()
+    """The cache holds nothing of a refused bundle: no file but the lock files of `s2o_lib.lock` (the zoo holds
+    a run's folder while it looks for the bundle), no staging folder."""
+    left = [p for p in cache.rglob("*") if p.is_file() and p.name != ".lock"] if cache.exists() else []
+    assert not left, left
     assert not list(cache.glob(".bundle-*")) if cache.exists() else True
 
 

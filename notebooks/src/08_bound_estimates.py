@@ -271,7 +271,8 @@ def train_with_snapshots(method):
     folder = runs_root() / profile.name / f"bounds-{method}-m{small_m}-seed0"
     seed_everything(0)
     net = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
-    settings_long = fit_settings(profile, epochs=long_epochs, milestones=(2 * long_epochs // 3,))
+    settings_long = fit_settings(profile, epochs=long_epochs, schedule="piecewise",
+                                 milestones=(2 * long_epochs // 3,))
     fit(net, make_loader(small, batch_size=profile.batch_size, shuffle=True, seed=0), method=method,
         checkpoint_dir=folder, keep_every=keep_every, progress=False, **settings_long)
     return folder
