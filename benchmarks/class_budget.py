@@ -74,7 +74,7 @@ from s2o_lib.config import Profile, get_profile
 from s2o_lib.defenses import AWP, DefenseConfig, parse_method, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import parse_attack
-from s2o_lib.models import ARCHITECTURES, Classifier, PreActResNet18, build_model
+from s2o_lib.models import ARCHITECTURES, PreActResNet18, build_model
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 BUDGET_MIN = 15.0            # every notebook 00-08 in suite order; 09 with the bundle
@@ -416,33 +416,13 @@ CANDIDATES: dict[str, dict] = {
 
 
 # ============================================================================================ architectures
-class PreActResNet18Width(PreActResNet18):
-    """PreAct ResNet-18 with stage widths (w, 2w, 4w, 8w); ``width=64`` is the library's (the paper's) model.
-
-    Proposed for `s2o_lib.models` as a ``width`` argument of `PreActResNet18` (same layer names, so the same
-    checkpoints load); here only to count and time it. Inherits ``_make_layer`` and ``features``.
-    """
-
-    def __init__(self, *, num_classes: int, in_channels: int, width: int = 32) -> None:
-        Classifier.__init__(self)
-        self.in_planes = width
-        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.layer1 = self._make_layer(width, 2, 1)
-        self.layer2 = self._make_layer(2 * width, 2, 2)
-        self.layer3 = self._make_layer(4 * width, 2, 2)
-        self.layer4 = self._make_layer(8 * width, 2, 2)
-        self.bn = nn.BatchNorm2d(8 * width)
-        self.head = nn.Linear(8 * width, num_classes)
-
-
 LOCAL_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "preact-resnet18-w32": lambda **kw: PreActResNet18Width(width=32, **kw),
-    "preact-resnet18-w48": lambda **kw: PreActResNet18Width(width=48, **kw),
+    "preact-resnet18-w48": lambda **kw: PreActResNet18(width=48, **kw),
 }
 
 
 def make_model(arch: str) -> nn.Module:
-    """A CIFAR-10-shaped model: the library's architectures and the local candidates above."""
+    """A CIFAR-10-shaped model: the library's architectures and the w48 candidate (`PreActResNet18(width=48)`)."""
     if arch in LOCAL_ARCHITECTURES:
         return LOCAL_ARCHITECTURES[arch](num_classes=10, in_channels=3)
     if arch in ARCHITECTURES:
