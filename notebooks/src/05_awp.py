@@ -139,6 +139,9 @@ print("perturbed tensors:", ", ".join(mine))
 # step.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# (the loss printed here depends on the trained model, which depends on the machine's float arithmetic;
+# the next cell checks that the two agree.)
 def awp_step_by_hand(model, optimizer, x, y, *, config, gamma, proxy_lr):
     """One AT-AWP training step, written out; returns the loss at the perturbed weights."""
     model.train()

@@ -215,8 +215,8 @@ cells = gains.assign(cell=[f"{g:+.1f} [{lo:+.1f}, {hi:+.1f}] p={p:.2f}"
                            for g, lo, hi, p in zip(gains.gain, gains.low, gains.high, gains.p)])
 gain_table = cells.pivot(index="s2o", columns="attack", values="cell").loc[list(table.s2o_pairs().values()),
                                                                         list(table.attacks)]
-display(accuracy.style.format("{:.1f}").set_caption("Accuracy (%)"))
-display(gain_table.style.set_caption("S²O − base, points: gain [95% interval] McNemar p (one seed, "
+display(accuracy.style.set_uuid("accuracy").format("{:.1f}").set_caption("Accuracy (%)"))
+display(gain_table.style.set_uuid("gains").set_caption("S²O − base, points: gain [95% interval] McNemar p (one seed, "
                                      f"{n_eval} images)"))
 significant = gains[gains.significant]
 print(f"{len(significant)} of {len(gains)} S²O gains have p < 0.05 (McNemar, one seed):",
@@ -417,7 +417,7 @@ regime = analyse_regime(load_results("confirm"))
 print(regime.source_line())
 summary = regime.method_frame()[["seeds", "clean", "pgd20", "pgd20 sd", "autoattack", "train pgd20", "gap",
                                  "collapsed"]]
-display(summary.style.format("{:.1f}", subset=["clean", "pgd20", "pgd20 sd", "autoattack", "train pgd20", "gap"])
+display(summary.style.set_uuid("regime-summary").format("{:.1f}", subset=["clean", "pgd20", "pgd20 sd", "autoattack", "train pgd20", "gap"])
         .set_caption("mean over seeds, last epoch, % (gap: train − test PGD-20; collapsed: seeds ending at chance)"))
 regime_pairs = [("at", "at+s2o"), ("trades", "trades+s2o"), ("mart", "mart+s2o"), ("at", "at+awp")]
 for base, treatment in regime_pairs:
@@ -428,7 +428,7 @@ for base, treatment in regime_pairs:
 secondary = regime.frame().query("endpoint in ['cw20', 'autoattack'] and checkpoint == 'last'")
 secondary = secondary[secondary.comparison.str.contains("s2o")]
 display(secondary[["comparison", "endpoint", "seeds", "difference", "low", "high", "t-test p", "seeds up",
-                   "seeds down"]].style.format({"difference": "{:+.2f}", "low": "{:+.2f}", "high": "{:+.2f}",
+                   "seeds down"]].style.set_uuid("regime-secondary").format({"difference": "{:+.2f}", "low": "{:+.2f}", "high": "{:+.2f}",
                                                 "t-test p": "{:.3f}"}).hide(axis="index")
         .set_caption("S²O under CW-20 and AutoAttack-fast (secondary endpoints: descriptive, unadjusted p)"))
 
