@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from s2o_lib.compare import accuracy_vs_eps, compare_models, comparison_methods, published_table
 from s2o_lib.config import get_device, get_profile
@@ -417,8 +417,10 @@ regime = analyse_regime(load_results("confirm"))
 print(regime.source_line())
 summary = regime.method_frame()[["seeds", "clean", "pgd20", "pgd20 sd", "autoattack", "train pgd20", "gap",
                                  "collapsed"]]
-display(summary.style.set_uuid("regime-summary").format("{:.1f}", subset=["clean", "pgd20", "pgd20 sd", "autoattack", "train pgd20", "gap"])
-        .set_caption("mean over seeds, last epoch, % (gap: train − test PGD-20; collapsed: seeds ending at chance)"))
+display(HTML(summary.style.set_uuid("regime-summary")  # HTML of a fixed id: the same output on every run
+             .format("{:.1f}", subset=["clean", "pgd20", "pgd20 sd", "autoattack", "train pgd20", "gap"])
+             .set_caption("mean over seeds, last epoch, % (gap: train − test PGD-20; collapsed: seeds ending at chance)")
+             .to_html()))
 regime_pairs = [("at", "at+s2o"), ("trades", "trades+s2o"), ("mart", "mart+s2o"), ("at", "at+awp")]
 for base, treatment in regime_pairs:
     c = regime.comparison(base, treatment)
@@ -427,10 +429,11 @@ for base, treatment in regime_pairs:
           f"{up} up): {c.verdict()}")
 secondary = regime.frame().query("endpoint in ['cw20', 'autoattack'] and checkpoint == 'last'")
 secondary = secondary[secondary.comparison.str.contains("s2o")]
-display(secondary[["comparison", "endpoint", "seeds", "difference", "low", "high", "t-test p", "seeds up",
+display(HTML(secondary[["comparison", "endpoint", "seeds", "difference", "low", "high", "t-test p", "seeds up",
                    "seeds down"]].style.set_uuid("regime-secondary").format({"difference": "{:+.2f}", "low": "{:+.2f}", "high": "{:+.2f}",
                                                 "t-test p": "{:.3f}"}).hide(axis="index")
-        .set_caption("S²O under CW-20 and AutoAttack-fast (secondary endpoints: descriptive, unadjusted p)"))
+        .set_caption("S²O under CW-20 and AutoAttack-fast (secondary endpoints: descriptive, unadjusted p)")
+        .to_html()))
 
 # %%
 for c in regime.comparisons:
