@@ -47,7 +47,7 @@ from .defenses import Method, parse_method
 from .errors import S2OError
 from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
 from .presets import PRESETS, ROBUSTBENCH_CONTEXT
-from .stats import SeedComparison, SeedSummary, compare_seeds, summarize_seeds
+from .stats import SeedComparison, SeedSummary, by_seed, compare_seeds, summarize_seeds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -540,23 +540,15 @@ def _seeded_models(models: Models) -> dict[str, dict[int, nn.Module]]:
     for name, entry in models.items():
         if not isinstance(name, str) or not name:
             raise S2OError(f"model names must be non-empty strings, got {name!r}")
-        if isinstance(entry, nn.Module):
-            by_seed = {0: entry}
-        elif isinstance(entry, Mapping):
-            by_seed = dict(entry)
-        elif isinstance(entry, Sequence) and not isinstance(entry, (str, bytes)):
-            by_seed = dict(enumerate(entry))
-        else:
+        if not isinstance(entry, (nn.Module, Mapping, Sequence)) or isinstance(entry, (str, bytes)):
             raise S2OError(f"models[{name!r}] must be a torch nn.Module, a list of them (one per training seed) or "
                            f"{{seed: model}}; got {type(entry).__name__}")
-        if not by_seed:
-            raise S2OError(f"models[{name!r}] is empty; give at least one model")
-        for seed, model in by_seed.items():
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise S2OError(f"the seeds of models[{name!r}] must be integers >= 0, got {seed!r}")
+        models_by_seed = by_seed({0: entry} if isinstance(entry, nn.Module) else entry, name=f"models[{name!r}]",
+                                 what="model")
+        for seed, model in models_by_seed.items():
             if not isinstance(model, nn.Module):
                 raise S2OError(f"models[{name!r}] seed {seed} must be a torch nn.Module, got {type(model).__name__}")
-        seeded[name] = dict(sorted(by_seed.items()))
+        seeded[name] = models_by_seed
     for base, s2o in _s2o_pairs(seeded).items():
         if list(seeded[base]) != list(seeded[s2o]):
             raise S2OError(f"{base!r} has seeds {list(seeded[base])} but {s2o!r} has {list(seeded[s2o])}; give a "

@@ -111,6 +111,11 @@ class Profile:
         return replace(self, **changes)
 
 
+#: The methods notebook 09 trains in `smoke` and `class`: 11 of the 13 (not AVMixup and AVMixup+S²O), to fit the
+#: time budgets (benchmarks/RESULTS.md); cached or bundled models of the other two join the table.
+SMALL_COMPARISON: tuple[str, ...] = ("standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "mart+s2o",
+                                     "at+awp", "at+awp+s2o", "trades+awp", "trades+awp+s2o")
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
@@ -131,10 +136,12 @@ PROFILES: dict[str, Profile] = {
         lr=0.05,
         milestones=(4,),
         awp_warmup=2,
+        compare_methods=SMALL_COMPARISON,
         notes=(
             "smoke shrinks everything to run in seconds on a CPU: 16x16 digits, a small CNN, "
             "eps=0.15 (digits need a larger radius than 8/255 to show a gap), PGD-5 training, "
-            "6 epochs, and AutoAttack's cheaper 'fast' subset (APGD-CE, APGD-T) on 200 images."
+            "6 epochs, and AutoAttack's cheaper 'fast' subset (APGD-CE, APGD-T) on 200 images. "
+            "Notebook 09 trains 11 of its 13 methods (not AVMixup and AVMixup+S²O)."
         ),
     ),
     # Sized for a 90-minute lab on one free-Colab T4: benchmarks/RESULTS.md, "Class budget".
@@ -158,9 +165,7 @@ PROFILES: dict[str, Profile] = {
         milestones=(5, 7),  # "piecewise" only: x0.1 at 1/2 and 3/4 of the run, the paper's 100/150 of 200
         awp_warmup=2,
         schedule="onecycle",
-        # notebook 09 trains 11 of the 13 methods (not AVMixup and AVMixup+S²O: benchmarks/RESULTS.md)
-        compare_methods=("standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "mart+s2o", "at+awp",
-                         "at+awp+s2o", "trades+awp", "trades+awp+s2o"),
+        compare_methods=SMALL_COMPARISON,
         notes=(
             "class fits a 90-minute lab on one free-Colab T4 by shrinking the paper's setup: PreAct ResNet-18 "
             "at half width (32-64-128-256 channels, 2.8 M parameters, a quarter of the FLOPs; the paper: "
@@ -171,7 +176,7 @@ PROFILES: dict[str, Profile] = {
             "included, runs on the first 200 test images (the paper: 10,000) at eps = 8/255, step 2/255 (the "
             "paper evaluates at 0.031, step 0.003). Expect accuracies well below the paper's; on 200 images "
             "each accuracy is uncertain by about ±7 points (95 %), so small differences between methods, "
-            "S²O's gain included, are not resolved here. Notebook 08 trains 11 of its 13 methods (not AVMixup "
+            "S²O's gain included, are not resolved here. Notebook 09 trains 11 of its 13 methods (not AVMixup "
             "and AVMixup+S²O; compared too when a bundle holds them). Use the paper profile to compare with "
             "the authors' numbers."
         ),

@@ -492,16 +492,26 @@ def robust_accuracy(
         for spec in specs:
             per_sample[spec.name] = (clean.clone() if spec.kind == "clean"
                                      else _robust_under(model, spec, x_all, y_all, clean, protocol, notes))
+    return _eval_result(per_sample, clean, specs=specs, notes=notes, protocol=protocol,
+                        return_per_sample=return_per_sample)
+
+
+def _eval_result(per_sample: dict[str, Tensor], clean: Tensor, *, specs: Sequence[AttackSpec], notes: list[str],
+                 protocol: _Protocol, return_per_sample: bool) -> EvalResult:
+    """`robust_accuracy`'s result: the per-sample AND over every attack (``worst_case``), the accuracies, the
+    protocol it ran and the notes it made (also raised as warnings)."""
     worst = clean.clone()
     for value in per_sample.values():
         worst &= value
     per_sample[WORST_CASE] = worst
     for note in notes:
-        warnings.warn(note, RuntimeWarning, stacklevel=2)
-    description = describe_protocol([s.name for s in specs], eps=eps, alpha=step, restarts=restarts,
-                                    autoattack_version=autoattack_version, aa_eps=aa_eps)
-    settings = {"eps": eps, "aa_eps": aa_eps, "alpha": step, "restarts": restarts, "seed": seed, "n": len(y_all), "norm": "linf",
-                "autoattack_version": autoattack_version, "attacks": description}
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
+    description = describe_protocol([s.name for s in specs], eps=protocol.eps, alpha=protocol.step,
+                                    restarts=protocol.restarts, autoattack_version=protocol.autoattack_version,
+                                    aa_eps=protocol.aa_eps)
+    settings = {"eps": protocol.eps, "aa_eps": protocol.aa_eps, "alpha": protocol.step, "restarts": protocol.restarts,
+                "seed": protocol.seed, "n": len(clean), "norm": "linf",
+                "autoattack_version": protocol.autoattack_version, "attacks": description}
     accuracies = {name: value.float().mean().item() for name, value in per_sample.items()}
     return EvalResult(accuracies, per_sample=per_sample if return_per_sample else None, protocol=settings,
                       notes=notes)

@@ -448,6 +448,20 @@ def _dry_run_setup(profile: Any, *, out: Path, data: str | os.PathLike[str] | No
     return {DRY_RUN_ENV: "1", DATA_ENV: str(folder), RUNS_ENV: str(runs)}, note
 
 
+def _report_meta(profile: Any, *, kernel_name: str, timeout: int, dry_run_data: str | None) -> dict[str, Any]:
+    """The report's header of a run that starts now: what runs, where, with which versions (status ``running``)."""
+    meta: dict[str, Any] = {
+        "title": REPORT_TITLE, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "profile": {"name": profile.name, "notes": profile.notes, "eval_eps": profile.eval_eps,
+                    "aa_eps": profile.autoattack_eps}, "versions": versions(), "device": device_name(),
+        "platform": platform.platform(), "kernel": kernel_name, "timeout": timeout, "status": "running",
+        "failed": None, "total_seconds": 0.0,
+    }
+    if dry_run_data is not None:
+        meta["dry_run"] = {"data": dry_run_data, "unmet_checks": {}}
+    return meta
+
+
 def run_notebooks(
     notebooks: Sequence[str | os.PathLike[str]] | None = None,
     *,
@@ -501,15 +515,7 @@ def run_notebooks(
     extra, data_note = _dry_run_setup(chosen, out=out, data=data) if dry_run else ({}, None)
     if data is not None and not dry_run:
         extra["S2O_DATA"] = str(Path(data).expanduser().resolve())
-    meta: dict[str, Any] = {
-        "title": REPORT_TITLE, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "profile": {"name": chosen.name, "notes": chosen.notes, "eval_eps": chosen.eval_eps,
-                    "aa_eps": chosen.autoattack_eps}, "versions": versions(), "device": device_name(),
-        "platform": platform.platform(), "kernel": kernel_name, "timeout": timeout, "status": "running",
-        "failed": None, "total_seconds": 0.0,
-    }
-    if dry_run:
-        meta["dry_run"] = {"data": data_note, "unmet_checks": {}}
+    meta = _report_meta(chosen, kernel_name=kernel_name, timeout=timeout, dry_run_data=data_note if dry_run else None)
     results = [NotebookResult(name=p.name, status="not run") for p in paths]
     suite = _Suite(out=out, meta=meta, report=RunReport(profile=chosen.name, results=results,
                                                         report_path=out / "report.html"), dry_run=dry_run)

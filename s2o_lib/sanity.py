@@ -179,14 +179,22 @@ class _Setup:
     device: torch.device
     batch_size: int
     tol: float
+    runs: dict[tuple[float, float, int, int], Tensor] = field(default_factory=dict, compare=False, repr=False)
 
     def pgd_correct(self, *, eps: float, alpha: float, steps: int, restarts: int = 1) -> Tensor:
-        """Per-sample 'correct on clean and after PGD' (bool, CPU), via `robust_accuracy`."""
-        name = f"pgd{steps}"
-        result = robust_accuracy(self.model, (self.x, self.y), attacks=(name,), eps=eps, alpha=alpha,
-                                 restarts=restarts, seed=self.seed, device=self.device, batch_size=self.batch_size,
-                                 return_per_sample=True)
-        return result.per_sample[name]
+        """Per-sample 'correct on clean and after PGD' (bool, CPU), via `robust_accuracy`.
+
+        Each attack runs once: its starts are seeded, so a second check asking for the same PGD (the ε-grid's
+        PGD-20 at ε is also the steps check's PGD-20 when ``steps[1]`` is 20) gets the same answer from ``runs``.
+        """
+        key = (eps, alpha, steps, restarts)
+        if key not in self.runs:
+            name = f"pgd{steps}"
+            result = robust_accuracy(self.model, (self.x, self.y), attacks=(name,), eps=eps, alpha=alpha,
+                                     restarts=restarts, seed=self.seed, device=self.device,
+                                     batch_size=self.batch_size, return_per_sample=True)
+            self.runs[key] = result.per_sample[name]
+        return self.runs[key].clone()
 
     def pgd_accuracy(self, **kwargs: Any) -> float:
         return self.pgd_correct(**kwargs).float().mean().item()

@@ -128,21 +128,35 @@ def as_outcomes(values: Outcomes, *, attack: str = "worst_case", name: str = "ou
     return array
 
 
+def by_seed(entries: Any, *, name: str, what: str) -> dict[int, Any]:
+    """``{seed: entry}``, sorted by seed, from a list (seeds 0, 1, ...) or a ``{seed: entry}`` mapping.
+
+    The one reading of "several training seeds" for the statistics here and `s2o_lib.compare`.
+
+    Args:
+        entries: a list with one entry per seed, or a mapping from seed (an integer >= 0) to entry.
+        name: what the caller calls ``entries`` (for the errors).
+        what: what one entry is (for the errors), e.g. ``"outcome vector"``.
+    """
+    if isinstance(entries, Mapping):
+        items = list(entries.items())
+    elif isinstance(entries, Sequence) and not isinstance(entries, (str, bytes)):
+        items = list(enumerate(entries))
+    else:
+        raise S2OError(f"{name} must be a list with one {what} per seed, or {{seed: {what}}}; "
+                       f"got {type(entries).__name__}")
+    if not items:
+        raise S2OError(f"{name} is empty; give at least one {what}")
+    for seed, _ in items:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise S2OError(f"the seeds of {name} must be integers >= 0, got {seed!r}")
+    return dict(sorted(items, key=lambda item: item[0]))
+
+
 def _as_runs(runs: Runs, *, attack: str, name: str) -> dict[int, np.ndarray]:
     """``{seed: outcomes}`` from a list (seeds 0, 1, ...) or a mapping; all runs on the same number of images."""
-    if isinstance(runs, Mapping):
-        items = list(runs.items())
-        for seed, _ in items:
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                raise S2OError(f"the seeds of {name} must be integers >= 0, got {seed!r}")
-    elif isinstance(runs, Sequence) and not isinstance(runs, (str, bytes)):
-        items = list(enumerate(runs))
-    else:
-        raise S2OError(f"{name} must be a list with one outcome vector (or EvalResult) per seed, or {{seed: "
-                       f"outcomes}}; got {type(runs).__name__}")
-    if not items:
-        raise S2OError(f"{name} is empty; give the outcomes of at least one seed")
-    out = {seed: as_outcomes(values, attack=attack, name=f"{name}[{seed}]") for seed, values in items}
+    out = {seed: as_outcomes(values, attack=attack, name=f"{name}[{seed}]")
+           for seed, values in by_seed(runs, name=name, what="outcome vector (or EvalResult)").items()}
     sizes = {seed: values.size for seed, values in out.items()}
     if len(set(sizes.values())) > 1:
         raise S2OError(f"the seeds of {name} were evaluated on different numbers of images {sizes}; evaluate "

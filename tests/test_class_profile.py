@@ -139,7 +139,8 @@ def test_notebook_09_compares_the_profiles_methods_and_cached_others(tmp_path):
     from s2o_lib.compare import COMPARISON_METHODS, comparison_methods
 
     cls = get_profile("class")
-    assert comparison_methods(get_profile("smoke"), root=tmp_path) == COMPARISON_METHODS
+    assert comparison_methods(get_profile("paper"), root=tmp_path) == COMPARISON_METHODS
+    assert comparison_methods(get_profile("smoke"), root=tmp_path) == get_profile("smoke").compare_methods
     assert comparison_methods(cls, root=tmp_path) == cls.compare_methods
     assert "avmixup" not in cls.compare_methods and len(cls.compare_methods) == 11
     # A model already cached (e.g. unpacked from a bundle) joins, in COMPARISON_METHODS' order.

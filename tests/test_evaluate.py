@@ -278,3 +278,24 @@ def test_sanity_transfer_check_skipped_without_surrogate(at_model, test_xy):
     assert "autoattack" not in report["attack_ordering"].values["accuracy"]
     with pytest.raises(KeyError, match="zero_gradients"):
         report["nonexistent"]
+
+
+def test_sanity_runs_each_seeded_pgd_once(monkeypatch, at_model, test_xy):
+    """The ε-grid's PGD-20 at ε is also the steps check's PGD-20: it runs once and answers both."""
+    from s2o_lib import sanity
+
+    calls = []
+    real = sanity.robust_accuracy
+    monkeypatch.setattr(sanity, "robust_accuracy", lambda *a, **k: calls.append(k.get("attacks")) or real(*a, **k))
+    x, y = test_xy
+    setup = sanity._Setup(model=at_model, x=x[:40], y=y[:40], eps=0.15, step=0.0375, seed=0,
+                          device=torch.device("cpu"), batch_size=256, tol=0.03)
+    first = setup.pgd_correct(eps=0.15, alpha=0.0375, steps=20)
+    first[:] = False                                   # a caller changing its copy changes nothing stored
+    again = setup.pgd_correct(eps=0.15, alpha=0.0375, steps=20)
+    assert calls == [("pgd20",)]
+    fresh = real(at_model, (x[:40], y[:40]), attacks=("pgd20",), eps=0.15, alpha=0.0375, seed=0,
+                 return_per_sample=True).per_sample["pgd20"]
+    assert torch.equal(again, fresh)
+    setup.pgd_correct(eps=0.15, alpha=0.0375, steps=10)
+    assert calls == [("pgd20",), ("pgd10",)]

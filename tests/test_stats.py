@@ -15,6 +15,7 @@ from s2o_lib.evaluate import EvalResult
 from s2o_lib.stats import (
     NO_DIFFERENCE,
     as_outcomes,
+    by_seed,
     compare_seeds,
     holm,
     mcnemar_p_value,
@@ -289,3 +290,11 @@ def test_signed_rank_test_is_scipys_wilcoxon_and_its_smallest_p_with_eight_seeds
     assert signed_rank_test([0.0, 0.0, 0.0]) == 1.0
     with pytest.raises(S2OError, match="at least two"):
         signed_rank_test([0.1])
+
+
+def test_by_seed_reads_lists_and_mappings_and_rejects_bad_seeds():
+    assert by_seed(["a", "b"], name="runs", what="run") == {0: "a", 1: "b"}
+    assert list(by_seed({3: "c", 1: "a"}, name="runs", what="run")) == [1, 3]
+    for bad, match in [([], "runs is empty"), ({-1: "a"}, "integers >= 0"), ({True: "a"}, "integers >= 0"),
+                       ("ab", "must be a list with one run per seed")]:
+        _one_line_error(lambda bad=bad: by_seed(bad, name="runs", what="run"), match)
