@@ -140,8 +140,7 @@ PROFILES: dict[str, Profile] = {
         notes=(
             "smoke shrinks everything to run in seconds on a CPU: 16x16 digits, a small CNN, "
             "eps=0.15 (digits need a larger radius than 8/255 to show a gap), PGD-5 training, "
-            "6 epochs, and AutoAttack's cheaper 'fast' subset (APGD-CE, APGD-T) on 200 images. "
-            "Notebook 09 trains 11 of its 13 methods (not AVMixup and AVMixup+S²O)."
+            "6 epochs, and AutoAttack's cheaper 'fast' subset (APGD-CE, APGD-T) on 200 images."
         ),
     ),
     # Sized for a 90-minute lab on one free-Colab T4: benchmarks/RESULTS.md, "Class budget".

@@ -275,6 +275,20 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def hidden_layer(model: nn.Module) -> nn.Module:
+    """The last ``nn.Linear`` or ``nn.Conv2d`` layer before the head (the small CNN's hidden Linear, a ResNet's last
+    convolution): the layer whose weight correlations notebooks 06 and 06b show beside the head's.
+
+    Args:
+        model: a classifier whose last linear layer is the head (`last_linear`).
+    """
+    head = last_linear(model)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not head]
+    if not layers:
+        raise S2OError("the model has no Linear or Conv2d layer before its head")
+    return layers[-1]
+
+
 def device_of(model: nn.Module) -> torch.device:
     """Where the model lives: the device of its first parameter (or buffer), the CPU for a model with neither."""
     for tensor in model.parameters():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from s2o_lib.config import PROFILES, get_device, get_profile, seed_everything
 from s2o_lib.errors import S2OError
@@ -65,3 +66,14 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(S2OError, match="no CUDA GPU"):
             get_device("cuda")
+
+
+def test_hidden_layer_is_the_last_layer_before_the_head():
+    from s2o_lib.models import hidden_layer
+
+    small = build_model("small-cnn", num_classes=10, in_channels=1)
+    assert hidden_layer(small) is small.body[-2]                       # the hidden Linear, not the head
+    resnet = build_model("preact-resnet18", num_classes=10, in_channels=3)
+    assert isinstance(hidden_layer(resnet), nn.Conv2d)
+    with pytest.raises(S2OError, match="no Linear or Conv2d layer before its head"):
+        hidden_layer(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))

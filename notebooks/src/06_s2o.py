@@ -26,12 +26,11 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from s2o_lib.attacks import pgd
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import dataset_info, tensors
-from s2o_lib.models import build_model
+from s2o_lib.models import build_model, hidden_layer
 from s2o_lib.norms import mean_abs_correlation, weight_correlation
 from s2o_lib.plots import correlation_heatmap
 from s2o_lib.s2o import (
@@ -89,14 +88,7 @@ print(profile.notes)
 model_std, hist_std = trained_model("standard")
 model_at, hist_at = trained_model("at")
 
-
 # %%
-def hidden_layer(model: nn.Module) -> nn.Module:
-    """The last Linear (or, for models without one, Conv2d) layer before the head."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not model.head]
-    return layers[-1]
-
-
 classes = list(range(info.num_classes))
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
 for col, (name, model) in enumerate([("standard", model_std), ("AT", model_at)]):

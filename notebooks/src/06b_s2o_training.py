@@ -25,13 +25,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from IPython.display import display
-from torch import nn
 
 from s2o_lib.compare import published_table
 from s2o_lib.config import get_profile
 from s2o_lib.data import dataset_info, make_loader, tensors
 from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.laplace import kfac_factors, kronecker_correlation, kronecker_summaries
+from s2o_lib.models import hidden_layer
 from s2o_lib.norms import mean_abs_correlation, weight_correlation
 from s2o_lib.plots import correlation_heatmap, plot_history
 from s2o_lib.regime import analyse_regime, load_results
@@ -63,14 +63,7 @@ print(profile.notes)
 model_std, hist_std = trained_model("standard")
 model_at, hist_at = trained_model("at")
 
-
 # %%
-def hidden_layer(model: nn.Module) -> nn.Module:
-    """The last Linear (or, for models without one, Conv2d) layer before the head."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and m is not model.head]
-    return layers[-1]
-
-
 classes = list(range(info.num_classes))
 _, test = profile_data(profile)
 device = next(model_at.parameters()).device

@@ -44,16 +44,16 @@ from s2o_lib.zoo import profile_data, trained_model
 # %% [markdown]
 # ## The profile
 # In `smoke` everything is small enough for a CPU: 16×16 digits, a small CNN, 6 epochs, ε = 0.15. Eleven models
-# are attacked here, so `smoke` evaluates **the first 40 test images** (not the profile's `eval_n` = 200) and
+# are attacked here, so `smoke` evaluates **the first 30 test images** (not the profile's `eval_n` = 200) and
 # runs AutoAttack's declared cheaper **`fast` subset** (APGD-CE + APGD-T; no FAB-T, no Square). The sanity
-# checks of section 5 run on the first 30 images. With 40 images one image is 2.5 percentage points: read the
+# checks of section 5 run on the same 30 images. With 30 images one image is 3.3 percentage points: read the
 # smoke table as a check that the pipeline works, not as a result. The `class` and `paper` profiles use the
 # profile's `eval_n` images and **standard** AutoAttack.
 
 # %%
 profile = get_profile()
 device = get_device()
-n_eval = 40 if profile.name == "smoke" else profile.eval_n
+n_eval = 30 if profile.name == "smoke" else profile.eval_n
 n_sanity = 30 if profile.name == "smoke" else min(profile.eval_n, 500)
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, training eps = {profile.eps:.4f}")
@@ -238,7 +238,7 @@ for name, result in table.results.items():
 assert set(table.s2o_gain()) == {m.removesuffix("+s2o") for m in methods if m.endswith("+s2o")}, "a gain per pair"
 
 # %% [markdown]
-# **Reading the intervals.** With 40 images one image is 2.5 points, and the discordant images — those only one
+# **Reading the intervals.** With 30 images one image is 3.3 points, and the discordant images — those only one
 # of the two models gets right — are few, so the intervals printed above span many points. Even where a p-value
 # falls below 0.05, it speaks about *these two trained models* on *these images*: a second training seed can
 # move a model by as much, and a single McNemar test cannot see that. Whether the **method** helps needs several
@@ -400,7 +400,7 @@ else:
 
 # %% [markdown]
 # ## 9 · Is the S²O gain real? Eight training seeds, run offline
-# One training seed and 40 images cannot answer the question this notebook keeps asking. So the suite answers it
+# One training seed and 30 images cannot answer the question this notebook keeps asking. So the suite answers it
 # once, offline, with a design fixed **before** the compared models were trained (`benchmarks/REGIME.md`): the
 # digits and the small CNN of `smoke`, but only **100 training images trained for 80 epochs** — a regime with a
 # large robust generalisation gap, which is what S²O and AWP claim to close — **eight training seeds** per method
@@ -469,7 +469,7 @@ assert awp.significant() and awp.difference < 0 and regime.method_frame().loc[aw
 # consistent with a real effect at theirs; it is not evidence for one.
 #
 # ## 10 · Honest remarks
-# - In `smoke` the S²O gains of the table are a few images out of 40, from one seed: read their intervals, not
+# - In `smoke` the S²O gains of the table are a few images out of 30, from one seed: read their intervals, not
 #   their signs.
 # - Even on CIFAR-10 the differences are small: the authors' TRADES+S²O is about one point above RobustBench's
 #   TRADES entry under AutoAttack (section 8), both WRN-34-10, and those are runs by different groups.
@@ -546,7 +546,7 @@ else:
 #                        return_per_sample=True)
 # table.gain_frame().query("s2o == 'avmixup+s2o'")
 # ```
-# With 40 images its interval is as wide as the others': the width comes from the few discordant images, not
+# With 30 images its interval is as wide as the others': the width comes from the few discordant images, not
 # from the method.
 # </details>
 
