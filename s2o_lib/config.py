@@ -231,7 +231,8 @@ def dry_run(profile: Profile) -> Profile:
 
     The same dataset (CIFAR-10-shaped stand-in data when it is missing: `s2o_lib.zoo.profile_data`), the same
     architecture, schedule, threat model and AutoAttack version; 64 training and 40 test images, batches of
-    16, one epoch, a one-step training attack, attacks on 20 images, AWP from the first epoch. The name stays
+    16, one epoch, a one-step training attack, attacks on 20 images, AWP from the first epoch, and AutoAttack's
+    attacks at a tiny budget (`s2o_lib.evaluate.DRY_RUN_AUTOATTACK`). The name stays
     (notebooks branch on it); ``dry_run=True`` keeps its cached models apart (`s2o_lib.zoo.runs_root`).
 
     Args:
@@ -241,7 +242,8 @@ def dry_run(profile: Profile) -> Profile:
         epochs=1, batch_size=16, train_subset=64, test_subset=40, train_steps=1, eval_steps=2, eval_n=20,
         awp_warmup=1, dry_run=True,
         notes=f"DRY RUN of {profile.name}: its code path at tiny sizes (64 training and 40 test images, one "
-              "epoch, PGD-1 training, attacks on 20 images); the numbers mean nothing. " + profile.notes,
+              "epoch, PGD-1 training, attacks on 20 images, AutoAttack at 5 iterations and 20 Square queries); the "
+              "numbers mean nothing. " + profile.notes,
     )
 
 

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .attacks import CW_MARGIN, eval_mode, fgsm, frozen_parameters, pgd
 from .checks import check_eps, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
+from .config import dry_run_requested
 from .data import batch_slices, tensors
 from .distributed import Shards
 from .errors import S2OError, unknown_name
@@ -286,6 +287,19 @@ class _CollectWarnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+#: AutoAttack's budget in a dry run (``run-notebooks --dry-run``, ``S2O_DRY_RUN=1``): every attack of the version
+#: runs, with these iterations and Square queries. A dry-run model trained one epoch on stand-in data predicts
+#: one class whatever the input, so no attack moves it and Square would spend its 5000 queries on every image.
+DRY_RUN_AUTOATTACK = {"iterations": 5, "square_queries": 20}
+
+
+def _dry_run_budget(attack: Any) -> None:
+    """Cut a pyautoattack `AutoAttack`'s iterations and queries to `DRY_RUN_AUTOATTACK` (a dry run's code path)."""
+    for part in (attack.apgd, attack.apgd_targeted, attack.fab):
+        part.n_iter = DRY_RUN_AUTOATTACK["iterations"]
+    attack.square.n_queries = DRY_RUN_AUTOATTACK["square_queries"]
+
+
 def _run_autoattack(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, version: str, seed: int, batch_size: int,
     device: torch.device, num_classes: int,
@@ -312,6 +326,8 @@ def _run_autoattack(
         attack = AutoAttack(model, device=device, eps=eps, norm="Linf", version="standard", seed=seed)
         attack.apgd_targeted.n_target_classes = min(_STANDARD_TARGET_CLASSES, num_classes - 1)
         attack.fab.n_target_classes = min(_STANDARD_TARGET_CLASSES, num_classes - 1)
+    if dry_run_requested():
+        _dry_run_budget(attack)
     attack.verbose = False  # no per-attack debug lines; its warnings still reach the handler below
     logger = logging.getLogger("auto-attack")
     handler = _CollectWarnings()

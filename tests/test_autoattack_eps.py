@@ -115,3 +115,30 @@ def test_cli_evaluate_paper_profile_uses_8_over_255(aa_radii, model_xy, tmp_path
     main(["evaluate", str(checkpoint), "--attacks", "autoattack", "--n", "200", "--profile", "paper", "--eps", "0.05",
           "--autoattack-version", "fast"])  # --eps alone: one radius for every attack
     assert aa_radii[-1] == 0.05
+
+
+@pytest.mark.parametrize("dry_run", ["", "1"])
+def test_a_dry_run_runs_every_autoattack_attack_at_a_tiny_budget(monkeypatch, dry_run):
+    """`run-notebooks --dry-run` (S2O_DRY_RUN=1): the standard version's four attacks, at DRY_RUN_AUTOATTACK."""
+    import pyautoattack
+
+    from s2o_lib.evaluate import DRY_RUN_AUTOATTACK
+
+    budgets = []
+
+    class Recording(pyautoattack.AutoAttack):
+        def run_standard_evaluation(self, x, y, batch_size=250):
+            budgets.append((self.attacks_to_run, self.apgd.n_iter, self.apgd_targeted.n_iter, self.fab.n_iter,
+                            self.square.n_queries))
+            return (x.clone(),)
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Recording)
+    monkeypatch.setenv("S2O_DRY_RUN", dry_run)
+    model = build_model("small-cnn", num_classes=10, in_channels=1).eval()
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        y = model(x).argmax(1)                          # every image clean-correct: AutoAttack runs on all
+    robust_accuracy(model, (x, y), attacks=("autoattack",), eps=0.1, autoattack_version="standard")
+    iterations, queries = (DRY_RUN_AUTOATTACK["iterations"], DRY_RUN_AUTOATTACK["square_queries"]) if dry_run \
+        else (100, 5000)
+    assert budgets == [(["apgd-ce", "apgd-t", "fab-t", "square"], iterations, iterations, iterations, queries)]

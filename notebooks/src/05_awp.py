@@ -99,7 +99,7 @@ model_std, hist_std = trained_model("standard")
 # %%
 train_set, test_set = profile_data(profile)
 device = device_of(model_awp)  # the profile's device: the batch goes where the models are
-x_batch, y_batch = (t.to(device) for t in tensors(train_set, n=256))
+x_batch, y_batch = (t.to(device) for t in tensors(train_set, n=16 if profile.dry_run else 256))  # dry run: tiny
 torch.manual_seed(0)
 x_adv_batch = pgd(model_awp, x_batch[:64], y_batch[:64], eps=profile.eps, alpha=profile.alpha,
                   steps=profile.train_steps)

@@ -273,7 +273,7 @@ assert alone.protocol == table.protocol
 # NBVAL_IGNORE_OUTPUT
 sanity_settings = dict(eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_sanity, autoattack_version=None,
                        tol=max(0.03, 2 / n_sanity))
-if profile.name == "smoke":
+if profile.name == "smoke" or profile.dry_run:
     sanity_settings.update(steps=(10, 20), restarts=2)
 start = time.perf_counter()
 reports = {}
