@@ -515,7 +515,7 @@ def run_notebooks(
     extra, data_note = _dry_run_setup(chosen, out=out, data=data) if dry_run else ({}, None)
     if data is not None and not dry_run:
         extra["S2O_DATA"] = str(Path(data).expanduser().resolve())
-    meta = _report_meta(chosen, kernel_name=kernel_name, timeout=timeout, dry_run_data=data_note if dry_run else None)
+    meta = _report_meta(chosen, kernel_name=kernel_name, timeout=timeout, dry_run_data=data_note)
     results = [NotebookResult(name=p.name, status="not run") for p in paths]
     suite = _Suite(out=out, meta=meta, report=RunReport(profile=chosen.name, results=results,
                                                         report_path=out / "report.html"), dry_run=dry_run)

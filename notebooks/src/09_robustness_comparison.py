@@ -546,8 +546,8 @@ else:
 #                        return_per_sample=True)
 # table.gain_frame().query("s2o == 'avmixup+s2o'")
 # ```
-# With 30 images its interval is as wide as the others': the width comes from the few discordant images, not
-# from the method.
+# Compare the width of its interval with the others': on 30 images the width is set by how many images the two
+# models disagree on, not by the method.
 # </details>
 
 # %% [markdown]
