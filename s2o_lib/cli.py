@@ -293,7 +293,7 @@ def _add_train_parser(sub: Any) -> None:
                                    "then the flags given. Re-running with the same --out resumes.")
     t.add_argument("--method", help="e.g. standard, at, trades, mart, avmixup, at+s2o, trades+awp+s2o, at+s2o-kfac")
     t.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn")
-    t.add_argument("--arch", help="small-cnn, preact-resnet18, wrn-34-10, wrn-28-4")
+    t.add_argument("--arch", help="small-cnn, small-cnn-w24, preact-resnet18, wrn-34-10, wrn-28-4")
     t.add_argument("--preset", help="a paper preset (see `python -m s2o_lib presets`)")
     t.add_argument("--profile", help="smoke, class or paper (default: S2O_PROFILE, else by device)")
     t.add_argument("--epochs", type=int)

@@ -89,7 +89,8 @@ def comparison_methods(profile: Profile, *, root: str | Path | None = None) -> t
 
 #: Display names of the architectures that appear in the published numbers.
 ARCH_NAMES: dict[str, str] = {"preact-resnet18": "PreAct ResNet-18", "wrn-34-10": "WRN-34-10",
-                              "small-cnn": "small CNN", "preact-resnet18-w32": "PreAct ResNet-18 (width 32)"}
+                              "small-cnn": "small CNN", "small-cnn-w24": "small CNN (width 24)",
+                              "preact-resnet18-w32": "PreAct ResNet-18 (width 32)"}
 AUTHORS_SOURCE = "authors' figures (Jin et al., released S²O results)"
 ROBUSTBENCH_SOURCE = "RobustBench (context, not S²O)"
 PUBLISHED_ATTACKS: tuple[str, ...] = ("clean", "pgd20", "autoattack")

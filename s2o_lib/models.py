@@ -187,6 +187,9 @@ class WideResNet(Classifier):
 
 ARCHITECTURES: dict[str, Callable[..., Classifier]] = {
     "small-cnn": SmallCNN,
+    # smoke's: (24/32)² of width 32's FLOPs in the two larger convolutions; PGD-AT on the digits, one seed each:
+    # PGD-20 accuracy 0.45 at width 24 and 0.44 at width 32, in 8 s instead of 15 s on two CPU cores.
+    "small-cnn-w24": lambda **kw: SmallCNN(width=24, **kw),
     "preact-resnet18": PreActResNet18,
     "preact-resnet18-w32": lambda **kw: PreActResNet18(width=32, **kw),
     "wrn-34-10": lambda **kw: WideResNet(depth=34, widen=10, **kw),
@@ -204,8 +207,8 @@ def build_model(
     """Build a model by name.
 
     Args:
-        arch: one of `ARCHITECTURES` (``small-cnn``, ``preact-resnet18``, ``preact-resnet18-w32``, ``wrn-34-10``,
-            ``wrn-28-4``).
+        arch: one of `ARCHITECTURES` (``small-cnn``, ``small-cnn-w24``, ``preact-resnet18``, ``preact-resnet18-w32``,
+            ``wrn-34-10``, ``wrn-28-4``).
         num_classes: number of output logits.
         in_channels: image channels (1 for digits/MNIST, 3 for CIFAR/SVHN).
         normalize: optional ``(mean, std)`` applied inside the model; the paper's code uses none.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -57,6 +60,20 @@ def test_seeding_makes_runs_repeatable():
     assert torch.equal(a, torch.rand(5))
     with pytest.raises(S2OError):
         seed_everything(-1)
+
+
+def test_seeding_asks_for_deterministic_kernels_without_importing_the_compiler():
+    code = ("import sys, torch; from s2o_lib.config import seed_everything; seed_everything(0); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False"]
+
+
+def test_smoke_uses_the_width_24_small_cnn():
+    model = build_model(get_profile("smoke").arch, num_classes=10, in_channels=1)
+    assert model.body[0].out_channels == 24 and model.spec["arch"] == "small-cnn-w24"
+    assert build_model("small-cnn", num_classes=10, in_channels=1).body[0].out_channels == 32  # the regime's model
 
 
 def test_device_selection():
