@@ -4,9 +4,9 @@
 # A network that reads almost every test digit correctly can be made to misread most of them by moving every
 # pixel a little, in a direction computed from its gradient — while random noise of the same size does almost
 # nothing. How little? In the `smoke` profile (the table of "Accuracy versus ε" below), FGSM at 5 % of the pixel
-# range leaves the standard model about two thirds of the digits, at 10 % well under half, and at 15 % —
-# where the change is visible but the digits are still easy to read — almost none. This notebook shows why,
-# first on a picture you can look at, then on images.
+# range leaves the standard model about half of the digits, at 10 % only a few, and at 15 % — where the change
+# is visible but the digits are still easy to read — almost none. This notebook shows why, first on a picture
+# you can look at, then on images.
 #
 # **Learning goals.** After this notebook you can
 #
@@ -316,8 +316,8 @@ assert acc_fgsm[0] == clean_acc
 assert all(a <= clean_acc for a in acc_fgsm), "robust accuracy cannot exceed clean accuracy"
 if profile.name == "smoke":  # the opening paragraph's numbers: eps_grid[2, 3, 4] = 0.05, 0.10, 0.15
     assert clean_acc > 0.95, "almost every test digit is read correctly"
-    assert 0.55 <= acc_fgsm[2] <= 0.75, "about two thirds survive FGSM at 5 % of the pixel range"
-    assert acc_fgsm[3] < 0.4, "well under half at 10 %"
+    assert 0.4 <= acc_fgsm[2] <= 0.7, "about half survive FGSM at 5 % of the pixel range"
+    assert acc_fgsm[3] < 0.15, "only a few at 10 %"
     assert acc_fgsm[4] < 0.05, "almost none at 15 %"
     assert min(acc_noise[:5]) > 0.9, "random noise of the same size does almost nothing"
 k = 4  # eps_grid[4] is the profile's eps
@@ -379,8 +379,8 @@ else:
 #   by $\varepsilon\|w\|_1$, which grows with $d$; random noise of the same size grows only like $\sqrt d$.
 # - FGSM is one signed-gradient step: $x' = \mathrm{clip}(x + \varepsilon\,\mathrm{sign}\nabla_x\ell)$. Our
 #   `fgsm_by_hand` matches `s2o_lib.attacks.fgsm`.
-# - A standard model's accuracy falls under FGSM as ε grows — in `smoke` to about two thirds at ε = 0.05 and
-#   almost zero at ε = 0.15 — while random noise of the same size does almost nothing.
+# - A standard model's accuracy falls under FGSM as ε grows — in `smoke` to about half at ε = 0.05, a small
+#   fraction at ε = 0.10 and almost zero at ε = 0.15 — while random noise of the same size does almost nothing.
 #
 # **Next:** 02 · PGD and evaluation: stronger attacks, and how to evaluate robustness without fooling yourself.
 #

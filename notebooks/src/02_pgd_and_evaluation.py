@@ -421,10 +421,10 @@ for name, accs in curves.items():
 # %% [markdown]
 # ## How evaluations go wrong
 # A PGD number is only an **upper bound** on the true robust accuracy: a weak attack makes any model look
-# robust. The sweeps above already showed three ways to get it wrong on the AT model: **too few steps**
-# (PGD-1 with a small step), a **step size** that is far too small or too large, and, less dramatic here,
-# **no random start**. The most treacherous failure is **gradient masking** (Athalye et al. 2018): the model
-# is not robust, but its gradients are useless to the attacker.
+# robust. The sweeps above already showed two ways to get it wrong on the AT model: **too few steps**
+# (PGD-1 with a small step) and a **step size** that is far too small. A step that is too large and **no
+# random start** made little or no difference here. The most treacherous failure is **gradient masking**
+# (Athalye et al. 2018): the model is not robust, but its gradients are useless to the attacker.
 #
 # Here is a model that masks gradients by construction: the standard model with its logits multiplied by
 # $10^4$. It predicts exactly the same classes. But its softmax is saturated, $p_y = 1$ in float32, so the

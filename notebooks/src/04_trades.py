@@ -323,7 +323,7 @@ else:
 # print("AT", robust_accuracy(model_at, test_set, **evaluation))
 # ```
 #
-# 2. Small β behaves almost like standard training (high clean, low PGD accuracy); the gain in PGD accuracy
+# 2. Smaller β moves towards standard training (higher clean, lower PGD accuracy); the gain in PGD accuracy
 #    flattens out for large β while clean accuracy keeps falling — β ≈ 6 sits near the bend in the paper's
 #    CIFAR-10 experiments, which is why it became the default.
 # 3. On CIFAR-10, TRADES with β = 6 has a higher AutoAttack accuracy than PGD-AT at a somewhat lower clean

@@ -362,8 +362,8 @@ assert gap["PGD-AT"][1]["pgd20"] > on_test_std["pgd20"] + 0.1, "PGD-AT must beat
 
 # %% [markdown]
 # ## What eight training seeds say about AWP
-# One pair of smoke models cannot tell whether AWP helps: the bars above differ by a few images, and another
-# training seed could reverse them. The suite therefore ran a pre-registered experiment offline
+# One pair of smoke models cannot tell whether AWP helps: the two gaps above differ by a handful of images, and
+# another training seed could reverse them. The suite therefore ran a pre-registered experiment offline
 # (`benchmarks/REGIME.md`; nothing is trained here, `s2o_lib.regime` recomputes every number from the committed
 # results): 100 training digits for 80 epochs — a large robust generalisation gap for AWP to close — eight
 # training seeds per method, every model attacked on all 360 test digits, AT-AWP with the AWP authors' AT
@@ -475,9 +475,9 @@ else:
 #   away from it.
 # - Filter-normalised directions make loss landscapes of different networks comparable.
 # - Flatness of the robust loss in weight space goes with a smaller robust generalisation gap; AWP aims for
-#   it directly. In `smoke` both effects are small, and in the eight-seed small-data experiment AT-AWP with the
-#   AT script's γ collapsed in most seeds — significantly worse than AT there; the CIFAR-10 gains are the
-#   authors' and RobustBench's figures.
+#   it directly. In `smoke` both effects are small, and which model has the smaller gap changes from run to
+#   run; in the eight-seed small-data experiment AT-AWP with the AT script's γ collapsed in most seeds —
+#   significantly worse than AT there; the CIFAR-10 gains are the authors' and RobustBench's figures.
 # - As always, judge robustness with strong attacks (Carlini et al. 2019).
 #
 # **References**

@@ -281,7 +281,8 @@ for endpoint in ("cw20", "autoattack"):  # the text below: TRADES+S²O lower und
 # Two more remarks:
 # - The correlation measures need not move together: the released regulariser acts on the *targets*, not on the
 #   weights directly; the cosine ρ of the rows and the Laplace posterior's $\|R\|_F$ are different statistics
-#   (the bound is about the posterior), and in the table of section 2 they can move in opposite directions.
+#   (the bound is about the posterior), and in the table of section 2 they need not agree: standard training
+#   has the largest $\|R\|_F$ but not the largest head ρ.
 # - The KFAC variant is the library's reading of the TPAMI objective (damping and λ ours), trained here once on
 #   one seed; it was not part of the eight-seed experiment.
 

@@ -333,8 +333,9 @@ assert (trajectory["log10 bound (Jin)"] >= trajectory["log10 bound (indep.)"]).a
 # correlations above say it for this run. The complexity term as a whole is noisier than the spectral product
 # because it divides by γ, a low quantile of the margins that jumps from snapshot to snapshot (section 2).
 # With so few snapshots a rank correlation describes this run; it is not evidence. Run it with other seeds
-# before you believe a sign. Early snapshots with almost no robust accuracy have σ at the top of the search
-# range, for the reason given in section 3.
+# before you believe a sign. Early snapshots with little robust accuracy have σ at the top of the search range,
+# for the reason given in section 3: even very large noise leaves about chance accuracy (10% for ten classes),
+# so a snapshot below about 20% cannot lose 10 points.
 
 # %% [markdown]
 # ## 5 · What the numbers can and cannot say

@@ -195,10 +195,11 @@ for name, result in table.results.items():
           f"AutoAttack fools: {only['autoattack']:2d}")
 
 # %% [markdown]
-# The per-sample worst case is never above the lowest column, and it is strictly below it whenever different
-# attacks fool different images. The last two counts are the images that an evaluation with PGD-20 alone would
-# have called robust: that over-estimate is why a defence must be judged by the worst case over a *diverse* set
-# of attacks (AutoAttack's design), never by PGD alone.
+# The per-sample worst case is never above the lowest column, and it is strictly below it exactly when another
+# attack fools an image that the attack with the lowest column missed. Here that column is AutoAttack's, and it
+# is the worst case or within an image of it. The last two counts are the images that an evaluation with PGD-20
+# alone would have called robust: that over-estimate is why a defence must be judged by the worst case over a
+# *diverse* set of attacks (AutoAttack's design), never by PGD alone.
 #
 # ## 4 · The comparison table
 # The first table gives the accuracies in percent. The second gives, for every `+s2o` method, S²O minus its base
@@ -241,8 +242,10 @@ assert set(table.s2o_gain()) == {m.removesuffix("+s2o") for m in methods if m.en
 # **Reading the intervals.** With 30 images one image is 3.3 points, and the discordant images — those only one
 # of the two models gets right — are few, so the intervals printed above span many points. Even where a p-value
 # falls below 0.05, it speaks about *these two trained models* on *these images*: a second training seed can
-# move a model by as much, and a single McNemar test cannot see that. Whether the **method** helps needs several
-# training seeds, paired seed by seed — section 9.
+# move a model by as much, and a single McNemar test cannot see that. And the table runs many tests (in `smoke`
+# 5 pairs × 6 attacks = 30): if no method differed at all, about one and a half of them would still fall below
+# 0.05 by chance.
+# Whether the **method** helps needs several training seeds, paired seed by seed — section 9.
 #
 # The table is exactly what `robust_accuracy` returns for each model on its own — `compare_models` only makes
 # sure the arguments are the same. We check it for the standard model (the cheapest to attack):
@@ -341,9 +344,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Standard training collapses at the smallest radius. The adversarially trained models decay smoothly and reach
-# zero at ε = 0.5 (where any image can be turned mid-grey) — as a working attack must. The masked model's flat
-# line is what gradient masking looks like on this plot.
+# Standard training collapses before the evaluation ε (the dotted line): at half of it little is left. The
+# adversarially trained models decay smoothly and reach zero by ε = 0.5 (where any image can be turned
+# mid-grey) — as a working attack must. The masked model's flat line is what gradient masking looks like on this
+# plot.
 #
 # ## 7 · The clean–robust trade-off
 # Robustness costs clean accuracy (Tsipras et al. 2019; notebook 04). Each point is one method: clean accuracy
@@ -402,9 +406,10 @@ else:
 # ## 9 · Is the S²O gain real? Eight training seeds, run offline
 # One training seed and 30 images cannot answer the question this notebook keeps asking. So the suite answers it
 # once, offline, with a design fixed **before** the compared models were trained (`benchmarks/REGIME.md`): the
-# digits and the small CNN of `smoke`, but only **100 training images trained for 80 epochs** — a regime with a
-# large robust generalisation gap, which is what S²O and AWP claim to close — **eight training seeds** per method
-# (six for MART, whose last two seeds were not completed), every model attacked on all 360 test digits. The
+# digits and the small CNN (`small-cnn`, width 32: `smoke` has since moved to width 24 for speed), but only
+# **100 training images trained for 80 epochs** — a regime with a large robust generalisation gap, which is what
+# S²O and AWP claim to close — **eight training seeds** per method (six for MART, whose last two seeds were not
+# completed), every model attacked on all 360 test digits. The
 # primary test is the paired t-test across seeds (seed *s* of a method against seed *s* of its base, on the
 # same images), with Holm's correction over the three primary
 # comparisons (AT+S²O, TRADES+S²O, AT+AWP); MART+S²O is a secondary comparison. Nothing is trained here:
@@ -464,9 +469,9 @@ assert awp.significant() and awp.difference < 0 and regime.method_frame().loc[aw
 #
 # **Why a toy may not show it.** The authors report their gains (section 8, their figures) after 200 epochs of
 # CIFAR-10 with ResNets of 11–46 million weights, where robust overfitting is severe and the last layer is wide.
-# Here the last layer has 10 × 64 weights, the model sees 100 images, and the effect they report — one to three
-# points of AutoAttack accuracy — is of the size of our seed-to-seed spread. A null result at this scale is
-# consistent with a real effect at theirs; it is not evidence for one.
+# Here the last layer has 10 × 128 weights (the whole network 90 thousand), the model sees 100 images, and the
+# effect they report — one to three points of AutoAttack accuracy — is of the size of our seed-to-seed spread. A
+# null result at this scale is consistent with a real effect at theirs; it is not evidence for one.
 #
 # ## 10 · Honest remarks
 # - In `smoke` the S²O gains of the table are a few images out of 30, from one seed: read their intervals, not
@@ -475,8 +480,9 @@ assert awp.significant() and awp.difference < 0 and regime.method_frame().loc[aw
 #   TRADES entry under AutoAttack (section 8), both WRN-34-10, and those are runs by different groups.
 # - `fast` AutoAttack (APGD-CE + APGD-T) is a declared subset and must not be reported as "AutoAttack". The
 #   `class` and `paper` profiles run the standard version.
-# - Two methods can even agree image for image on so few images (in `smoke`, e.g. TRADES and TRADES+AWP may):
-#   AWP's small weight perturbation changes little in six epochs, although the weights differ.
+# - On so few images two methods can land within an image or two of each other under every attack (in `smoke`,
+#   e.g. TRADES and TRADES+AWP): AWP's small weight perturbation changes little in six epochs, although the
+#   weights differ.
 #
 # ## Exercises
 # **To do 1 — McNemar's test by hand.** Both models of a pair saw the same images, so the test is **paired**:
