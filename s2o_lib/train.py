@@ -438,6 +438,10 @@ class _Training:
         if saved.get("method") != self.method.name:
             raise SettingsChanged(path.parent, f"{path} was trained with method {saved.get('method')!r}, "
                                   f"not {self.method.name!r}", way_out=FIT_WAY_OUT)
+        saved_arch, arch = (saved.get("model") or {}).get("arch"), model_spec(self.model).get("arch")
+        if saved_arch and arch and saved_arch != arch:  # e.g. a cache from before a profile changed its model
+            raise SettingsChanged(path.parent, f"{path.parent} holds a {saved_arch} run, not {arch}",
+                                  way_out=FIT_WAY_OUT)
         changes = settings_changes(saved, self.meta)
         if changes:
             raise SettingsChanged(path.parent, f"{path.parent} holds a run with other settings: {', '.join(changes)}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -123,6 +124,14 @@ def test_zoo_trains_overrides_instead_of_returning_the_cached_model(tmp_path):
     trained_model("standard", tag="mine", lr=0.01, **quick)
     with pytest.raises(S2OError, match=r"lr 0\.01 -> 0\.02; give these settings their own tag="):
         trained_model("standard", tag="mine", lr=0.02, **quick)
+
+
+def test_zoo_names_a_cached_run_of_another_architecture_and_the_way_out(tmp_path):
+    sizes = dict(epochs=1, eval_n=32, eval_steps=1)
+    trained_model("standard", profile=SMOKE.with_(arch="small-cnn"), root=tmp_path, progress=False, **sizes)
+    folder = run_folder("standard", profile=SMOKE, root=tmp_path, **sizes)  # the cache of an older smoke, say
+    with pytest.raises(S2OError, match=f"holds a small-cnn run, not small-cnn-w24; .*delete {re.escape(str(folder))}"):
+        trained_model("standard", profile=SMOKE, root=tmp_path, progress=False, **sizes)
 
 
 # ---------------------------------------------------------------------------------------------- 2. non-finite
