@@ -131,17 +131,23 @@ def load_checkpoint(
     return state
 
 
-def load_weights(model: nn.Module, state: dict[str, Any], *, source: str = "checkpoint") -> None:
-    """Load ``state["model"]`` into ``model`` after checking that the architectures match."""
+def architecture_mismatch(model: nn.Module, state: dict[str, Any]) -> str | None:
+    """How the model a checkpoint recorded (``state["meta"]["model"]``) differs from ``model``'s architecture, as
+    ``"holds a ... model (key=...) but the model given is ..."``; ``None`` when it does not or is not recorded."""
     saved = (state.get("meta") or {}).get("model") or {}
     mine = model_spec(model)
     for key in ("arch", "num_classes", "in_channels"):
         if saved.get(key) is not None and mine.get(key) is not None and saved[key] != mine[key]:
-            raise S2OError(
-                f"{source} holds a {saved.get('arch')} model ({key}={saved[key]!r}) but the model given is "
-                f"{mine.get('arch')} ({key}={mine[key]!r}); build the same architecture or use "
-                "s2o_lib.checkpoint.load_model"
-            )
+            return (f"holds a {saved.get('arch')} model ({key}={saved[key]!r}) but the model given is "
+                    f"{mine.get('arch')} ({key}={mine[key]!r})")
+    return None
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], *, source: str = "checkpoint") -> None:
+    """Load ``state["model"]`` into ``model`` after checking that the architectures match."""
+    mismatch = architecture_mismatch(model, state)
+    if mismatch:
+        raise S2OError(f"{source} {mismatch}; build the same architecture or use s2o_lib.checkpoint.load_model")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .checkpoint import load_checkpoint, load_weights, remove_stale_temporaries, save_checkpoint
+from .checkpoint import (
+    architecture_mismatch,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from .checks import (
     check_images,
     check_int,
@@ -438,10 +444,9 @@ class _Training:
         if saved.get("method") != self.method.name:
             raise SettingsChanged(path.parent, f"{path} was trained with method {saved.get('method')!r}, "
                                   f"not {self.method.name!r}", way_out=FIT_WAY_OUT)
-        saved_arch, arch = (saved.get("model") or {}).get("arch"), model_spec(self.model).get("arch")
-        if saved_arch and arch and saved_arch != arch:  # e.g. a cache from before a profile changed its model
-            raise SettingsChanged(path.parent, f"{path.parent} holds a {saved_arch} run, not {arch}",
-                                  way_out=FIT_WAY_OUT)
+        mismatch = architecture_mismatch(self.model, state)  # e.g. a cache from before a profile changed its model
+        if mismatch:
+            raise SettingsChanged(path.parent, f"{path.parent} {mismatch}", way_out=FIT_WAY_OUT)
         changes = settings_changes(saved, self.meta)
         if changes:
             raise SettingsChanged(path.parent, f"{path.parent} holds a run with other settings: {', '.join(changes)}",

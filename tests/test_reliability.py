@@ -130,7 +130,8 @@ def test_zoo_names_a_cached_run_of_another_architecture_and_the_way_out(tmp_path
     sizes = dict(epochs=1, eval_n=32, eval_steps=1)
     trained_model("standard", profile=SMOKE.with_(arch="small-cnn"), root=tmp_path, progress=False, **sizes)
     folder = run_folder("standard", profile=SMOKE, root=tmp_path, **sizes)  # the cache of an older smoke, say
-    with pytest.raises(S2OError, match=f"holds a small-cnn run, not small-cnn-w24; .*delete {re.escape(str(folder))}"):
+    with pytest.raises(S2OError, match=rf"holds a small-cnn model \(arch='small-cnn'\) but the model given is "
+                                       rf"small-cnn-w24 .*; .*delete {re.escape(str(folder))}"):
         trained_model("standard", profile=SMOKE, root=tmp_path, progress=False, **sizes)
 
 
