@@ -262,8 +262,8 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> torch.Generator
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        # = torch.use_deterministic_algorithms(True, warn_only=True) without setting torch.compile's option, which
-        # imports the compiler (2 s in every notebook's kernel); this library does not compile.
+        # = torch.use_deterministic_algorithms(True, warn_only=True) without torch.compile's option, which imports
+        # the compiler (2 s in every notebook's kernel); s2o_lib.fast.prepare_model sets it where a run compiles.
         torch.set_deterministic_debug_mode("warn")
         torch.backends.cudnn.benchmark = False
     generator = torch.Generator()

@@ -138,10 +138,17 @@ def autocast(device: torch.device | str, precision: Precision = "fp32") -> conte
 
 
 def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:
-    """Channels-last memory format and optional ``torch.compile`` (the returned module shares weights)."""
+    """Channels-last memory format and optional ``torch.compile`` (the returned module shares weights).
+
+    Compiling under deterministic kernels (`s2o_lib.config.seed_everything`) also sets the compiler's own
+    deterministic option, as ``torch.use_deterministic_algorithms`` does; ``seed_everything`` leaves it to this
+    place so that runs which never compile never import the compiler.
+    """
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
+        if torch.are_deterministic_algorithms_enabled():
+            torch.use_deterministic_algorithms(True, warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
         model = torch.compile(model)
     return model
 

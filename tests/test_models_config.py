@@ -70,6 +70,15 @@ def test_seeding_asks_for_deterministic_kernels_without_importing_the_compiler()
     assert out == ["True", "True", "False"]
 
 
+def test_compiling_after_seeding_sets_the_compilers_deterministic_option_too():
+    code = ("import torch; from s2o_lib.config import seed_everything; from s2o_lib.fast import prepare_model; "
+            "from s2o_lib.models import build_model; seed_everything(0); "
+            "prepare_model(build_model('small-cnn', num_classes=10, in_channels=1), compile=True); "
+            "import torch._inductor.config as c; print(c.deterministic, torch.is_deterministic_algorithms_warn_only_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]
+
+
 def test_smoke_uses_the_width_24_small_cnn():
     model = build_model(get_profile("smoke").arch, num_classes=10, in_channels=1)
     assert model.body[0].out_channels == 24 and model.spec["arch"] == "small-cnn-w24"
