@@ -545,7 +545,7 @@ else:
 # <details><summary>Solution</summary>
 #
 # ```python
-# for method in ("avmixup", "avmixup+s2o"):      # about 15 s each in smoke; comparison_methods lists them next time
+# for method in ("avmixup", "avmixup+s2o"):      # about 9 s each in smoke; comparison_methods lists them next time
 #     models[method] = trained_model(method, progress=False)[0]
 # table = compare_models(models, test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
 #                        autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0,
