@@ -4,10 +4,11 @@ Method names, as `fit` and the command line accept them::
 
     standard | at | trades | mart | avmixup   the base loss
     [+awp]                                    adversarial weight perturbation (Wu et al. 2020)
-    [+s2o | +s2o-kfac]                        the released S²O regulariser, or the library's KFAC-Laplace
-                                              reading of the paper's objective (damping and weight are ours)
+    [+s2o | +s2o-kfac | +ls]                  the released S²O regulariser, the library's KFAC-Laplace
+                                              reading of the paper's objective (damping and weight are ours),
+                                              or its label-smoothing control (ours)
 
-e.g. ``at``, ``trades+awp``, ``at+s2o``, ``trades+awp+s2o``, ``avmixup+s2o``, ``mart+s2o-kfac``.
+e.g. ``at``, ``trades+awp``, ``at+s2o``, ``trades+awp+s2o``, ``avmixup+s2o``, ``mart+s2o-kfac``, ``at+ls``.
 
 Every base loss is written as ``primary + β·robust``:
 
@@ -24,8 +25,10 @@ avmixup    soft CE(f(x̃), ỹ): x̃ = αx + (1−α)·clip(x + γδ),      0
 =========  ==================================================  =====================================
 
 The released S²O code reweights the primary term: ``(1 − w)·primary + w·R + β·robust`` with w = 0.1 for
-AT (and AVMixup, see below) and 0.3 for TRADES and MART (so AT+S²O = 0.9·CE_adv + 0.1·R). The KFAC variant
-adds ``λ·penalty`` to the base loss instead. AWP computes a weight perturbation on a proxy model with the
+AT (and AVMixup, see below) and 0.3 for TRADES and MART (so AT+S²O = 0.9·CE_adv + 0.1·R). The control ``+ls``
+is the same loss with R's soft targets replaced by label smoothing at the same label mass (`s2o_lib.s2o`,
+`label_smoothing_regulariser`), forwarded exactly as ``+s2o`` is. The KFAC variant adds ``λ·penalty`` to the base
+loss instead. AWP computes a weight perturbation on a proxy model with the
 plain base loss and evaluates the full loss at the perturbed weights.
 
 Which released script each setting follows (file names in the repositories named in the docstrings below):
@@ -77,12 +80,14 @@ from torch import Tensor, nn
 from .attacks import pgd, trades_kl_attack
 from .errors import S2OError
 from .models import device_of
-from .s2o import kfac_correlation_penalty, s2o_regulariser
+from .s2o import kfac_correlation_penalty, label_smoothing_regulariser, s2o_regulariser
 
 Base = Literal["standard", "at", "trades", "mart", "avmixup"]
-S2OVariant = Literal["official", "kfac"]
+S2OVariant = Literal["official", "kfac", "ls"]
 BASES: tuple[str, ...] = ("standard", "at", "trades", "mart", "avmixup")
-_SUFFIX = {"s2o": "official", "s2o-kfac": "kfac"}
+_SUFFIX = {"s2o": "official", "s2o-kfac": "kfac", "ls": "ls"}
+# The regularisers that reweight the primary term, (1 − w)·primary + w·R: the released S²O and its control.
+_SOFT_TARGET_TERMS = {"official": s2o_regulariser, "ls": label_smoothing_regulariser}
 # The inputs each base loss is computed on: "clean" (x) and/or "adv" (x′; AVMixup: the mixture x̃).
 _BASE_INPUTS: dict[str, tuple[str, ...]] = {
     "standard": ("clean",), "at": ("adv",), "trades": ("clean", "adv"), "mart": ("clean", "adv"),
@@ -97,8 +102,8 @@ class Method:
     Attributes:
         base: ``standard``, ``at``, ``trades``, ``mart`` or ``avmixup``.
         awp: whether adversarial weight perturbation wraps the step.
-        s2o: ``None``, ``"official"`` (the released regulariser) or ``"kfac"`` (the library's KFAC-Laplace
-            reading of the paper's objective).
+        s2o: ``None``, ``"official"`` (the released regulariser), ``"kfac"`` (the library's KFAC-Laplace
+            reading of the paper's objective) or ``"ls"`` (the label-smoothing control of the released one).
     """
 
     base: str
@@ -110,7 +115,7 @@ class Method:
         """The canonical name, e.g. ``trades+awp+s2o``."""
         parts = [self.base] + (["awp"] if self.awp else [])
         if self.s2o is not None:
-            parts.append("s2o" if self.s2o == "official" else "s2o-kfac")
+            parts.append({v: k for k, v in _SUFFIX.items()}[self.s2o])
         return "+".join(parts)
 
     @property
@@ -120,13 +125,14 @@ class Method:
 
     @property
     def needs_clean_logits(self) -> bool:
-        """Whether the step forwards the clean batch (the base loss uses it, or the released S²O term)."""
-        return "clean" in _BASE_INPUTS[self.base] or self.s2o == "official"
+        """Whether the step forwards the clean batch (the base loss uses it, or the released S²O term or its
+        control)."""
+        return "clean" in _BASE_INPUTS[self.base] or self.s2o in _SOFT_TARGET_TERMS
 
 
 def _all_method_names() -> tuple[str, ...]:
     names = ["standard"]
-    for base, awp, s2o in itertools.product(BASES[1:], (False, True), (None, "official", "kfac")):
+    for base, awp, s2o in itertools.product(BASES[1:], (False, True), (None, "official", "kfac", "ls")):
         names.append(Method(base, awp, s2o).name)
     return tuple(names)
 
@@ -174,7 +180,7 @@ def forward_order(method: Method | str) -> tuple[str, ...]:
         (('clean', 'adv', 'clean-bn'), ('adv', 'clean', 'clean-bn'), ('adv',))
     """
     method = parse_method(method)
-    if method.base == "trades" and method.s2o != "official":
+    if method.base == "trades" and method.s2o not in _SOFT_TARGET_TERMS:
         return ("adv", "clean", "clean-bn") if method.awp else ("clean", "adv", "clean-bn")
     order = ("clean",) if method.needs_clean_logits else ()
     return order + (("adv",) if method.adversarial else ())
@@ -222,7 +228,8 @@ class DefenseConfig:
         alpha: step size of the training attack (2/255).
         steps: steps of the training attack (PGD-10).
         beta: weight of the robust term for TRADES and MART (6.0 in both papers and in S²O's code).
-        s2o_weight: w in ``(1 − w)·primary + w·R``; ``None`` picks 0.1 for AT and AVMixup, 0.3 for TRADES/MART.
+        s2o_weight: w in ``(1 − w)·primary + w·R`` (``+s2o`` and its control ``+ls``); ``None`` picks 0.1 for AT
+            and AVMixup, 0.3 for TRADES/MART.
         off_diagonal_mass: m of the soft targets (0.8 for 10 classes, 0.98 for CIFAR-100).
         kfac_weight: λ of the KFAC variant's penalty (ours).
         kfac_damping: relative damping of the KFAC factors (ours).
@@ -269,6 +276,23 @@ class DefenseConfig:
             return self.s2o_weight
         return 0.1 if base in ("at", "avmixup") else 0.3
 
+    def label_mass(self, method: Method | str) -> float:
+        """The probability on the label that the primary term's input is trained towards.
+
+        ``+s2o`` and ``+ls`` mix the primary term's one-hot target (weight 1 − w) with soft targets that put
+        1 − m on the label (weight w): ``(1 − w) + w·(1 − m)``, e.g. 0.9 + 0.1·0.2 = 0.92 for AT+S²O and
+        0.7 + 0.3·0.2 = 0.76 for TRADES+S²O and MART+S²O. Other methods train towards the label alone (1.0;
+        AVMixup's own smoothed labels aside).
+
+        Args:
+            method: the method (name or parsed).
+        """
+        method = parse_method(method)
+        if method.s2o not in _SOFT_TARGET_TERMS:
+            return 1.0
+        w = self.s2o_weight_for(method.base)
+        return (1.0 - w) + w * (1.0 - self.off_diagonal_mass)
+
     def awp_settings(self, base: str) -> AWPSettings:
         """AWP's (γ, warm-up, proxy lr) for a base method: the fields set here, else `AWP_DEFAULTS[base]`."""
         if base not in AWP_DEFAULTS:
@@ -288,7 +312,7 @@ class DefenseConfig:
         """
         method = parse_method(method)
         config = self
-        if method.s2o == "official":
+        if method.s2o in _SOFT_TARGET_TERMS:
             config = replace(config, s2o_weight=self.s2o_weight_for(method.base))
         if method.awp:
             awp = self.awp_settings(method.base)
@@ -423,9 +447,9 @@ def method_loss(
     """
     primary, robust = base_terms(method.base, logits_clean, logits_adv, y, soft_labels)
     loss = primary
-    if method.s2o == "official":
+    if method.s2o in _SOFT_TARGET_TERMS:
         w = config.s2o_weight_for(method.base)
-        reg = s2o_regulariser(logits_clean, logits_adv, y, off_diagonal_mass=config.off_diagonal_mass)
+        reg = _SOFT_TARGET_TERMS[method.s2o](logits_clean, logits_adv, y, off_diagonal_mass=config.off_diagonal_mass)
         loss = (1.0 - w) * primary + w * reg
     if robust is not None:
         loss = loss + config.beta * robust

@@ -17,6 +17,14 @@ proxy for decorrelating the last layer. The released code recomputes ``f(x)`` an
 M with a per-sample Python loop; here the logits of the passes already made are reused and M is one
 matrix product. The values are the same.
 
+**The label-smoothing control** (``+ls``; ours, not the authors'). The soft targets put 1 − m = 0.2 on the label,
+and mixed as 0.9·CE + 0.1·R (AT) or 0.7·base + 0.3·R (TRADES, MART) they train the model towards
+0.9 + 0.1·0.2 = 0.92 (AT) or 0.7 + 0.3·0.2 = 0.76 on the label: a structured label smoothing, and label smoothing
+alone can raise PGD accuracy without real robustness (Shafahi et al. 2019). `label_smoothing_regulariser` is R
+with the targets replaced by `uniform_targets`: the same 1 − m on the label, the off-label mass m spread
+uniformly instead of by |M|. Everything else (weights, inputs, forwards) is S²O's, so S²O − LS measures what
+the *shape* of the soft targets adds, and LS − base what the label mass does.
+
 **The library's KFAC-Laplace reading of the paper's objective** (``+s2o-kfac``; damping and weight are
 ours, and none of the public code has it). The paper's PAC-Bayesian bound treats the weights as a Gaussian
 posterior with a non-diagonal covariance and is tighter when the correlation matrix R of that posterior has a
@@ -125,6 +133,51 @@ def s2o_regulariser(
     q = soft_targets(logits_clean, targets, off_diagonal_mass)
     q_adv = soft_targets(logits_adv, targets, off_diagonal_mass)
     return 0.5 * (soft_target_kl(logits_clean, q) + soft_target_kl(logits_adv, q_adv))
+
+
+def uniform_targets(targets: Tensor, num_classes: int, off_diagonal_mass: float = 0.8) -> Tensor:
+    """Label-smoothed targets: ``1 − m`` on the label and ``m/(C − 1)`` on every other class.
+
+    The same label mass as `soft_targets`, with its off-label mass spread uniformly (the ``+ls`` control).
+
+    Args:
+        targets: (B,) integer labels.
+        num_classes: C (≥ 2).
+        off_diagonal_mass: m (0 ≤ m < 1).
+
+    Returns:
+        (B, C) float32 probability vectors on the labels' device.
+    """
+    if not 0.0 <= off_diagonal_mass < 1.0:
+        raise S2OError(f"off_diagonal_mass must be in [0, 1), got {off_diagonal_mass}")
+    if num_classes < 2 or targets.ndim != 1:
+        raise S2OError(f"need (B,) labels and num_classes >= 2, got {tuple(targets.shape)} and {num_classes}")
+    one_hot = F.one_hot(targets, num_classes).float()
+    return one_hot * (1.0 - off_diagonal_mass) + (1.0 - one_hot) * (off_diagonal_mass / (num_classes - 1))
+
+
+def label_smoothing_regulariser(
+    logits_clean: Tensor,
+    logits_adv: Tensor,
+    targets: Tensor,
+    *,
+    off_diagonal_mass: float = 0.8,
+) -> Tensor:
+    """The control ``R_LS = ½ [KL(u ‖ f(x)) + KL(u ‖ f(x_adv))]`` with u the `uniform_targets` of the labels.
+
+    `s2o_regulariser` with the soft targets replaced by label smoothing at the same label mass ``1 − m``.
+
+    Args:
+        logits_clean: (B, C) training-mode logits on clean inputs (gradient flows through them).
+        logits_adv: (B, C) training-mode logits on adversarial inputs (gradient flows through them).
+        targets: (B,) labels.
+        off_diagonal_mass: m.
+
+    Returns:
+        A scalar tensor.
+    """
+    u = uniform_targets(targets.to(logits_clean.device), logits_clean.shape[1], off_diagonal_mass)
+    return 0.5 * (soft_target_kl(logits_clean, u) + soft_target_kl(logits_adv, u))
 
 
 def kfac_correlation_penalty(features: Tensor, logits: Tensor, *, damping: float = 0.1) -> Tensor:

@@ -30,7 +30,7 @@ from s2o_lib.defenses import (
 )
 from s2o_lib.errors import S2OError
 from s2o_lib.models import build_model
-from s2o_lib.s2o import kfac_correlation_penalty, s2o_regulariser
+from s2o_lib.s2o import kfac_correlation_penalty, label_smoothing_regulariser, s2o_regulariser
 
 from .conftest import SMOKE, train_small
 
@@ -39,16 +39,17 @@ def test_parse_method_composes_names():
     assert parse_method("trades+awp+s2o") == Method("trades", awp=True, s2o="official")
     assert parse_method("at+s2o+awp") == Method("at", awp=True, s2o="official")
     assert parse_method("mart+s2o-kfac").s2o == "kfac"
+    assert parse_method("trades+ls+awp") == Method("trades", awp=True, s2o="ls")
     assert parse_method(" AT ").name == "at"
     for name in METHODS:
         assert parse_method(name).name == name
     for required in ("standard", "at", "trades", "mart", "at+awp", "trades+awp", "at+s2o", "trades+s2o",
                      "mart+s2o", "trades+awp+s2o", "at+awp+s2o", "avmixup", "avmixup+s2o", "avmixup+awp",
-                     "avmixup+awp+s2o", "avmixup+s2o-kfac"):
+                     "avmixup+awp+s2o", "avmixup+s2o-kfac", "at+ls", "trades+ls", "mart+ls"):
         assert required in METHODS
 
 
-@pytest.mark.parametrize("name", ["pgd", "at+s2o+s2o-kfac", "standard+awp", "at+awp+awp", "", "s2o", "trades+foo"])
+@pytest.mark.parametrize("name", ["pgd", "at+s2o+s2o-kfac", "at+s2o+ls", "standard+ls", "standard+awp", "at+awp+awp", "", "s2o", "trades+foo"])
 def test_unknown_methods_list_the_valid_ones(name):
     with pytest.raises(S2OError, match="valid methods are: standard, at, at\\+s2o"):
         parse_method(name)
@@ -72,6 +73,25 @@ def test_trades_s2o_loss_matches_released_weights():
     kl = F.kl_div(F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="sum") / 16
     expected = 0.7 * F.cross_entropy(clean, y) + 0.3 * s2o_regulariser(clean, adv, y) + 6.0 * kl
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("base", "w"), [("at", 0.1), ("trades", 0.3), ("mart", 0.3)])
+def test_label_smoothing_control_swaps_only_the_targets(base, w):
+    clean, adv, y = _logits()
+    config = DefenseConfig(beta=6.0)
+    with_s2o = method_loss(parse_method(f"{base}+s2o"), config, y, logits_clean=clean, logits_adv=adv)
+    control = method_loss(parse_method(f"{base}+ls"), config, y, logits_clean=clean, logits_adv=adv)
+    swap = w * (label_smoothing_regulariser(clean, adv, y) - s2o_regulariser(clean, adv, y))
+    assert torch.allclose(control, with_s2o + swap, atol=1e-6)
+    assert config.for_method(f"{base}+ls").s2o_weight == w
+
+
+def test_label_mass_of_the_mixed_targets():
+    config = DefenseConfig()
+    assert config.label_mass("at+s2o") == pytest.approx(0.92) and config.label_mass("at+ls") == pytest.approx(0.92)
+    assert config.label_mass("trades+s2o") == pytest.approx(0.76) and config.label_mass("mart+ls") == pytest.approx(0.76)
+    assert config.label_mass("at") == 1.0 and config.label_mass("trades+s2o-kfac") == 1.0
+    assert DefenseConfig(off_diagonal_mass=0.98).label_mass("at+s2o") == pytest.approx(0.902)
 
 
 def test_mart_loss_matches_authors_formula():
@@ -214,6 +234,8 @@ def _train_mode_inputs(method: str, x: torch.Tensor, y: torch.Tensor) -> list[st
     ("trades+s2o-kfac", ["x", "adv", "x"]),
     ("avmixup", ["adv"]),                      # AVMixup's train.py line 194: the mixture only
     ("avmixup+s2o", ["x", "adv"]),
+    ("at+ls", ["x", "adv"]),                   # the control forwards exactly as +s2o does
+    ("trades+ls", ["x", "adv"]),
 ])
 def test_batchnorm_sees_the_reference_forward_order(digits, method, expected):
     x, y = tensors(digits[0], n=32)

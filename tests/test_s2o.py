@@ -11,9 +11,11 @@ from s2o_lib.laplace import correlation_from_covariance
 from s2o_lib.s2o import (
     default_off_diagonal_mass,
     kfac_correlation_penalty,
+    label_smoothing_regulariser,
     s2o_regulariser,
     soft_target_matrix,
     soft_targets,
+    uniform_targets,
 )
 
 
@@ -126,3 +128,36 @@ def test_kfac_penalty_is_at_least_one_and_differentiable():
     assert value >= 1.0 - 1e-5
     value.backward()
     assert feats.grad is not None and torch.isfinite(feats.grad).all()
+
+
+# ----------------------------------------------------------------------------------------- the +ls control
+def test_uniform_targets_put_the_same_label_mass_as_the_soft_targets():
+    g = torch.Generator().manual_seed(4)
+    logits, y = torch.randn(32, 10, generator=g), torch.randint(0, 10, (32,), generator=g)
+    u = uniform_targets(y, 10, 0.8)
+    q = soft_targets(logits, y, 0.8)
+    assert torch.allclose(u.sum(1), torch.ones(32)) and torch.allclose(q.sum(1), torch.ones(32), atol=1e-6)
+    label = torch.arange(32), y
+    assert torch.allclose(u[label], q[label], atol=1e-6), "the same 1 - m on the label"
+    off = u.masked_select(~F.one_hot(y, 10).bool())
+    assert torch.allclose(off, torch.full_like(off, 0.8 / 9)), "the off-label mass is spread uniformly"
+    assert not torch.allclose(u, q, atol=1e-3), "S²O's spread is not uniform"
+
+
+def test_label_smoothing_regulariser_is_the_released_term_with_uniform_targets():
+    g = torch.Generator().manual_seed(5)
+    clean, adv = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+    u = torch.full((8, 10), 0.8 / 9)
+    u[torch.arange(8), y] = 0.2
+
+    def kl(q, logits):
+        return (q * (q.log() - F.log_softmax(logits, 1))).sum(1).mean()
+
+    assert torch.allclose(label_smoothing_regulariser(clean, adv, y), 0.5 * (kl(u, clean) + kl(u, adv)), atol=1e-6)
+    assert not torch.allclose(label_smoothing_regulariser(clean, adv, y), s2o_regulariser(clean, adv, y), atol=1e-3)
+
+
+def test_uniform_targets_refuse_bad_mass():
+    with pytest.raises(S2OError, match="off_diagonal_mass"):
+        uniform_targets(torch.tensor([0, 1]), 10, 1.0)
