@@ -56,13 +56,15 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s2o_lib.bounds import estimate_bound
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import load_dataset, make_loader, tensors
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
+from s2o_lib.norms import mean_abs_correlation
 from s2o_lib.regime import RESULTS_DIR, analyse_regime, load_results
 from s2o_lib.stats import paired_test, signed_rank_test, t_interval, t_test
-from s2o_lib.train import fit
+from s2o_lib.train import fit, fit_options
 
 OUT_DIR = Path("runs/regime")
 SMOKE = get_profile("smoke")
@@ -133,11 +135,11 @@ def train_epochs(model: torch.nn.Module, train: TensorDataset, *, regime: Regime
     Returns the wall seconds of each epoch trained so far (``History.seconds``, training only).
     """
     history = fit(
-        model, make_loader(train, batch_size=regime.batch_size, shuffle=True, seed=seed),
-        method=method, epochs=epochs, lr=regime.lr, schedule=regime.schedule, milestones=regime.milestones,
-        eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=SMOKE.train_steps,
-        awp_gamma=regime.awp_gamma, awp_warmup=regime.awp_warmup,
-        checkpoint_dir=folder, resume=True, progress=False,
+        model, make_loader(train, batch_size=regime.batch_size, shuffle=True, seed=seed), method=method,
+        **fit_options(epochs=epochs, lr=regime.lr, schedule=regime.schedule, milestones=regime.milestones,
+                      eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=SMOKE.train_steps,
+                      awp_gamma=regime.awp_gamma, awp_warmup=regime.awp_warmup,
+                      checkpoint_dir=folder, resume=True, progress=False),
     )
     return list(history.seconds)
 
@@ -152,6 +154,36 @@ def evaluate(model: torch.nn.Module, data: TensorDataset, attacks: tuple[str, ..
     return {k: round(float(v), 6) for k, v in result.items()}, bits
 
 
+#: What `last_layer_statistics` keeps of `estimate_bound`'s report.
+BOUND_FIELDS = ("m", "gamma", "robust_margin_loss", "robust_train_acc", "R_fro", "R_spectral", "R_logdet", "R_dim",
+                "jin_S_spectral", "jin_neg_logdet", "sigma_isotropic", "sigma_correlated", "sigma_jin",
+                "log10_spectral_product", "log10_bound_independent", "log10_bound_correlated", "log10_bound_jin")
+
+
+def last_layer_statistics(model: torch.nn.Module, train: TensorDataset, test: TensorDataset) -> dict[str, Any]:
+    """What S²O is meant to change, measured on one trained model (the ``stats`` of a record).
+
+    - ``head_rho``: Jin et al. 2020's ρ of the last layer (mean |cos| between its class vectors);
+    - ``logit_corr``: the mean |off-diagonal| of the correlation matrix of M = ZᵀZ, the clean test logits'
+      second moment (what the released regulariser builds its targets from);
+    - ``head_shape``: (C, D) of the last layer;
+    - the `BOUND_FIELDS` of `estimate_bound` on the training subset (CW-PGD-10, seed 0; σ search with the
+      softmax shift projected out): ‖R‖_F, −ln det R, Jin et al.'s −Σ ln det S_i, the tolerated σ, the bound.
+    """
+    x_test, _ = tensors(test)
+    with torch.no_grad():
+        z = torch.cat([model(x_test[i:i + 256]) for i in range(0, len(x_test), 256)]).double()
+    second = z.T @ z
+    scale = second.diagonal().sqrt()
+    corr = second / torch.outer(scale, scale)
+    c = corr.shape[0]
+    report = estimate_bound(model, tensors(train), eps=SMOKE.eps, steps=10, n=512, seed=0)
+    return {"head_rho": mean_abs_correlation(model.head.weight),
+            "logit_corr": float((corr.abs().sum() - corr.diagonal().abs().sum()) / (c * (c - 1))),
+            "head_shape": list(model.head.weight.shape),
+            **{name: float(getattr(report, name)) for name in BOUND_FIELDS}}
+
+
 def _curve_point(model: torch.nn.Module, sets: dict[str, TensorDataset], epoch: int) -> dict[str, Any]:
     point: dict[str, Any] = {"epoch": epoch}
     for name, data in sets.items():
@@ -161,8 +193,9 @@ def _curve_point(model: torch.nn.Module, sets: dict[str, TensorDataset], epoch: 
 
 
 def run_one(regime: Regime, method: str, seed: int, *, round_name: str, curve_points: int, val_n: int,
-            autoattack: bool) -> dict[str, Any]:
-    """Train one model with a curve over epochs, then evaluate the last and the best-on-validation weights.
+            autoattack: bool, stats: bool = False) -> dict[str, Any]:
+    """Train one model with a curve over epochs, then evaluate the last and the best-on-validation weights
+    (and, with ``stats``, measure the last model's `last_layer_statistics`).
 
     The curve has about ``curve_points`` points (every ``epochs // curve_points`` epochs, and the last);
     ``standard`` gets the last point only (its robust accuracy is 0 throughout).
@@ -197,6 +230,8 @@ def run_one(regime: Regime, method: str, seed: int, *, round_name: str, curve_po
     last_test, last_bits = evaluate(model.eval(), test, FINAL_ATTACKS, autoattack=autoattack)
     last_train, _ = evaluate(model, train, ("clean", "pgd20"))
     final["last"] = {"test": last_test, "test_bits": last_bits, "train": last_train}
+    if stats:
+        final["last"]["stats"] = last_layer_statistics(model, train, test)
     model.load_state_dict(torch.load(folder / "best_val.pt", weights_only=True))
     best_test, best_bits = evaluate(model.eval(), test, FINAL_ATTACKS)
     best_train, _ = evaluate(model, train, ("clean", "pgd20"))
@@ -234,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                         continue
                     t0 = time.perf_counter()
                     record = run_one(regime, method, seed, round_name=args.round, curve_points=args.curve_points,
-                                     val_n=args.val_n, autoattack=args.autoattack)
+                                     val_n=args.val_n, autoattack=args.autoattack, stats=args.stats)
                     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
                     with out.open("a") as f:
                         f.write(json.dumps(record) + "\n")
@@ -461,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="points of the curve over epochs (every epochs//k epochs; 0: the last epoch only)")
     run.add_argument("--val-n", type=int, default=300, help="validation images (outside the subset)")
     run.add_argument("--autoattack", action="store_true", help="also AutoAttack 'fast' on the last model")
+    run.add_argument("--stats", action="store_true",
+                     help="also record the last model's last-layer statistics and bound terms")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     rep = sub.add_parser("report", help="markdown tables from one or more rounds")
     rep.add_argument("--round", nargs="+", required=True, help="rounds to read")
