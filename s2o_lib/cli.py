@@ -364,7 +364,7 @@ def _add_run_notebooks_parser(sub: Any) -> None:
                "  %(prog)s 00 03 --profile class --out build/class\n"
                "  %(prog)s notebooks/09_robustness_comparison.ipynb --timeout 3600\n"
                "  %(prog)s --profile class --dry-run          # class's code path, tiny sizes, on a CPU\n"
-               "Cells whose source has a line starting with '# REPORT' put their outputs in the report.",
+               "Cells whose metadata has \"report\": caption put their outputs in the report.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
                    help="notebooks to run: paths, names in --notebook-dir, or numbers like 03 "

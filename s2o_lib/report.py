@@ -1,14 +1,15 @@
 """The HTML and JSON report of ``run-notebooks``: the profile, the versions, one row per notebook, and the
-outputs of every cell marked ``# REPORT``.
+outputs of every cell marked for the report.
 
-A code cell whose source has a line starting with ``# REPORT`` puts its outputs in the report; text after the
-marker (``# REPORT: comparison table``) becomes the caption, and a caption that starts with ``[headline]``
-(``# REPORT: [headline] comparison table``) puts the outputs in a *Headline results* section at the top of the
-page instead. `s2o_lib.runner` executes the notebooks and calls `report_items` and `write_report`.
+A code cell whose metadata has ``"report": "caption"`` puts its outputs in the report under that caption; with
+the tag ``report-headline`` as well they go to the *Headline results* section at the top of the page instead.
+The marks live in the cell's metadata, out of the student's view (a notebook source writes them on its cell
+line: ``# %% tags=["report-headline"] report="comparison table"``). `s2o_lib.runner` executes the notebooks and
+calls `report_items` and `write_report`.
 
 Example:
-    >>> report_caption("x = 1\n# REPORT: the table\nshow()")
-    'the table'
+    >>> report_caption({"report": "the table", "tags": ["report-headline"]})
+    ('the table', True)
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runner import NotebookResult
 
 REPORT_TITLE = "S²O tutorials: run report"
-_REPORT_MARKER = re.compile(r"^\s*#\s*REPORT\b[:\s-]*(?P<caption>.*)$")
-_HEADLINE_TAG = re.compile(r"^\[headline\]\s*", re.IGNORECASE)
+#: The cell tag that puts a report cell's outputs among the headline results.
+HEADLINE_TAG = "report-headline"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -74,7 +75,7 @@ def device_name() -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Collecting the `# REPORT` outputs
+# Collecting the outputs of report cells
 # --------------------------------------------------------------------------------------------------
 
 
@@ -89,13 +90,12 @@ def clean_text(text: str) -> str:
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
-def report_caption(source: str) -> str | None:
-    """The caption of a ``# REPORT`` cell (``""`` if the marker has none), or ``None`` if unmarked."""
-    for line in source.splitlines():
-        match = _REPORT_MARKER.match(line)
-        if match:
-            return match.group("caption").strip()
-    return None
+def report_caption(metadata: dict[str, Any]) -> tuple[str, bool] | None:
+    """``(caption, headline)`` of a report cell from its metadata, or ``None`` for a cell not in the report."""
+    caption = metadata.get("report")
+    if caption is None:
+        return None
+    return str(caption).strip(), HEADLINE_TAG in (metadata.get("tags") or [])
 
 
 def _render_output(output: dict[str, Any]) -> str | None:
@@ -128,19 +128,18 @@ def _render_output(output: dict[str, Any]) -> str | None:
 
 
 def report_items(nb: Any) -> list[dict[str, Any]]:
-    """The rendered outputs of a notebook's ``# REPORT`` code cells: ``[{cell, caption, html: [...]}]``."""
+    """The rendered outputs of a notebook's report cells: ``[{cell, caption, headline, html: [...]}]``."""
     items = []
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
-        caption = report_caption(cell_text(cell.get("source", "")))
-        if caption is None:
+        marked = report_caption(cell.get("metadata", {}))
+        if marked is None:
             continue
         fragments = [frag for out in cell.get("outputs", []) if (frag := _render_output(out)) is not None]
         if fragments:
-            headline = bool(_HEADLINE_TAG.match(caption))
-            items.append({"cell": index, "caption": _HEADLINE_TAG.sub("", caption), "headline": headline,
-                          "html": fragments})
+            caption, headline = marked
+            items.append({"cell": index, "caption": caption, "headline": headline, "html": fragments})
     return items
 
 
@@ -271,7 +270,7 @@ def _render_html(meta: dict[str, Any], results: list[NotebookResult], items: dic
     rest = {r.name: [item for item in items.get(r.name, []) if not item.get("headline")] for r in results}
     shown = [r for r in results if rest[r.name]]
     if not shown and not headlines:
-        parts.append('<p class="empty">No executed notebook has a cell marked <code># REPORT</code>.</p>')
+        parts.append('<p class="empty">No executed notebook has a cell marked for the report.</p>')
     for result in shown:
         parts.append(f"<section><h3>{esc(result.name)}</h3>")
         for item in rest[result.name]:

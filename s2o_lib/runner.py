@@ -4,7 +4,7 @@ Each notebook runs in a fresh Jupyter kernel (`nbclient.NotebookClient`), with i
 directory (so relative paths behave as in Jupyter) and ``S2O_PROFILE`` set to the chosen profile in the
 kernel's environment (the caller's environment is never changed). The executed notebooks go to
 ``out/<name>.ipynb``, and `s2o_lib.report` writes ``out/report.html`` and ``out/report.json``: the profile, the
-versions, one row per notebook and the outputs of the cells marked ``# REPORT``.
+versions, one row per notebook and the outputs of the cells marked for it (``"report"`` in their metadata).
 
 The first failing notebook stops the run: its partial executed notebook and the report are still
 written, and `NotebookFailed` says which notebook and cell failed and why, in a few lines.

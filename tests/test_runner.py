@@ -33,14 +33,13 @@ GOOD = [
     new_markdown_cell("# A tiny notebook"),
     new_code_cell('import os\nprint("not-in-report-sentinel", os.environ["S2O_PROFILE"])'),
     new_code_cell(
-        "# REPORT: profile seen by the kernel\n"
         'print("S2O_PROFILE=" + os.environ["S2O_PROFILE"])\n'
         'print(open("marker.txt").read())  # relative to the notebook folder\n'
-        'print("<b>&escaped</b>")'
+        'print("<b>&escaped</b>")', metadata={"report": "profile seen by the kernel"}
     ),
-    new_code_cell("# REPORT: [headline] the headline table\nprint('headline-sentinel')"),
+    new_code_cell("print('headline-sentinel')",
+                  metadata={"report": "the headline table", "tags": ["report-headline"]}),
     new_code_cell(
-        "# REPORT: key figure and table\n"
         "import io\n"
         "import matplotlib\n"
         'matplotlib.use("Agg")\n'
@@ -53,14 +52,14 @@ GOOD = [
         "plt.close(fig)\n"
         "display(Image(buf.getvalue()))\n"
         "display(HTML('<table class=\"tiny-table\"><tr><th>method</th><th>robust</th></tr>"
-        "<tr><td>S2O</td><td>0.42</td></tr></table>'))"
+        "<tr><td>S2O</td><td>0.42</td></tr></table>'))", metadata={"report": "key figure and table"}
     ),
 ]
 BROKEN = [
     new_code_cell('print("before the error")'),
     new_markdown_cell("the next cell divides by zero"),
     new_code_cell("x = 1\ny = x / 0\nprint('never')"),
-    new_code_cell("# REPORT\nprint('never reached')"),
+    new_code_cell("print('never reached')", metadata={"report": ""}),
 ]
 
 
@@ -262,12 +261,12 @@ def test_discover_notebooks_is_sorted_and_skips_unnumbered(suite):
     assert [p.name for p in discover_notebooks(suite)] == ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb"]
 
 
-def test_report_marker():
-    assert report_caption("x = 1\n# REPORT: the table\nshow()") == "the table"
-    assert report_caption("# REPORT\nshow()") == ""
-    assert report_caption("  #REPORT comparison") == "comparison"
-    assert report_caption("# REPORTING is not the marker\nx = 1") is None
-    assert report_caption("x = 1  # REPORT") is None  # the line must start with the marker
+def test_report_marks_live_in_the_cell_metadata():
+    assert report_caption({"report": "the table"}) == ("the table", False)
+    assert report_caption({"report": " comparison ", "tags": ["report-headline"]}) == ("comparison", True)
+    assert report_caption({"report": ""}) == ("", False)
+    assert report_caption({"tags": ["report-headline"]}) is None  # the tag alone puts nothing in the report
+    assert report_caption({}) is None
 
 
 def test_render_output_prefers_rich_data_and_escapes_text():

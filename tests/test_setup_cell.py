@@ -220,24 +220,27 @@ def test_repository_url_has_one_home_and_s2o_repo_url_overrides_it(monkeypatch, 
     assert build_tool.colab_badge("file:///srv/s2o-tutorials", "00_setup") == ""  # Colab opens GitHub only
 
 
-def _cells_by_hand(text: str) -> list[tuple[str, str]]:
-    """The parser the build tool had before jupytext (a reference: the sources are written for it)."""
-    cells: list[tuple[str, list[str]]] = []
+def _cells_by_hand(text: str) -> list[tuple[str, str, dict]]:
+    """The parser the build tool had before jupytext (a reference: the sources are written for it), with the
+    cell metadata read off the cell line as ``key=<JSON>`` pairs."""
+    cells: list[tuple[str, list[str], dict]] = []
     for line in text.splitlines():
-        marker = re.match(r"^# %%( \[markdown\])?\s*$", line)
+        marker = re.match(r"^# %%( \[markdown\])?(?P<meta>( \w+=(\[[^]]*\]|\{[^}]*\}|\"[^\"]*\"))*)\s*$", line)
         if marker:
-            cells.append(("markdown" if marker.group(1) else "code", []))
+            meta = {key: json.loads(value)
+                    for key, value in re.findall(r"(\w+)=(\[[^]]*\]|\{[^}]*\}|\"[^\"]*\")", marker.group("meta"))}
+            cells.append(("markdown" if marker.group(1) else "code", [], meta))
         elif cells:
             cells[-1][1].append(line)
     out = []
-    for kind, lines in cells:
+    for kind, lines, meta in cells:
         while lines and not lines[-1].strip():
             lines.pop()
         while lines and not lines[0].strip():
             lines.pop(0)
         if kind == "markdown":
             lines = [re.sub(r"^# ?", "", line) for line in lines]
-        out.append((kind, "\n".join(lines)))
+        out.append((kind, "\n".join(lines), meta))
     return out
 
 

@@ -52,7 +52,6 @@ elif not os.environ.get("S2O_PROFILE"):
 print("profile:", os.environ["S2O_PROFILE"])'''
 
 SETUP_CELL = '''\
-# NBVAL_IGNORE_OUTPUT
 # Set-up: make `import s2o_lib` work in this kernel, with no restart. In a checkout, use the checkout. On Colab,
 # clone the repository (or update the clone), put it on sys.path and install only what Colab lacks.
 import os
@@ -104,9 +103,18 @@ def setup_cells(repo: str) -> tuple[str, str]:
     return PROFILE_CELL, SETUP_CELL % {"url": json.dumps(repo), "runs": json.dumps(DRIVE_RUNS)}
 
 
-def read_cells(source: Path) -> list[tuple[str, str]]:
-    """``(cell_type, source)`` of each cell of a percent-format source, as jupytext reads it."""
-    return [(cell.cell_type, cell.source) for cell in jupytext.read(source, fmt="py:percent").cells]
+def read_cells(source: Path) -> list[tuple[str, str, dict]]:
+    """``(cell_type, source, metadata)`` of each cell of a percent-format source, as jupytext reads it.
+
+    The metadata is what the source writes on a cell's line, e.g. ``# %% tags=["nbval-ignore-output"]`` (nbval
+    does not compare the outputs), ``report="caption"`` (the outputs go into the run report, the tag
+    ``report-headline`` puts them at its top) and ``jupyter={"source_hidden": true}`` (a check that the prose
+    agrees with the outputs, collapsed so that a student reads the lecture first).
+    """
+    # jupytext adds layout hints of its own (lines_to_next_cell, ...): only these keys are the cell's.
+    keep = ("tags", "report", "jupyter")
+    return [(cell.cell_type, cell.source, {k: v for k, v in cell.metadata.items() if k in keep})
+            for cell in jupytext.read(source, fmt="py:percent").cells]
 
 
 def build(source: Path, *, out_dir: Path = NOTEBOOKS) -> Path:
@@ -127,9 +135,12 @@ def build(source: Path, *, out_dir: Path = NOTEBOOKS) -> Path:
     nb = v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    ignored = {"tags": ["nbval-ignore-output"]}
     nb.cells = [new["markdown"](colab_badge(repo, name) + cells[0][1], id=f"{name[:2]}-000"),
-                new["code"](profile, id=f"{name[:2]}-profile"), new["code"](setup, id=f"{name[:2]}-001")]
-    nb.cells += [new[kind](text, id=f"{name[:2]}-{i:03d}") for i, (kind, text) in enumerate(cells[1:], start=2)]
+                new["code"](profile, id=f"{name[:2]}-profile"),
+                new["code"](setup, id=f"{name[:2]}-001", metadata=ignored)]
+    nb.cells += [new[kind](text, id=f"{name[:2]}-{i:03d}", metadata=meta)
+                 for i, (kind, text, meta) in enumerate(cells[1:], start=2)]
     target = Path(out_dir) / f"{name}.ipynb"
     nbformat.write(nb, target)
     return target

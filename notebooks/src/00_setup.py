@@ -27,8 +27,7 @@ from s2o_lib.zoo import profile_data
 # ## Versions and device
 # Timings and devices differ between machines, so this cell's output is not compared by the tests.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 device = get_device()
 print(f"python {platform.python_version()}, torch {torch.__version__}, s2o_lib {s2o_lib.__version__}")
 print("device:", device, f"({torch.cuda.get_device_name()})" if device.type == "cuda" else "")

@@ -65,8 +65,7 @@ print(profile.notes)
 # Two interleaved half-circles, scaled into $[0, 1]^2$ so that they live in the same box as pixel values.
 # A tiny MLP learns to separate them in about a second.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 seed_everything(0)
 points, labels = make_moons(n_samples=400, noise=0.1, random_state=0)
 points = (points - points.min(0)) / (points.max(0) - points.min(0))  # scale into [0, 1]^2
@@ -93,8 +92,7 @@ assert toy_acc > 0.9, "the toy MLP should separate the moons"
 # sign sends the point to a **corner** of the square, the corner where the loss grows fastest. The library's
 # `fgsm` works on any batch in $[0, 1]$, including 2-D points.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 eps_toy = 0.08
 X_adv_toy = fgsm(toy, X_toy, Y_toy, eps=eps_toy)
 with torch.no_grad():
@@ -107,8 +105,7 @@ assert flipped.any(), "some points near the boundary must be flipped"
 assert ((X_adv_toy - X_toy).abs() <= eps_toy + 1e-6).all()
 assert X_adv_toy.min() >= 0 and X_adv_toy.max() <= 1
 
-# %%
-# REPORT: A 2-D toy problem: the decision boundary, the L∞ ε-ball (square) of one point and the FGSM step that crosses the boundary.
+# %% report="A 2-D toy problem: the decision boundary, the L∞ ε-ball (square) of one point and the FGSM step that crosses the boundary."
 grid = torch.linspace(0, 1, 200)
 gx, gy = torch.meshgrid(grid, grid, indexing="xy")
 with torch.no_grad():
@@ -158,8 +155,7 @@ plt.show()
 # the output grows **linearly in the dimension** $d$. Random noise of the same size points in random
 # directions; its effects mostly cancel and grow only like $\varepsilon\|w\|_2 \approx \varepsilon\sqrt{d}$.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 torch.manual_seed(0)
 eps_lin = 0.01
 dims = [2, 16, 64, 256, 1024, 3072, 12288]
@@ -218,8 +214,7 @@ def fgsm_by_hand(model, x, y, *, eps):
 # `trained_model("standard")` trains the profile's model with ordinary cross-entropy the first time and
 # loads it from `runs/` afterwards. We attack the first 200 test images.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model, history = trained_model("standard")
 _, test = profile_data(profile)
 x, y = tensors(test, n=min(profile.eval_n, 200))
@@ -251,8 +246,7 @@ fgsm_acc = accuracy(model, x_lib, y)
 assert fgsm_acc <= clean_acc, "robust accuracy cannot exceed clean accuracy"
 print("fgsm_by_hand matches s2o_lib.attacks.fgsm")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"clean accuracy {clean_acc:.3f} -> under FGSM (eps = {profile.eps}) {fgsm_acc:.3f}")
 
 # %% [markdown]
@@ -260,8 +254,7 @@ print(f"clean accuracy {clean_acc:.3f} -> under FGSM (eps = {profile.eps}) {fgsm
 # Top row: clean test images with the model's predictions. Middle: the same images after FGSM. Bottom: the
 # perturbation $\delta = x' - x$ (grey is zero). To us the middle row still shows the same digits.
 
-# %%
-# REPORT: Clean test digits (top), their FGSM adversarial versions (middle) and the perturbation (bottom), with the standard model's predictions.
+# %% report="Clean test digits (top), their FGSM adversarial versions (middle) and the perturbation (bottom), with the standard model's predictions."
 with torch.no_grad():
     pred_clean, pred_adv = model(x).argmax(1), model(x_lib).argmax(1)
 fig = image_grid(
@@ -278,8 +271,7 @@ plt.show()
 # drag it (or click its handle and use the arrow keys). At which ε do the predictions start to change, and at
 # which ε do *you* stop recognising the digits? The slider needs a running kernel: run the notebook to use it.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 epsilon_explorer(model, x[:6], y[:6], max_eps=2 * profile.eps, eps=profile.eps / 3, attack="fgsm")
 
 # %% [markdown]
@@ -297,13 +289,11 @@ for eps in eps_grid:
     acc_fgsm.append(accuracy(model, x_adv, y))
     acc_noise.append(accuracy(model, x_noise, y))
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for eps, a, b in zip(eps_grid, acc_fgsm, acc_noise):
     print(f"eps = {eps:5.3f}: FGSM {a:.3f}   random noise {b:.3f}")
 
-# %%
-# REPORT: Accuracy of the standard model under FGSM and under random noise of the same L∞ size.
+# %% report="Accuracy of the standard model under FGSM and under random noise of the same L∞ size."
 ax = plot_accuracy_vs_eps({"FGSM": (eps_grid, acc_fgsm), "random ±ε noise": (eps_grid, acc_noise)},
                           eps_marker=profile.eps)
 ax.set_ylabel("test accuracy")

@@ -87,8 +87,7 @@ def pgd_by_hand(model, x, y, *, eps, alpha, steps, random_start=True):
 # The standard model from notebook 01 and the PGD-adversarially trained (AT) model of notebook 03. Both come
 # from `trained_model`: trained the first time (AT takes a little longer), loaded from `runs/` afterwards.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_std, _ = trained_model("standard")
 model_at, _ = trained_model("at")
 _, test = profile_data(profile)
@@ -144,8 +143,7 @@ assert accuracy(model_at, x_lib) <= clean["AT"], "robust accuracy cannot exceed 
 assert accuracy(model_at, x_lib) == pgd_acc(model_at, **attack)
 print("pgd_by_hand matches s2o_lib.attacks.pgd")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"AT model: clean {clean['AT']:.3f}, PGD-10 by hand {accuracy(model_at, x_hand):.3f}, "
       f"PGD-10 library {accuracy(model_at, x_lib):.3f}")
 
@@ -160,8 +158,7 @@ print(f"AT model: clean {clean['AT']:.3f}, PGD-10 by hand {accuracy(model_at, x_
 #
 # On the two-moons toy of notebook 01 (retrained here in a second), both attacks start from the same point.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 seed_everything(0)
 points, labels = make_moons(n_samples=400, noise=0.1, random_state=0)
 points = (points - points.min(0)) / (points.max(0) - points.min(0))
@@ -192,8 +189,7 @@ i = int(torch.nonzero(right_before & wrong_linf)[0])  # a point the L∞ attack 
 assert (paths["linf"][-1] - X_toy).abs().max() <= eps_toy + 1e-6
 assert (paths["l2"][-1] - X_toy).norm(dim=1).max() <= eps_toy + 1e-6
 
-# %%
-# REPORT: The L∞ ball (square) and the L2 ball (disc) of radius ε around one point, with the PGD steps of each attack.
+# %% report="The L∞ ball (square) and the L2 ball (disc) of radius ε around one point, with the PGD steps of each attack."
 grid = torch.linspace(0, 1, 200)
 gx, gy = torch.meshgrid(grid, grid, indexing="xy")
 with torch.no_grad():
@@ -242,8 +238,7 @@ assert ((x_l2 - x).flatten(1).norm(dim=1) <= eps_l2 + 1e-5).all(), "L2 perturbat
 assert x_l2.min() >= 0 and x_l2.max() <= 1
 assert all(acc_l2[k] <= clean[k] for k in clean)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"d = {d}, eps_inf = {eps}, eps_2 = {eps_l2:.3f}  (eps*sqrt(d) = {eps * math.sqrt(d):.2f})")
 for name, acc in clean.items():
     print(f"{name:8s}: clean {acc:.3f}, L-inf PGD {acc_linf[name]:.3f}, L2 PGD {acc_l2[name]:.3f}")
@@ -280,16 +275,14 @@ restarts_grid = [1, 3]
 acc_restarts = [pgd_acc(model_at, **attack, restarts=r) for r in restarts_grid]
 acc_no_start = pgd_acc(model_at, **attack, init="none")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"AT model, eps = {eps}, clean accuracy {clean['AT']:.3f}")
 print(f"steps (alpha = {profile.eval_alpha:.3f}):   " + "  ".join(f"{k:>2d}: {a:.3f}" for k, a in zip(steps_grid, acc_steps)))
 print("alpha/eps (10 steps): " + "  ".join(f"{f:>4}: {a:.3f}" for f, a in zip(alpha_factors, acc_alpha)))
 print("restarts (10 steps):  " + "  ".join(f"{r}: {a:.3f}" for r, a in zip(restarts_grid, acc_restarts)))
 print(f"no random start (10 steps, alpha = eps/4): {acc_no_start:.3f}")
 
-# %%
-# REPORT: Accuracy of the AT model under PGD as a function of the number of steps, the step size and the restarts.
+# %% report="Accuracy of the AT model under PGD as a function of the number of steps, the step size and the restarts."
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), sharey=True)
 axes[0].semilogx(steps_grid, acc_steps, "o-")
 axes[0].set_xlabel(f"steps K (α = {profile.eval_alpha})")
@@ -338,8 +331,7 @@ for name, m in (("standard", model_std), ("AT", model_at)):
     assert ((x_t - x).abs() <= eps + 1e-6).all() and x_t.min() >= 0 and x_t.max() <= 1
     success[name] = accuracy(m, x_t, targets)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for name, rate in success.items():
     print(f"{name:8s}: targeted success rate (pred == y+1) {rate:.3f}")
 
@@ -373,8 +365,7 @@ for name, m in (("standard", model_std), ("AT", model_at)):
     acc_ce[name] = pgd_acc(m, **attack)
     acc_cw[name] = pgd_acc(m, **attack, loss="cw")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for name in clean:
     print(f"{name:8s}: PGD-10 CE {acc_ce[name]:.3f}, CW {acc_cw[name]:.3f}")
 
@@ -393,14 +384,12 @@ curves = {}
 for name, m in (("standard", model_std), ("AT", model_at)):
     curves[name] = [clean[name]] + [pgd_acc(m, eps=e, alpha=e / 4, steps=10) for e in eps_grid[1:]]
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print("eps:      " + "  ".join(f"{e:5.3f}" for e in eps_grid))
 for name, accs in curves.items():
     print(f"{name:8s}: " + "  ".join(f"{a:5.3f}" for a in accs))
 
-# %%
-# REPORT: Accuracy under PGD-10 against the radius ε, for the standard and the adversarially trained model.
+# %% report="Accuracy under PGD-10 against the radius ε, for the standard and the adversarially trained model."
 ax = plot_accuracy_vs_eps({name: (eps_grid, accs) for name, accs in curves.items()}, eps_marker=eps)
 ax.set_title("PGD-10 on the standard and the AT model")
 plt.tight_layout()
@@ -449,8 +438,7 @@ x_g = x.clone().requires_grad_(True)
 zero_grad = (grad.flatten(1).abs().sum(1) == 0).float().mean().item()
 assert accuracy(model_masked, x) == clean["standard"], "scaling the logits does not change the predictions"
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"images whose cross-entropy input gradient is exactly zero: {zero_grad:.0%}")
 
 # %% [markdown]
@@ -479,15 +467,13 @@ checks = {name: sanity_checks_by_hand(m, eps=eps, large_eps=eps_grid[-1])
 torch.manual_seed(0)
 acc_masked_no_start = pgd_acc(model_masked, **attack, init="none")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for name, (result, passed) in checks.items():
     print(f"{name}:  " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
     print("    " + ", ".join(f"{k}: {'pass' if ok else 'FAIL'}" for k, ok in passed.items()))
 print(f"masked model, PGD-10 CE without a random start: {acc_masked_no_start:.3f}")
 
-# %%
-# REPORT: Sanity checks (Carlini et al. 2019) on the standard, the AT and a gradient-masked model.
+# %% report="Sanity checks (Carlini et al. 2019) on the standard, the AT and a gradient-masked model."
 names = list(checks)
 cols = list(checks[names[0]][0])
 fig, ax = plt.subplots(figsize=(8, 3.2))

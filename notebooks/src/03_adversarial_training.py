@@ -109,8 +109,7 @@ loss_hand = at_step_by_hand(net_hand, x, y, opt_hand, eps=config.eps, alpha=conf
 torch.manual_seed(1)
 loss_lib = training_step(net_lib, x, y, method="at", config=config, optimizer=opt_lib).loss
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 state_hand, state_lib = net_hand.state_dict(), net_lib.state_dict()
 max_diff = max((state_hand[k].float() - state_lib[k].float()).abs().max().item() for k in state_hand)
 print(f"loss: by hand {loss_hand.item():.6f}, library {loss_lib.item():.6f}; largest weight difference {max_diff:.2e}")
@@ -126,14 +125,12 @@ assert all(torch.allclose(state_hand[k].float(), state_lib[k].float(), atol=1e-6
 # and evaluates clean and PGD accuracy on a test subset after every epoch. Both models are cached in
 # `notebooks/runs/` and shared with later notebooks, so a second run only loads them.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_std, hist_std = trained_model("standard")
 model_at, hist_at = trained_model("at")
 print(f"standard: {hist_std.epoch[-1]} epochs; PGD-AT: {hist_at.epoch[-1]} epochs")
 
-# %%
-# REPORT: Clean (dashed) and PGD (solid) test accuracy over epochs; the star marks the best-robust epoch.
+# %% report="Clean (dashed) and PGD (solid) test accuracy over epochs; the star marks the best-robust epoch."
 ax = plot_history({"standard": hist_std, "PGD-AT": hist_at})
 ax.set_title(f"standard vs PGD-AT ({profile.name}, eps={profile.eps:g})")
 plt.show()
@@ -143,8 +140,7 @@ plt.show()
 # accuracy and gains a lot of robustness. Now a fresh, stronger evaluation than the per-epoch one:
 # PGD-20 with a random start on `eval_n` test images.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 evaluation = dict(attacks=("clean", "pgd20"), eps=profile.eval_eps, alpha=profile.eval_alpha, n=profile.eval_n)
 acc_std = robust_accuracy(model_std, test_set, **evaluation)
 acc_at = robust_accuracy(model_at, test_set, **evaluation)
@@ -166,8 +162,7 @@ assert acc_at["pgd20"] > acc_std["pgd20"] + 0.1, "PGD-AT must beat standard trai
 # subset and keeps the best epoch as `best.pt` next to the last checkpoint, `runs/<profile>/<method>-seed0/`.
 # (The S²O paper picks its AT checkpoints between epochs 100 and 110, just after the decay at 100.)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 run_dir = runs_root() / profile.name / "at-seed0"
 model_best, meta_best = load_model(run_dir / "best.pt")
 print(f"run folder: {run_dir}")
@@ -205,8 +200,7 @@ print(curve[["train_pgd10", "val_pgd10", "test_pgd10"]].round(1).to_string())
 print(f"test PGD-10: peak {curve['test_pgd10'].max():.1f}% at epoch {peak_epoch}, last {curve['test_pgd10'].iloc[-1]:.1f}%;"
       f" train PGD-10 at the last epoch {curve['train_pgd10'].iloc[-1]:.1f}%")
 
-# %%
-# REPORT: PGD-AT on 100 training digits for 80 epochs (8 seeds, run offline): robust accuracy on the training images, on validation and on test images per epoch.
+# %% report="PGD-AT on 100 training digits for 80 epochs (8 seeds, run offline): robust accuracy on the training images, on validation and on test images per epoch."
 fig, ax = plt.subplots(figsize=(7, 4))
 for name, color in (("train", "C0"), ("val", "C2"), ("test", "C1")):
     for points in per_seed.values():
@@ -266,8 +260,7 @@ print(f"forward+backward passes per step: standard {passes_with_grad('standard')
 # include data loading and the per-epoch PGD evaluation, which both methods pay. Timings vary between
 # machines and runs, so this output is not compared by the tests.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 t_std, t_at = np.mean(hist_std.seconds), np.mean(hist_at.seconds)
 print(f"seconds per epoch (training + evaluation): standard {t_std:.2f}, PGD-AT {t_at:.2f}  -> {t_at / t_std:.1f}x")
 

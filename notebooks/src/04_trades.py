@@ -73,8 +73,7 @@ def trades_loss_by_hand(model, x, x_adv, y, beta):
 # using a TRADES model trained in this profile. (In training the model is in train mode; here we use eval
 # mode so that the check does not touch BatchNorm's running statistics.)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_trades, hist_trades = trained_model("trades")  # β = 6, the default: shared with other notebooks
 
 # %%
@@ -183,8 +182,7 @@ for steps in (profile.train_steps, 4 * profile.train_steps):
     }
     reached[steps] = {name: kl_to_clean(model_trades, x, z) for name, z in candidates.items()}
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"KL(f(x) || f(x')) at the KL attack's start: {kl_start:.1e} (mean over {len(y)} images)")
 for steps, by_attack in reached.items():
     ce = by_attack["PGD on cross-entropy"]
@@ -224,14 +222,12 @@ assert reached[k]["KL ascent, uniform start"].mean() > reached[k]["KL attack (st
 # default, so it is the plain `trained_model("trades")` from above. We evaluate every model, and a standard one
 # for reference, with PGD-20 (random start) on `eval_n` test images.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 betas = (0.5, 2.0, 6.0)  # smoke: three values; try more in the exercise
 models = {b: model_trades if b == 6.0 else trained_model("trades", tag=f"beta{b:g}", beta=b)[0] for b in betas}
 model_std, _ = trained_model("standard")  # shared with notebook 03
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 evaluation = dict(attacks=("clean", "pgd20"), eps=profile.eval_eps, alpha=profile.eval_alpha, n=profile.eval_n)
 results = {b: robust_accuracy(m, test_set, **evaluation) for b, m in models.items()}
 result_std = robust_accuracy(model_std, test_set, **evaluation)
@@ -239,8 +235,7 @@ print(f"standard      clean {result_std['clean']:.3f}   PGD-20 {result_std['pgd2
 for b, r in results.items():
     print(f"TRADES β={b:<4g} clean {r['clean']:.3f}   PGD-20 {r['pgd20']:.3f}")
 
-# %%
-# REPORT: The robustness–accuracy trade-off: clean vs PGD-20 test accuracy of TRADES for several β, and standard training.
+# %% report="The robustness–accuracy trade-off: clean vs PGD-20 test accuracy of TRADES for several β, and standard training."
 fig, ax = plt.subplots(figsize=(5.5, 4))
 clean = [results[b]["clean"] for b in betas]
 robust = [results[b]["pgd20"] for b in betas]

@@ -90,8 +90,7 @@ def awp_perturbation_by_hand(model, loss_fn, *, gamma, lr):
 # We compare it with the library's `AWP.perturbation` on the cached AT+AWP model, with the plain PGD-AT loss
 # on a batch of adversarial examples, the same γ and the same proxy learning rate.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_awp, hist_awp = trained_model("at+awp")
 model_at, hist_at = trained_model("at")              # shared with notebook 03
 model_std, hist_std = trained_model("standard")
@@ -138,8 +137,7 @@ print("perturbed tensors:", ", ".join(mine))
 # same weights, the same random start of PGD and the same optimiser settings, and compare the weights after one
 # step.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 # (the loss printed here depends on the trained model, which depends on the machine's float arithmetic;
 # the next cell checks that the two agree.)
 def awp_step_by_hand(model, optimizer, x, y, *, config, gamma, proxy_lr):
@@ -261,8 +259,7 @@ for name, m in models.items():
     state = m.state_dict()
     assert all(torch.equal(state[k], saved[name][k]) for k in state), f"{name}: weights not restored exactly"
 
-# %%
-# REPORT: Robust (PGD-10 re-run at each point, solid) training loss along a filter-normalised random direction, and the loss on inputs crafted once at w (dotted): standard vs PGD-AT vs AT+AWP.
+# %% report="Robust (PGD-10 re-run at each point, solid) training loss along a filter-normalised random direction, and the loss on inputs crafted once at w (dotted): standard vs PGD-AT vs AT+AWP."
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
 for name, losses in landscapes.items():
     color = f"C{list(landscapes).index(name)}"
@@ -280,8 +277,7 @@ for ax in (ax1, ax2):
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 mid = len(alphas) // 2
 for name, losses in landscapes.items():
     fixed = fixed_inputs[name]
@@ -321,8 +317,7 @@ assert landscapes["standard"].argmin() != mid
 # The gap is PGD accuracy on training images minus PGD accuracy on test images. We use PGD-20 on the same
 # number of training and test images.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 n_gap = min(len(test_set), 360)
 evaluation = dict(attacks=("clean", "pgd20"), eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_gap)
 gap = {}
@@ -335,8 +330,7 @@ for name in ("PGD-AT", "AT+AWP"):
           f"gap {on_train['pgd20'] - on_test['pgd20']:+.3f}")
 on_test_std = robust_accuracy(model_std, test_set, **evaluation)
 
-# %%
-# REPORT: Robust (PGD-20) accuracy on training and test images, and their gap, with and without AWP.
+# %% report="Robust (PGD-20) accuracy on training and test images, and their gap, with and without AWP."
 fig, ax = plt.subplots(figsize=(5.5, 3.6))
 names = list(gap)
 positions = np.arange(len(names))

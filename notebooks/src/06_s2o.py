@@ -83,8 +83,7 @@ print(profile.notes)
 # it, for a normally trained and a PGD-AT model — next to its value for **untrained** weights of the same shape,
 # the baseline every number must be read against.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_std, hist_std = trained_model("standard")
 model_at, hist_at = trained_model("at")
 
@@ -101,8 +100,7 @@ fig.suptitle("cosine similarity between the weight vectors of a layer's neurons"
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 # Baselines: independent random vectors of length D have mean |cos| ≈ sqrt(2 / (π D)); and the untrained
 # network (the same architecture at its random initialisation, five seeds) is the empirical one.
 untrained = []
@@ -189,8 +187,7 @@ for rho in rhos:
                  "logdet": torch.linalg.slogdet(S)[1].item(), "trace": torch.trace(S).item()})
 equi = pd.DataFrame(rows)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 equi.iloc[::3].round(3)
 
 # %%
@@ -340,8 +337,7 @@ q_lib = soft_targets(logits_clean, y_test, m)
 r_hand = s2o_regulariser_by_hand(logits_clean, logits_adv, y_test, m)
 r_lib = s2o_regulariser(logits_clean, logits_adv, y_test, off_diagonal_mass=m)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"max |q_hand - q_lib| = {(q_hand - q_lib).abs().max():.2e}")
 print(f"R by hand {r_hand:.6f}, library {r_lib:.6f}")
 

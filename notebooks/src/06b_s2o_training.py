@@ -58,8 +58,7 @@ print(profile.notes)
 # %% [markdown]
 # The models of notebook 06 (standard and PGD-AT) and a batch of test images:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_std, hist_std = trained_model("standard")
 model_at, hist_at = trained_model("at")
 
@@ -104,8 +103,7 @@ with torch.no_grad():
     feats = model_at.features(x_test)
     penalty = kfac_correlation_penalty(feats, model_at.head(feats), damping=0.1)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(f"R is {summ.dim}×{summ.dim}: ‖R‖_F = {summ.fro:.2f} (√dim = {math.sqrt(summ.dim):.2f}), "
       f"‖R‖₂ = {summ.spectral:.2f}, log det R = {summ.logdet:.1f}")
 print(f"penalty ‖R‖_F/√dim = {penalty:.3f}")
@@ -129,8 +127,7 @@ plt.show()
 # `at+s2o-kfac` trains with the penalty of section 1 (λ·‖R‖_F/√dim of the last layer's KFAC-Laplace
 # correlation, our reading of the theory's objective) instead of the released soft targets.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model_at_s2o, hist_at_s2o = trained_model("at+s2o")
 model_at_kfac, hist_at_kfac = trained_model("at+s2o-kfac")
 model_trades, hist_trades = trained_model("trades")
@@ -138,8 +135,7 @@ model_trades_s2o, hist_trades_s2o = trained_model("trades+s2o")
 models = {"standard": model_std, "AT": model_at, "AT+S²O": model_at_s2o, "AT+S²O-KFAC": model_at_kfac,
           "TRADES": model_trades, "TRADES+S²O": model_trades_s2o}
 
-# %%
-# REPORT: Clean (dashed) and PGD (solid) test accuracy per epoch: AT vs AT+S²O (released and KFAC) and TRADES vs TRADES+S²O (★: best robust epoch).
+# %% report="Clean (dashed) and PGD (solid) test accuracy per epoch: AT vs AT+S²O (released and KFAC) and TRADES vs TRADES+S²O (★: best robust epoch)."
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
 plot_history({"AT": hist_at, "AT+S²O": hist_at_s2o, "AT+S²O-KFAC": hist_at_kfac}, ax=axes[0])
 plot_history({"TRADES": hist_trades, "TRADES+S²O": hist_trades_s2o}, ax=axes[1])
@@ -165,8 +161,7 @@ for name, model in models.items():
                  "‖R‖_F": s.fro.item(), "‖R‖_F/√dim": s.fro.item() / math.sqrt(s.dim), "dim": s.dim})
 table = pd.DataFrame(rows).set_index("model")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 table.round(3)
 
 # %%
@@ -176,8 +171,7 @@ for name, row in table.iterrows():
 assert table.loc["AT+S²O", "PGD"] > table.loc["standard", "PGD"], "AT+S²O should beat standard training under PGD"
 assert table.loc["AT+S²O-KFAC", "PGD"] > table.loc["standard", "PGD"], "the KFAC variant trains adversarially too"
 
-# %%
-# REPORT: Last-layer weight correlation (cosine similarity of the class vectors) before and after adding S²O.
+# %% report="Last-layer weight correlation (cosine similarity of the class vectors) before and after adding S²O."
 fig, axes = plt.subplots(1, 5, figsize=(18, 3.5))
 for ax, name in zip(axes, ["AT", "AT+S²O", "AT+S²O-KFAC", "TRADES", "TRADES+S²O"]):
     w = models[name].head.weight
@@ -199,8 +193,7 @@ plt.show()
 # the passes already made.) We time `training_step` for AT and AT+S²O on one batch, interleaving the two, and
 # take the median.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 train, _ = profile_data(profile)
 xb, yb = (t.to(device) for t in next(iter(make_loader(train, batch_size=profile.batch_size, shuffle=True, seed=0))))
 config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps, off_diagonal_mass=m)

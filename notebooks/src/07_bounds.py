@@ -50,8 +50,7 @@ x_train, y_train = tensors(train)
 print(f"profile: {profile.name} — {profile.dataset}, {profile.arch}, ε = {profile.eps:.4f}")
 print(f"{len(train)} training images of shape {tuple(x_train.shape[1:])}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model = trained_model("at", progress=False)[0]
 device = next(model.parameters()).device
 if device.type == "cpu":
@@ -121,8 +120,7 @@ print(f"AT model on {device}")
 # (compound symmetry $S(\rho)$), one block per input weight. $S(\rho)$ has the eigenvalue $1+(n-1)\rho$ once and
 # $1-\rho$ $n-1$ times, which gives its log-determinant. We check that against a materialised matrix.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 norms = layer_norms(model, x_train[:1].to(device))
 modules = dict(model.named_modules())
 jin_rows = []
@@ -225,8 +223,7 @@ conv_hand = power_iteration_norm(
     torch.randn(shape, generator=gen).to(k.device), iters=500,
 )
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 head_exact = torch.linalg.matrix_norm(W, ord=2).item()
 conv_lib = conv_spectral_norm(conv, shape[1:], iters=500).item()
 conv_reshaped = reshaped_spectral_norm(conv.weight).item()
@@ -244,8 +241,7 @@ assert conv_lib <= conv.kernel_size[0] * conv_reshaped * (1 + 1e-4), "‖conv‖
 # `s2o_lib.norms.layer_norms` does this for every layer, in the order they run, with their real input shapes.
 # Here it is for the AT model: the true operator norm and the reshaped one, side by side.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 pd.DataFrame([{"layer": l.name, "kind": l.kind, "input": l.input_shape, "‖W‖₂ (true)": l.spectral,
                "‖W‖₂ (reshaped)": l.spectral_reshaped, "‖W‖_F": l.frobenius} for l in norms]).round(3)
 
@@ -256,8 +252,7 @@ pd.DataFrame([{"layer": l.name, "kind": l.kind, "input": l.input_shape, "‖W‖
 # from those terms ourselves. Products become sums of logarithms — $\prod_i\|W_i\|_2^2$ alone can overflow a
 # float for deep networks.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 settings = dict(eps=profile.eps, steps=min(10, profile.eval_steps), n=512, seed=0)  # CW-PGD-10 (a dry run: 2)
 report = estimate_bound(model, (x_train, y_train), **settings, sigma_search=False)  # σ: notebook 08
 print(f"γ = {report.gamma:.4f}, L̂_γ = {report.robust_margin_loss:.3f}, "
@@ -282,8 +277,7 @@ def log10_complexity(r, *, posterior):
 
 by_hand = {kind: log10_complexity(report, posterior=kind) for kind in ("independent", "correlated", "jin")}
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for kind, value in by_hand.items():
     print(f"{kind:12s} by hand {value:.6f}   estimate_bound {getattr(report, f'log10_bound_{kind}'):.6f}")
 

@@ -48,8 +48,7 @@ x_test, y_test = tensors(test)
 print(f"profile: {profile.name} — {profile.dataset}, {profile.arch}, ε = {profile.eps:.4f}")
 print(f"{len(train)} training and {len(test)} test images of shape {tuple(x_train.shape[1:])}")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 models = {name: trained_model(method, progress=False)[0]
           for name, method in [("standard", "standard"), ("AT", "at"), ("AT+S²O", "at+s2o"),
                                ("TRADES", "trades"), ("TRADES+S²O", "trades+s2o")]}
@@ -64,8 +63,7 @@ print(f"{len(models)} models on {device}")
 # The same estimate as in notebook 07 — the same training points, attack and seed — for every model, now with
 # the σ search of section 3.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 settings = dict(eps=profile.eps, steps=min(10, profile.eval_steps), n=512, seed=0)  # CW-PGD-10 (a dry run: 2)
 reports = {name: estimate_bound(m, (x_train, y_train), **settings) for name, m in models.items()}
 print(compare_reports(reports, rows=("gamma", "gamma_fallback", "robust_margin_loss", "clean_train_acc",
@@ -85,8 +83,7 @@ assert reports["AT"].robust_train_acc > reports["standard"].robust_train_acc + 0
 # %% [markdown]
 # A picture per term. Each panel is one ingredient; lower is tighter except for γ (a larger margin helps).
 
-# %%
-# REPORT: The robust PAC-Bayes bound term by term for five models (log10 complexity term under three posteriors).
+# %% report="The robust PAC-Bayes bound term by term for five models (log10 complexity term under three posteriors)."
 frame = pd.DataFrame(reports_to_rows(reports)).set_index("model")
 panels = [("log10_spectral_product", "log10 ∏‖W‖₂²"), ("sum_fro_over_spec", "Σ ‖W‖_F²/‖W‖₂²"),
           ("gamma", "margin γ (log scale)"), ("robust_margin_loss", "L̂_γ (robust margin loss)"),
@@ -121,8 +118,7 @@ plt.show()
 # fallback, not tightness; compare complexity terms only between models that have a robust margin. The next
 # cell prints which models fell back in this run and checks the consequence.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for name, r in reports.items():
     print(f"{name:11s} fallback γ: {r.gamma_fallback!s:5s}  γ = {r.gamma:.4g}  L̂_γ = {r.robust_margin_loss:.3f}  "
           f"log10 complexity (indep.) = {r.log10_bound_independent:.2f}")
@@ -146,8 +142,7 @@ for name, r in reports.items():
 # Before reading a difference between two models, see how much one model's estimate moves when only the
 # random parts change: the subset of training points, the attack's random start, the power iterations' start.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 reseeded = {"seed 0": reports["AT"], **{  # seed 0 is section 1's report
     f"seed {s}": estimate_bound(model, (x_train, y_train), **{**settings, "seed": s}, sigma_search=False)
     for s in (1, 2)}}
@@ -173,19 +168,16 @@ spread[["gamma", "robust_margin_loss", "log10_bound_independent", "log10_bound_c
 # and rescales it so that every kind of noise keeps a mean variance of 1 per weight, all of it in directions that
 # change predictions. The next cell shows what this changes for the AT model.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 unprojected = estimate_bound(model, (x_train, y_train), **settings, sigma_project_shift=False)
 pd.DataFrame({"shift projected out": {k: getattr(reports["AT"], k) for k in ("sigma_isotropic", "sigma_correlated", "sigma_jin")},
               "not projected": {k: getattr(unprojected, k) for k in ("sigma_isotropic", "sigma_correlated", "sigma_jin")}}).round(3)
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 sigmas = frame[["robust_train_acc", "sigma_isotropic", "sigma_correlated", "sigma_jin"]]
 sigmas.round(3)
 
-# %%
-# REPORT: Largest relative last-layer noise σ that keeps robust training accuracy within 10 points, per posterior (softmax shift projected out).
+# %% report="Largest relative last-layer noise σ that keeps robust training accuracy within 10 points, per posterior (softmax shift projected out)."
 fig, ax = plt.subplots(figsize=(8, 3.4))
 xs = np.arange(len(frame))
 for offset, (column, label) in zip((-0.27, 0, 0.27), [("sigma_isotropic", "isotropic"),
@@ -208,8 +200,7 @@ plt.show()
 # whole layer, and σ comes from fixed adversarial points. A correlated posterior is the better choice for a
 # model exactly where its row is below the isotropic one.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 def last_layer_kl(k, sigma, logdet):
     """½[k/σ² − ln det S] (σ relative to the weights' RMS); infinite when not even the smallest σ was tolerated."""
     return math.inf if sigma == 0 else 0.5 * (k / sigma**2 - logdet)
@@ -278,8 +269,7 @@ def train_with_snapshots(method):
     return folder
 
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 rows = []
 for method in ("at", "at+s2o"):
     folder = train_with_snapshots(method)
@@ -297,8 +287,7 @@ for method in ("at", "at+s2o"):
 trajectory = pd.DataFrame(rows)
 trajectory.round(3)
 
-# %%
-# REPORT: Robust generalisation gap (train − test, CW-PGD-10) and the bound's log10 complexity term over training on a small set.
+# %% report="Robust generalisation gap (train − test, CW-PGD-10) and the bound's log10 complexity term over training on a small set."
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
 for colour, (method, part) in zip(["C0", "C1"], trajectory.groupby("method", sort=False)):
     axes[0].plot(part["epoch"], part["gap"], marker="o", color=colour, label=method)
@@ -314,8 +303,7 @@ for ax, title in zip(axes, ["robust generalisation gap", "log10 √(Q / γ²m)",
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 rank = trajectory[["gap", "log10 bound (indep.)", "log10 bound (corr.)", "log10 bound (Jin)", "log10 ∏‖W‖₂²"]].rank()
 print("Spearman rank correlation with the gap, over all snapshots:")
 print(rank.corr()["gap"].drop("gap").round(2).to_string())
@@ -350,8 +338,7 @@ assert (trajectory["log10 bound (Jin)"] >= trajectory["log10 bound (indep.)"]).a
 #   theory predicts across methods? On smoke-sized runs, set every difference against the spread of section 2;
 #   the paper's claims are about 200-epoch CIFAR-10 runs (`S2O_PROFILE=paper`).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for name, r in reports.items():
     print(f"{name:11s} whole bound (independent) = {r.bound_independent:.3g}"
           f"   (L̂ = {r.robust_margin_loss:.2f} + complexity 10^{r.log10_bound_independent:.1f})")

@@ -81,8 +81,7 @@ print(profile.notes)
 methods = comparison_methods(profile)  # class trains fewer (profile.compare_methods); cached ones join
 print(", ".join(methods))
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 models, histories = {}, {}
 for method in methods:
     start = time.perf_counter()
@@ -169,8 +168,7 @@ def min_over_attacks(result, attacks):
 # Now the evaluation itself: `s2o_lib.compare.compare_models` calls `robust_accuracy` on every model with the
 # same arguments and keeps the per-sample results. This is the expensive cell.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 start = time.perf_counter()
 table = compare_models(models, test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
                        autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0,
@@ -184,8 +182,7 @@ for name, result in table.results.items():
     assert worst_case_by_hand(result.per_sample, attacks) == result[WORST_CASE], name
 print("the written-out per-sample AND equals the library's worst_case for all", len(table.results), "models")
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 for name, result in table.results.items():
     assert result[WORST_CASE] <= min_over_attacks(result, attacks)
     per = result.per_sample
@@ -207,9 +204,7 @@ for name, result in table.results.items():
 # models saw the same images, so the test is McNemar's exact test on the images only one of them gets right, and
 # the interval is Newcombe's for a paired difference (`s2o_lib.stats`; `ComparisonTable.gain_frame`).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
-# REPORT: [headline] Every method under one protocol (accuracy in %), and every S²O gain with its 95% interval and McNemar p-value (percentage points).
+# %% tags=["nbval-ignore-output", "report-headline"] report="Every method under one protocol (accuracy in %), and every S²O gain with its 95% interval and McNemar p-value (percentage points)."
 print(table.protocol_line())
 accuracy = table.to_dataframe(percent=True)
 gains = table.gain_frame(alpha=0.05)
@@ -272,8 +267,7 @@ assert alone.protocol == table.protocol
 # softmax, so the cross-entropy gradient is exactly zero and PGD stalls. In `smoke` the checks use fewer steps and restarts, and the tolerance is two images.
 # AutoAttack is left out of the ordering check here: the table above already compared it with PGD-20 per model.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 sanity_settings = dict(eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_sanity, autoattack_version=None,
                        tol=max(0.03, 2 / n_sanity))
 if profile.name == "smoke" or profile.dry_run:
@@ -288,8 +282,7 @@ reports["at, gradient-masked"] = sanity_checks(masked, test_set, surrogate=model
 print(f"sanity checks on {len(reports)} models in {time.perf_counter() - start:.1f} s")
 pd.DataFrame({name: {c.name: c.status for c in r.checks} for name, r in reports.items()}).T
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 print(reports["at, gradient-masked"])
 
 # %%
@@ -318,8 +311,7 @@ curve = accuracy_vs_eps(models["at+s2o"], test_set, eps_values=check["eps"], ste
                         alpha_ratio=profile.eval_alpha / profile.eval_eps, n=n_sanity)
 assert curve == check["accuracy"], (curve, check["accuracy"])
 
-# %%
-# REPORT: PGD-20 accuracy against the attack radius, each base method (dashed) and with S²O (solid); the dotted line is the evaluation ε, grey the gradient-masked AT model.
+# %% report="PGD-20 accuracy against the attack radius, each base method (dashed) and with S²O (solid); the dotted line is the evaluation ε, grey the gradient-masked AT model."
 panels = ["standard", "at", "trades", "mart", "at+awp", "trades+awp"]
 fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), sharex=True, sharey=True)
 for ax, base in zip(axes.flat, panels):
@@ -354,8 +346,7 @@ plt.show()
 # against AutoAttack accuracy (squares: base methods; circles: with S²O); an arrow goes from a base method to the
 # same method with S²O. Up-and-right is better on both counts.
 
-# %%
-# REPORT: [headline] Clean against AutoAttack accuracy for every method; arrows go from a base method to the same method with S²O.
+# %% tags=["report-headline"] report="Clean against AutoAttack accuracy for every method; arrows go from a base method to the same method with S²O."
 fig, ax = plt.subplots(figsize=(7, 5))
 labels = {}  # methods that land on the same point share one label
 for i, (name, result) in enumerate(table.results.items()):
@@ -394,8 +385,7 @@ with pd.option_context("display.max_colwidth", None):  # pandas cuts text at 50 
 # (PreAct ResNet-18); the other rows set a PreAct ResNet-18 beside the authors' WRN-34-10, which is not like for
 # like. In `smoke` and `class` the settings differ (digits; 15 epochs), so no side-by-side is shown.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 if profile.name == "paper":
     display(pd.DataFrame(table.beside_published()).set_index("method").round(2))
 else:
