@@ -10,7 +10,7 @@ Example:
     >>> from s2o_lib.sanity import mask_gradients, sanity_checks                         # doctest: +SKIP
     >>> print(sanity_checks(model, test_set, eps=8/255, surrogate=other_model))          # doctest: +SKIP
     >>> sanity_checks(mask_gradients(model), test_set, eps=8/255).failed                  # doctest: +SKIP
-    ['large_eps', 'attack_ordering', 'zero_gradients']
+    ['large_eps', 'attack_ordering', 'ce_cw_agreement', 'zero_gradients']
 """
 
 from __future__ import annotations
@@ -199,6 +199,13 @@ class _Setup:
     def pgd_accuracy(self, **kwargs: Any) -> float:
         return self.pgd_correct(**kwargs).float().mean().item()
 
+    def cw_accuracy(self, *, steps: int) -> float:
+        """Accuracy under PGD on the CW margin loss at ε with the shared step (`robust_accuracy`'s ``cw<steps>``)."""
+        name = f"cw{steps}"
+        result = robust_accuracy(self.model, (self.x, self.y), attacks=(name,), eps=self.eps, alpha=self.step,
+                                 seed=self.seed, device=self.device, batch_size=self.batch_size)
+        return float(result[name])
+
 
 def _format_list(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
@@ -228,6 +235,18 @@ def _check_more_steps(setup: _Setup, *, few: int, many: int, acc_few: float) -> 
         "more_steps", acc_many <= acc_few + setup.tol,
         f"PGD-{few} {acc_few:.3f} vs PGD-{many} {acc_many:.3f} (more steps may not raise accuracy by > {setup.tol:g})",
         {f"pgd{few}": acc_few, f"pgd{many}": acc_many})
+
+
+def _check_ce_cw(setup: _Setup, *, steps: int, acc_ce: float, max_gap: float) -> Check:
+    """PGD on cross-entropy and PGD on the CW margin loss must roughly agree (notebook 02's rule)."""
+    acc_cw = setup.cw_accuracy(steps=steps)
+    gap = acc_ce - acc_cw
+    return Check(
+        "ce_cw_agreement", abs(gap) <= max_gap,
+        f"PGD-{steps} (cross-entropy) {acc_ce:.3f} vs CW-{steps} (margin loss) {acc_cw:.3f}: they differ by "
+        f"{abs(gap):.3f} (max {max_gap:g}; a cross-entropy result that the margin loss does not confirm is suspect: "
+        "its gradients may be saturated or smoothed)",
+        {f"pgd{steps}": acc_ce, f"cw{steps}": acc_cw, "difference": gap})
 
 
 def _check_more_restarts(setup: _Setup, *, few: int, restarts: int, acc_few: float) -> Check:
@@ -339,7 +358,7 @@ def sanity_checks(
     surrogate: nn.Module | None = None, seed: int = 0, alpha: float | None = None,
     eps_grid: Sequence[float] | None = None, large_eps: float = 0.5, large_eps_max_acc: float = 0.1,
     steps: tuple[int, int] = (10, 50), restarts: int = 5, autoattack_version: AutoAttackVersion | None = "fast",
-    tol: float = 0.03, max_order_violations: float = 0.05, max_zero_grad_frac: float = 0.05,
+    tol: float = 0.03, max_ce_cw_gap: float = 0.10, max_order_violations: float = 0.05, max_zero_grad_frac: float = 0.05,
     zero_grad_atol: float = 1e-12, batch_size: int = 256, device: torch.device | str | None = None,
 ) -> SanityReport:
     """Check that the robustness evaluation itself is sound (Carlini et al. 2019, "On Evaluating Adversarial
@@ -358,7 +377,10 @@ def sanity_checks(
     6. ``attack_ordering``: per sample, clean ≥ FGSM ≥ PGD-20 ≥ AutoAttack: the fraction of samples that a
        weaker attack fools but a stronger one does not is ≤ ``max_order_violations`` for each pair
        (AutoAttack is left out when ``autoattack_version`` is ``None``). Clean ≥ attack holds by construction.
-    7. ``zero_gradients``: the fraction of samples whose cross-entropy input gradient is ~0 (L1 norm
+    7. ``ce_cw_agreement``: PGD-20 on cross-entropy and PGD-20 on the CW margin loss (CW-20) differ by at most
+       ``max_ce_cw_gap`` (0.10, the tolerance notebook 02 teaches): a PGD-CE accuracy that the margin loss does
+       not confirm is suspect (saturated or smoothed cross-entropy gradients).
+    8. ``zero_gradients``: the fraction of samples whose cross-entropy input gradient is ~0 (L1 norm
        ≤ ``zero_grad_atol``: the float32 softmax saturated, or a non-differentiable step such as rounding)
        is ≤ ``max_zero_grad_frac``.
 
@@ -377,6 +399,7 @@ def sanity_checks(
         restarts: restarts for the restarts check.
         autoattack_version: ``"fast"``, ``"standard"`` or ``None`` (no AutoAttack in the ordering check).
         tol: allowed rise in accuracy where it should not rise (sampling noise of random starts).
+        max_ce_cw_gap: the largest allowed |PGD-20 − CW-20| accuracy difference (default 0.10).
         max_order_violations: allowed fraction of per-sample ordering violations per attack pair.
         max_zero_grad_frac: allowed fraction of samples with a ~0 input gradient (default 0.05).
         zero_grad_atol: an input gradient whose L1 norm is at most this counts as ~0 (default 1e-12).
@@ -387,7 +410,8 @@ def sanity_checks(
         A `SanityReport` (CPU floats); ``report.passed`` is ``True`` when every check that ran passed (see the
         module example).
     """
-    fractions = {"tol": tol, "large_eps_max_acc": large_eps_max_acc, "max_order_violations": max_order_violations,
+    fractions = {"tol": tol, "large_eps_max_acc": large_eps_max_acc, "max_ce_cw_gap": max_ce_cw_gap,
+                 "max_order_violations": max_order_violations,
                  "max_zero_grad_frac": max_zero_grad_frac}
     _check_sanity_args(eps=eps, alpha=alpha, large_eps=large_eps, n=n, restarts=restarts, steps=steps,
                        eps_grid=eps_grid, autoattack_version=autoattack_version, zero_grad_atol=zero_grad_atol,
@@ -412,5 +436,7 @@ def sanity_checks(
         more_restarts,
         _check_transfer(setup, surrogate, ordered),
         ordering,
+        _check_ce_cw(setup, steps=20, acc_ce=setup.pgd_accuracy(eps=eps, alpha=setup.step, steps=20),
+                     max_gap=max_ce_cw_gap),
         _check_zero_gradients(setup, max_fraction=max_zero_grad_frac, atol=zero_grad_atol),
     ))

@@ -241,7 +241,7 @@ def test_masked_model_keeps_predictions_breaks_gradients(at_model, test_xy):
 # ------------------------------------------------------------------------------------------- sanity checks
 SANITY = dict(eps=EPS, alpha=ALPHA, n=100, steps=(10, 30), restarts=3)
 CHECKS = ["eps_monotone", "large_eps", "more_steps", "more_restarts", "whitebox_beats_transfer", "attack_ordering",
-          "zero_gradients"]
+          "ce_cw_agreement", "zero_gradients"]
 
 
 def test_sanity_checks_pass_on_adversarially_trained_model(at_model, surrogate, test_xy):
@@ -265,8 +265,21 @@ def test_sanity_checks_fire_on_gradient_masked_model(at_model, surrogate, test_x
     assert report["zero_gradients"].passed is False
     assert report["whitebox_beats_transfer"].passed is False
     assert report["large_eps"].passed is False
+    assert report["ce_cw_agreement"].passed is False, "saturated logits stall PGD-CE, not the margin loss"
+    gap = report["ce_cw_agreement"].values
+    assert gap["difference"] == pytest.approx(gap["pgd20"] - gap["cw20"]) and gap["difference"] > 0.10
     assert "FAILED" in str(report) and "FAIL" in report.to_markdown()
-    assert set(report.failed) >= {"zero_gradients", "whitebox_beats_transfer", "large_eps"}
+    assert set(report.failed) >= {"zero_gradients", "whitebox_beats_transfer", "large_eps", "ce_cw_agreement"}
+
+
+def test_ce_cw_check_uses_the_tolerance_of_notebook_02(at_model, test_xy):
+    """The same model passes or fails only by the tolerance: the check compares |PGD-20 − CW-20| with it."""
+    kwargs = dict(eps=EPS, alpha=ALPHA, n=40, steps=(5, 10), restarts=2, eps_grid=(EPS,), autoattack_version=None)
+    report = sanity_checks(at_model, test_xy, **kwargs)
+    gap = abs(report["ce_cw_agreement"].values["difference"])
+    assert report["ce_cw_agreement"].passed == (gap <= 0.10)
+    strict = sanity_checks(at_model, test_xy, max_ce_cw_gap=gap / 2, **kwargs) if gap > 0 else None
+    assert strict is None or strict["ce_cw_agreement"].passed is False
 
 
 def test_sanity_transfer_check_skipped_without_surrogate(at_model, test_xy):
