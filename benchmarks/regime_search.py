@@ -62,7 +62,7 @@ from s2o_lib.data import load_dataset, make_loader, tensors
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.norms import mean_abs_correlation
-from s2o_lib.regime import RESULTS_DIR, analyse_regime, load_results
+from s2o_lib.regime import METHOD_ORDER, RESULTS_DIR, analyse_regime, load_results
 from s2o_lib.stats import paired_test, signed_rank_test, t_interval, t_test
 from s2o_lib.train import fit, fit_options
 
@@ -73,6 +73,8 @@ FINAL_ATTACKS = ("clean", "pgd20", "cw20")
 #: The pre-specified pairs: (baseline, treatment).
 PAIRS: tuple[tuple[str, str], ...] = (
     ("at", "at+s2o"), ("trades", "trades+s2o"), ("at", "at+awp"), ("mart", "mart+s2o"),
+    ("at", "at+ls"), ("trades", "trades+ls"), ("mart", "mart+ls"),
+    ("at+ls", "at+s2o"), ("trades+ls", "trades+s2o"), ("mart+ls", "mart+s2o"),
 )
 
 
@@ -417,7 +419,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         out = [rows[0], rows[1], *(r for r in rows if not r.startswith(("| regime", "|---")))]
         groups = {}
     for key, by_method in groups.items():
-        rank = ("standard", "at", "at+s2o", "at+awp", "trades", "trades+s2o", "mart", "mart+s2o")
+        rank = METHOD_ORDER
         order = sorted(by_method, key=lambda m: (rank.index(m.split("[")[0]) if m.split("[")[0] in rank else 99, m))
         by_method = {m: by_method[m] for m in order}
         out += [f"### {key} (milestones {next(iter(next(iter(by_method.values())).values()))['milestones']})", "",

@@ -1,23 +1,26 @@
-"""The small-data regime of issue 13 §2: its committed results and their pre-registered analysis.
+"""The small-data regime: its committed results and their pre-registered analysis.
 
-``benchmarks/regime_search.py run`` trained small-cnn on 100 digits (10 per class) for 80 epochs, eight training
-seeds per method, and stored one JSON line per (method, seed) with per-image outcomes on the whole digits test
-split (360 images). ``benchmarks/REGIME.md`` fixed the analysis before that round was run; this module carries it
-out from the committed lines (``benchmarks/results/regime/<round>.jsonl``) with `s2o_lib.stats`, so the
-benchmark's ``report`` and the notebooks print the same numbers without training anything:
+``benchmarks/regime_search.py run`` trains small-cnn on 100 digits (10 per class) for 80 epochs, eight training
+seeds per method, and stores one JSON line per (method, seed) with per-image outcomes on the whole digits test
+split (360 images) and, with ``--stats``, the last model's last-layer statistics. ``benchmarks/REGIME.md`` fixes
+each round's analysis before it is run (`PLANS`); this module carries it out from the committed lines
+(``benchmarks/results/regime/<round>.jsonl``) with `s2o_lib.stats`, so the benchmark's ``report`` and the
+notebooks print the same numbers without training anything:
 
-- primary endpoint: PGD-20 accuracy of the last-epoch model (``"pgd20"``, ``checkpoint="last"``);
-- primary comparisons (`PRIMARY_PAIRS`): ``at+s2o − at``, ``trades+s2o − trades``, ``at+awp − at``; the paired
-  t-test on the per-seed differences (same seed, same images) with its 95% t-interval (`stats.compare_seeds`),
-  Holm's adjustment over the three (`stats.holm`) at family-wise α = 0.05;
-- secondary (reported, not used for the verdict): ``mart+s2o − mart``; Wilcoxon's signed-rank test on the same
-  differences (`stats.signed_rank_test`); McNemar per seed (in ``SeedComparison.per_seed``); CW-20, the worst
-  case over PGD-20 and CW-20 (`WORST`), AutoAttack "fast" (last epoch only) and the
-  best-on-validation checkpoint.
+- ``confirm`` (issue 13): PGD-20 of the last-epoch model; ``at+s2o − at``, ``trades+s2o − trades``,
+  ``at+awp − at`` primary (Holm over the three), ``mart+s2o − mart`` secondary;
+- ``control`` (issue 21): the per-image worst case over PGD-20, CW-20 and AutoAttack (`WORST_ALL`);
+  ``base+s2o − base`` and ``base+s2o − base+ls`` for AT, TRADES and MART primary (Holm over the six),
+  ``base+ls − base`` secondary; and `RegimeAnalysis.statistics`: the same pairs' per-seed differences of the
+  last-layer statistics, the robust gap and the bound (`STATISTICS`), with t-intervals.
+
+Every comparison is the paired t-test on the per-seed differences (same seed, same images) with its 95%
+t-interval (`stats.compare_seeds`); Wilcoxon's signed-rank test on the same differences, McNemar per seed, each
+attack alone and the best-on-validation checkpoint are reported beside it.
 
 Example:
     >>> from s2o_lib.regime import analyse_regime, load_results          # doctest: +SKIP
-    >>> analysis = analyse_regime(load_results("confirm"))
+    >>> analysis = analyse_regime(load_results("control"))
     >>> [c.verdict() for c in analysis.primary()]
 """
 
@@ -34,23 +37,54 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .errors import S2OError
-from .stats import NO_DIFFERENCE, SeedComparison, compare_seeds, holm, signed_rank_test
+from .norms import compound_symmetry_logdet
+from .stats import NO_DIFFERENCE, SeedComparison, compare_seeds, holm, signed_rank_test, t_interval, t_test
 
 if TYPE_CHECKING:
     import pandas as pd
 
 #: Where the committed result lines live (a checkout's ``benchmarks/results/regime``).
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "regime"
-#: (baseline, treatment) of the three primary comparisons, then the secondary one (REGIME.md).
-PRIMARY_PAIRS: tuple[tuple[str, str], ...] = (("at", "at+s2o"), ("trades", "trades+s2o"), ("at", "at+awp"))
-SECONDARY_PAIRS: tuple[tuple[str, str], ...] = (("mart", "mart+s2o"),)
-PRIMARY_ENDPOINT = "pgd20"
 #: The per-image worst case over PGD-20 and CW-20 (an image counts only if both attacks fail on it).
 WORST = "worst_pgd20_cw20"
-#: Every endpoint, in report order.
-ENDPOINTS: tuple[str, ...] = ("pgd20", "cw20", WORST, "autoattack")
+#: The per-image worst case over PGD-20, CW-20 and AutoAttack: the robust accuracy notebook 09 teaches to report.
+WORST_ALL = "worst_case"
+#: The attacks behind each worst-case endpoint.
+WORST_OF: dict[str, tuple[str, ...]] = {WORST: ("pgd20", "cw20"), WORST_ALL: ("pgd20", "cw20", "autoattack")}
 Checkpoint = Literal["last", "best"]
-METHOD_ORDER = ("standard", "at", "at+s2o", "at+awp", "trades", "trades+s2o", "mart", "mart+s2o")
+METHOD_ORDER = ("standard", "at", "at+s2o", "at+ls", "at+awp", "trades", "trades+s2o", "trades+ls", "mart",
+                "mart+s2o", "mart+ls")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A round's pre-registered analysis (``benchmarks/REGIME.md``).
+
+    Attributes:
+        primary_pairs: (baseline, treatment) of the primary comparisons (Holm over them, at the primary
+            endpoint and the last epoch).
+        secondary_pairs: (baseline, treatment) compared on every endpoint, descriptively.
+        primary_endpoint: the endpoint of the primary comparisons.
+        endpoints: every endpoint compared, in report order.
+    """
+
+    primary_pairs: tuple[tuple[str, str], ...]
+    secondary_pairs: tuple[tuple[str, str], ...]
+    primary_endpoint: str
+    endpoints: tuple[str, ...]
+
+
+#: Each round's plan. ``confirm``: S²O and AWP on PGD-20 (issue 13). ``control``: S²O against its base and
+#: against label smoothing at the same label mass, on the worst case over PGD-20, CW-20 and AutoAttack (issue 21).
+PLANS: dict[str, Plan] = {
+    "confirm": Plan(primary_pairs=(("at", "at+s2o"), ("trades", "trades+s2o"), ("at", "at+awp")),
+                    secondary_pairs=(("mart", "mart+s2o"),), primary_endpoint="pgd20",
+                    endpoints=("pgd20", "cw20", WORST, "autoattack")),
+    "control": Plan(primary_pairs=tuple(pair for base in ("at", "trades", "mart")
+                                        for pair in ((base, f"{base}+s2o"), (f"{base}+ls", f"{base}+s2o"))),
+                    secondary_pairs=tuple((base, f"{base}+ls") for base in ("at", "trades", "mart")),
+                    primary_endpoint=WORST_ALL, endpoints=(WORST_ALL, "pgd20", "cw20", "autoattack", "clean")),
+}
 #: A last-epoch clean test accuracy below this counts as a training run that collapsed (chance is 0.1).
 COLLAPSE_CLEAN = 0.2
 
@@ -93,7 +127,7 @@ def regime_key(record: Mapping[str, Any]) -> str:
 def _outcomes(record: Mapping[str, Any], endpoint: str, checkpoint: Checkpoint) -> np.ndarray | None:
     """Per-image outcomes (bool, (360,)) of an endpoint, or ``None`` when the record lacks it."""
     bits = record["final"][checkpoint]["test_bits"]
-    names = ("pgd20", "cw20") if endpoint == WORST else (endpoint,)
+    names = WORST_OF.get(endpoint, (endpoint,))
     if any(name not in bits for name in names):
         return None
     vectors = [np.frombuffer(bits[name].encode(), dtype=np.uint8) == ord("1") for name in names]
@@ -123,7 +157,7 @@ class RegimeComparison:
     Attributes:
         base: the baseline's label (e.g. ``"at"``).
         treatment: the treatment's label (e.g. ``"at+s2o"`` or ``"at+awp[g0.01,w0]"``).
-        endpoint: one of `ENDPOINTS`.
+        endpoint: one of the plan's endpoints.
         checkpoint: ``"last"`` (last epoch) or ``"best"`` (best PGD-10 accuracy on the validation images).
         primary: whether this is one of the three primary comparisons (Holm-adjusted, decides the verdict).
         stats: `stats.compare_seeds` of the two methods (t-interval, t-test, per-seed and pooled McNemar).
@@ -187,12 +221,14 @@ class RegimeAnalysis:
         runs: ``{label: {seed: record}}``, the JSON lines analysed.
         comparisons: every `RegimeComparison`, primary ones first.
         alpha: the family-wise significance level of the primary comparisons.
+        plan: the round's `Plan`.
     """
 
     regime: str
     runs: Mapping[str, Mapping[int, Mapping[str, Any]]]
     comparisons: tuple[RegimeComparison, ...]
     alpha: float
+    plan: Plan = PLANS["confirm"]
 
     def source_line(self) -> str:
         """Where the numbers come from, for a notebook's label (seeds, regime, that it ran offline)."""
@@ -207,12 +243,14 @@ class RegimeAnalysis:
                 f"{len(record['final']['last']['test_bits']['pgd20'])} test digits")
 
     def primary(self) -> list[RegimeComparison]:
-        """The three primary comparisons (last epoch, PGD-20), in `PRIMARY_PAIRS` order."""
+        """The primary comparisons (last epoch, the plan's primary endpoint), in the plan's order."""
         return [c for c in self.comparisons if c.primary]
 
-    def comparison(self, base: str, treatment: str, *, endpoint: str = PRIMARY_ENDPOINT,
+    def comparison(self, base: str, treatment: str, *, endpoint: str | None = None,
                    checkpoint: Checkpoint = "last") -> RegimeComparison:
-        """One comparison; ``treatment`` may omit the AWP settings (``"at+awp"``)."""
+        """One comparison (``endpoint``: the plan's primary one by default); ``treatment`` may omit the AWP
+        settings (``"at+awp"``)."""
+        endpoint = self.plan.primary_endpoint if endpoint is None else endpoint
         for c in self.comparisons:
             if (c.base == base and _matches(c.treatment, treatment) and c.endpoint == endpoint
                     and c.checkpoint == checkpoint):
@@ -235,7 +273,10 @@ class RegimeAnalysis:
             test = {k: [100 * f["test"].get(k, math.nan) for f in last] for k in ("clean", "pgd20", "cw20",
                                                                                    "autoattack")}
             train = [100 * f["train"]["pgd20"] for f in last]
+            worst = [100 * float(_outcomes(r, WORST_ALL, "last").mean()) if _has(r, WORST_ALL) else math.nan
+                     for r in by_seed.values()]
             rows.append({"method": label, "seeds": len(by_seed), **{k: float(np.mean(v)) for k, v in test.items()},
+                         "worst case": float(np.mean(worst)),
                          "pgd20 sd": float(np.std(test["pgd20"], ddof=1)) if len(last) > 1 else math.nan,
                          "train pgd20": float(np.mean(train)),
                          "gap": float(np.mean(train) - np.mean(test["pgd20"])),
@@ -266,6 +307,36 @@ class RegimeAnalysis:
         return 100 * points.groupby("epoch").mean()
 
 
+    def statistics(self, base: str, treatment: str) -> pd.DataFrame:
+        """treatment − baseline of every `STATISTICS` entry over paired seeds: one row per statistic with
+        ``what``, the two means, ``difference``, ``low``, ``high`` (95% t-interval), ``p`` and ``seeds``."""
+        import pandas as pd
+
+        for label in (base, treatment):
+            if label not in self.runs:
+                raise S2OError(f"no method {label!r} in the analysis; it has: {', '.join(self.runs)}")
+        rows = [{"statistic": d.statistic, "what": STATISTICS[d.statistic][0], base: d.base_mean,
+                 treatment: d.treatment_mean, "difference": d.difference, "low": d.interval[0],
+                 "high": d.interval[1], "p": d.p_value, "seeds": len(d.differences)}
+                for d in statistic_differences(self.runs, base, treatment)]
+        if not rows:
+            raise S2OError(f"no last-layer statistics recorded for {base} and {treatment}: the round was run without "
+                           "--stats (benchmarks/regime_search.py run ... --stats)")
+        return pd.DataFrame(rows).set_index("statistic")
+
+    def rank_correlations(self, *, against: str = "gap") -> pd.Series:
+        """Spearman's rank correlation, across every model that recorded statistics, of each statistic with
+        ``against`` (the robust gap by default); a statistic equal in every model has none and is left out."""
+        import pandas as pd
+        from scipy import stats as sps
+
+        rows = [{name: _statistic(r, name) for name in STATISTICS}
+                for by_seed in self.runs.values() for r in by_seed.values() if "stats" in r["final"]["last"]]
+        frame = pd.DataFrame(rows).dropna()
+        varying = [name for name in STATISTICS if name != against and frame[name].nunique() > 1]
+        return pd.Series({name: float(sps.spearmanr(frame[name], frame[against]).statistic) for name in varying},
+                         name=f"Spearman ρ with {against}")
+
     def to_markdown(self) -> str:
         """The methods, the primary comparisons (with Holm and the verdict), the secondary ones and the per-seed
         McNemar tests of the primary comparisons, as markdown tables."""
@@ -274,7 +345,7 @@ class RegimeAnalysis:
         lines = [intro, "", *_method_markdown(self.method_frame())]
         primary = [c for c in self.comparisons if c.primary]
         secondary = [c for c in self.comparisons if not c.primary]
-        lines += ["", f"Primary (Holm over these three, family-wise α = {self.alpha:g}):", "",
+        lines += ["", f"Primary (Holm over these {len(primary)}, family-wise α = {self.alpha:g}):", "",
                   *_comparison_markdown(primary, last="verdict")]
         lines += ["", "Secondary (descriptive; not used for the verdict):", "",
                   *_comparison_markdown(secondary, last=f"t-test p < {self.alpha:g}, unadjusted")]
@@ -284,15 +355,42 @@ class RegimeAnalysis:
             cells = [f"s{s}: {100 * t.difference:+.1f} ({t.b}/{t.c}, p={_p_text(t.p_value)})"
                      for s, t in zip(c.seeds, c.stats.per_seed, strict=True)]
             lines.append(f"- {c.treatment} − {c.base}: " + "; ".join(cells))
-        return "\n".join(lines)
+        return "\n".join(lines + self._mechanism_markdown())
+
+    def _mechanism_markdown(self) -> list[str]:
+        """The paired last-layer statistics of every +s2o / +ls against its base, when the round recorded them."""
+        pairs = [(m.split("+")[0], m) for m in self.runs if m.endswith(("+s2o", "+ls")) and m.split("+")[0] in self.runs]
+        lines = []
+        for base, treatment in pairs:
+            try:
+                frame = self.statistics(base, treatment)
+            except S2OError:
+                continue
+            lines += ["", f"Last-layer statistics, {treatment} − {base} (mean over seeds, paired 95% t-interval):", "",
+                      f"| statistic | {base} | {treatment} | difference | 95% t-CI | t-test p |", "|---" * 6 + "|"]
+            lines += [f"| {row['what']} | {row[base]:.4g} | {row[treatment]:.4g} | {row['difference']:+.4g} | "
+                      f"[{row['low']:+.3g}, {row['high']:+.3g}] | {_p_text(row['p'])} |" for _, row in frame.iterrows()]
+        if lines:
+            rho = self.rank_correlations()
+            lines += ["", f"Spearman ρ with the robust gap, across all {self._models_with_statistics()} models: "
+                      + "; ".join(f"{STATISTICS[name][0]} {value:+.2f}" for name, value in rho.items())]
+        return lines
+
+    def _models_with_statistics(self) -> int:
+        return sum("stats" in r["final"]["last"] for by_seed in self.runs.values() for r in by_seed.values())
+
+
+def _has(record: Mapping[str, Any], endpoint: str, checkpoint: Checkpoint = "last") -> bool:
+    return _outcomes(record, endpoint, checkpoint) is not None
 
 
 def _method_markdown(methods: pd.DataFrame) -> list[str]:
-    lines = [("| method | seeds | clean | PGD-20 (sd) | CW-20 | AA-fast | train PGD-20 | gap | PGD-20 @best-val "
-              "| collapsed |"), "|---" * 10 + "|"]
+    lines = [("| method | seeds | clean | PGD-20 (sd) | CW-20 | AA-fast | worst case | train PGD-20 | gap "
+              "| PGD-20 @best-val | collapsed |"), "|---" * 11 + "|"]
     for label, m in methods.iterrows():
         lines.append(f"| {label} | {int(m['seeds'])} | {m['clean']:.1f} | {m['pgd20']:.1f} ({m['pgd20 sd']:.1f}) | "
-                     f"{m['cw20']:.1f} | {m['autoattack']:.1f} | {m['train pgd20']:.1f} | {m['gap']:.1f} | "
+                     f"{m['cw20']:.1f} | {m['autoattack']:.1f} | {m['worst case']:.1f} | {m['train pgd20']:.1f} | "
+                     f"{m['gap']:.1f} | "
                      f"{m['best pgd20']:.1f} | {int(m['collapsed'])} |")
     return lines
 
@@ -309,6 +407,88 @@ def _comparison_markdown(comparisons: Sequence[RegimeComparison], *, last: str) 
                      f"{'—' if c.holm_p is None else _p_text(c.holm_p)} | {_p_text(c.wilcoxon_p)} | "
                      f"{sum(x > 0 for x in d)}/{sum(x < 0 for x in d)} | {said} |")
     return lines
+
+
+# ============================================================================================ mechanism
+def _last_layer_kl(stats: Mapping[str, Any], posterior: str) -> float:
+    """½[k/σ² − ln det S] of the last layer (k = C·D, σ relative to the weights' RMS): notebook 08's KL."""
+    c, d = stats["head_shape"]
+    sigma = stats[f"sigma_{posterior}"]
+    logdet = {"isotropic": 0.0, "correlated": stats["R_logdet"],
+              "jin": compound_symmetry_logdet(stats["head_rho"], n_out=c, n_in=d)}[posterior]
+    return math.inf if sigma == 0 else 0.5 * (c * d / sigma**2 - logdet)
+
+
+#: The statistics `RegimeAnalysis.statistics` compares: name → (what it is, how to read it off a record).
+STATISTICS: dict[str, tuple[str, Any]] = {
+    "logit_corr": ("mean |corr| of M = ZᵀZ (test logits)", lambda r, s: s["logit_corr"]),
+    "head_rho": ("head ρ, mean |cos| of the class vectors", lambda r, s: s["head_rho"]),
+    "R_fro_norm": ("‖R‖_F/√dim, KFAC-Laplace", lambda r, s: s["R_fro"] / math.sqrt(s["R_dim"])),
+    "neg_logdet_R": ("−ln det R, KFAC-Laplace", lambda r, s: -s["R_logdet"]),
+    "jin_neg_logdet": ("−Σ ln det S_i, Jin et al. 2020", lambda r, s: s["jin_neg_logdet"]),
+    "sigma_isotropic": ("tolerated σ, isotropic", lambda r, s: s["sigma_isotropic"]),
+    "sigma_correlated": ("tolerated σ, KFAC-correlated", lambda r, s: s["sigma_correlated"]),
+    "kl_isotropic": ("last-layer KL, isotropic", lambda r, s: _last_layer_kl(s, "isotropic")),
+    "kl_correlated": ("last-layer KL, KFAC-correlated", lambda r, s: _last_layer_kl(s, "correlated")),
+    "log10_bound_independent": ("log10 bound term, S = I", lambda r, s: s["log10_bound_independent"]),
+    "log10_bound_correlated": ("log10 bound term, S = R", lambda r, s: s["log10_bound_correlated"]),
+    "log10_bound_jin": ("log10 bound term, Jin", lambda r, s: s["log10_bound_jin"]),
+    "gap": ("robust gap, train − test PGD-20 (points)",
+            lambda r, s: 100 * (r["final"]["last"]["train"]["pgd20"] - r["final"]["last"]["test"]["pgd20"])),
+}
+
+
+@dataclass(frozen=True)
+class StatisticDifference:
+    """treatment − baseline of one last-layer statistic over paired seeds.
+
+    Attributes:
+        base: the baseline's label.
+        treatment: the treatment's label.
+        statistic: a key of `STATISTICS`.
+        differences: the per-seed differences, in seed order.
+        base_mean: the baseline's mean over those seeds.
+        treatment_mean: the treatment's mean.
+        interval: the 95% t-interval of the mean difference.
+        p_value: the paired t-test's two-sided p (``None`` when undefined).
+    """
+
+    base: str
+    treatment: str
+    statistic: str
+    differences: tuple[float, ...]
+    base_mean: float
+    treatment_mean: float
+    interval: tuple[float, float]
+    p_value: float | None
+
+    @property
+    def difference(self) -> float:
+        """The mean per-seed difference."""
+        return float(np.mean(self.differences))
+
+
+def _statistic(record: Mapping[str, Any], name: str) -> float | None:
+    stats = record["final"]["last"].get("stats")
+    return None if stats is None else float(STATISTICS[name][1](record, stats))
+
+
+def statistic_differences(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], base: str, treatment: str,
+                          *, confidence: float = 0.95) -> list[StatisticDifference]:
+    """Every `STATISTICS` entry, treatment − baseline, over the seeds where both recorded it (at least two)."""
+    out = []
+    for name in STATISTICS:
+        pairs = {s: (_statistic(runs[base][s], name), _statistic(runs[treatment][s], name))
+                 for s in sorted(set(runs[base]) & set(runs[treatment]))}
+        pairs = {s: (a, b) for s, (a, b) in pairs.items() if a is not None and b is not None}
+        differences = [b - a for a, b in pairs.values()]
+        if len(differences) < 2 or not all(map(math.isfinite, differences)):
+            continue
+        out.append(StatisticDifference(base, treatment, name, tuple(differences),
+                                       float(np.mean([a for a, _ in pairs.values()])),
+                                       float(np.mean([b for _, b in pairs.values()])),
+                                       t_interval(differences, confidence=confidence), t_test(differences)))
+    return out
 
 
 def _direction(c: RegimeComparison) -> str:
@@ -334,18 +514,19 @@ def _compare(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], base: str, tre
     return compare_seeds({s: a[s] for s in seeds}, {s: b[s] for s in seeds}, confidence=confidence)
 
 
-def analyse_regime(records: Sequence[Mapping[str, Any]], *, alpha: float = 0.05,
+def analyse_regime(records: Sequence[Mapping[str, Any]], *, plan: Plan | None = None, alpha: float = 0.05,
                    confidence: float = 0.95) -> RegimeAnalysis:
     """Carry out REGIME.md's analysis plan on one round's records (e.g. ``load_results("confirm")``).
 
-    Every pair of `PRIMARY_PAIRS` and `SECONDARY_PAIRS` whose two methods are present is compared on every
-    endpoint of `ENDPOINTS` the records hold, at the last epoch and at the best-on-validation checkpoint, over
-    the seeds both methods have (at least two). The three primary comparisons (last epoch, PGD-20) get Holm's
-    adjustment of their t-test p-values; an undefined t-test (every seed differs by the same non-zero amount)
-    enters Holm as p = 1 and is reported as undefined.
+    Every pair of the plan's primary and secondary pairs whose two methods are present is compared on every
+    endpoint of the plan the records hold, at the last epoch and at the best-on-validation checkpoint, over the
+    seeds both methods have (at least two). The primary comparisons (last epoch, the primary endpoint) get
+    Holm's adjustment of their t-test p-values; an undefined t-test (every seed differs by the same non-zero
+    amount) enters Holm as p = 1 and is reported as undefined.
 
     Args:
         records: the JSON lines of one regime (one `regime_key`).
+        plan: the analysis plan (``None``: `PLANS` of the records' round, else the confirmatory one).
         alpha: family-wise significance level of the primary comparisons.
         confidence: confidence level of every interval.
 
@@ -353,17 +534,20 @@ def analyse_regime(records: Sequence[Mapping[str, Any]], *, alpha: float = 0.05,
         A `RegimeAnalysis`.
     """
     key, runs = _by_method(records)
+    if plan is None:
+        rounds = {record.get("round") for record in records}
+        plan = PLANS.get(rounds.pop(), PLANS["confirm"]) if len(rounds) == 1 else PLANS["confirm"]
     found: list[tuple[str, str, str, Checkpoint, bool, SeedComparison]] = []
-    for pairs, is_primary in ((PRIMARY_PAIRS, True), (SECONDARY_PAIRS, False)):
+    for pairs, is_primary in ((plan.primary_pairs, True), (plan.secondary_pairs, False)):
         for base, name in pairs:
             for treatment in (label for label in runs if _matches(label, name)):
                 if base not in runs:
                     continue
                 for checkpoint in ("last", "best"):
-                    for endpoint in ENDPOINTS:
+                    for endpoint in plan.endpoints:
                         result = _compare(runs, base, treatment, endpoint, checkpoint, confidence)
                         if result is not None:
-                            primary = is_primary and endpoint == PRIMARY_ENDPOINT and checkpoint == "last"
+                            primary = is_primary and endpoint == plan.primary_endpoint and checkpoint == "last"
                             found.append((base, treatment, endpoint, checkpoint, primary, result))
     primary_p = [1.0 if f[5].p_value is None else f[5].p_value for f in found if f[4]]
     adjusted = iter(holm(primary_p)) if primary_p else iter(())
@@ -372,4 +556,4 @@ def analyse_regime(records: Sequence[Mapping[str, Any]], *, alpha: float = 0.05,
                                     alpha)
                    for base, treatment, endpoint, checkpoint, primary, result in found]
     comparisons.sort(key=lambda c: not c.primary)
-    return RegimeAnalysis(key, runs, tuple(comparisons), alpha)
+    return RegimeAnalysis(key, runs, tuple(comparisons), alpha, plan)

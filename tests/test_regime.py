@@ -11,7 +11,16 @@ import pytest
 from scipy import stats as sps
 
 from s2o_lib.errors import S2OError
-from s2o_lib.regime import RESULTS_DIR, WORST, analyse_regime, load_results, method_label, regime_key
+from s2o_lib.regime import (
+    PLANS,
+    RESULTS_DIR,
+    WORST,
+    WORST_ALL,
+    analyse_regime,
+    load_results,
+    method_label,
+    regime_key,
+)
 from s2o_lib.stats import holm
 
 N = 20  # images per constructed evaluation
@@ -144,3 +153,90 @@ def test_source_line_names_the_script_the_seeds_and_the_regime():
     line = analyse_regime(family(SHIFTS)).source_line()
     assert line.startswith("from benchmarks/regime_search.py, 4 seeds (0–3), run offline")
     assert "100 training digits, 80 epochs" in line and f"the {N} test digits" in line
+
+
+# ----------------------------------------------------------------------------------------- the control round
+def control_record(method: str, seed: int, pgd: int, *, aa: int, stats: dict | None = None) -> dict:
+    """A control-round line: PGD and CW right on images 0..pgd-1, AutoAttack on 0..aa-1, with statistics."""
+    r = record(method, seed, pgd)
+    r["round"] = "control"
+    for which in ("last", "best"):
+        r["final"][which]["test_bits"] = {**r["final"][which]["test_bits"], "cw20": bits(pgd),
+                                          "autoattack": bits(aa)}
+    r["final"]["last"]["stats"] = stats
+    return r
+
+
+def _stats(**changes) -> dict:
+    base = {"logit_corr": 0.3, "head_rho": 0.2, "R_fro": 40.0, "R_dim": 1600.0, "R_logdet": -300.0,
+            "jin_neg_logdet": 3000.0, "sigma_isotropic": 2.0, "sigma_correlated": 3.0, "sigma_jin": 2.0,
+            "log10_bound_independent": 6.0, "log10_bound_correlated": 6.5, "log10_bound_jin": 6.6,
+            "head_shape": [10, 128]}
+    return {**base, **changes}
+
+
+def control_family() -> list[dict]:
+    """Three seeds of at, at+ls, at+s2o: AutoAttack-limited worst case 8, 10 + seed, 10 images of N."""
+    records = []
+    for seed in range(3):
+        records.append(control_record("at", seed, 12, aa=8, stats=_stats(head_rho=0.20)))
+        records.append(control_record("at+ls", seed, 14, aa=10 + seed, stats=_stats(head_rho=0.20 + 0.01 * seed)))
+        records.append(control_record("at+s2o", seed, 15, aa=10, stats=_stats(head_rho=0.15, sigma_correlated=4.0)))
+    return records
+
+
+def test_the_control_round_follows_its_own_plan():
+    analysis = analyse_regime(control_family())
+    assert analysis.plan is PLANS["control"]
+    assert [(c.base, c.treatment) for c in analysis.primary()] == [("at", "at+s2o"), ("at+ls", "at+s2o")]
+    assert all(c.endpoint == WORST_ALL for c in analysis.primary())
+    # The worst case is the AND of PGD-20, CW-20 and AutoAttack: here AutoAttack's images.
+    s2o_vs_base = analysis.comparison("at", "at+s2o")
+    assert s2o_vs_base.difference == pytest.approx(100 * 2 / N)
+    s2o_vs_ls = analysis.comparison("at+ls", "at+s2o")
+    assert s2o_vs_ls.stats.differences == pytest.approx((0.0, -1 / N, -2 / N))
+    # PGD-20 alone shows a gain the worst case does not: a secondary endpoint of the same pair.
+    assert analysis.comparison("at+ls", "at+s2o", endpoint="pgd20").difference == pytest.approx(100 / N)
+    secondary = [c for c in analysis.comparisons if not c.primary and c.endpoint == WORST_ALL and c.checkpoint == "last"]
+    assert [(c.base, c.treatment) for c in secondary] == [("at", "at+ls")]
+    assert analysis.method_frame().loc["at+ls", "worst case"] == pytest.approx(100 * 11 / N)
+
+
+def test_statistics_are_paired_per_seed_differences_with_t_intervals():
+    analysis = analyse_regime(control_family())
+    frame = analysis.statistics("at", "at+ls")
+    diffs = [0.0, 0.01, 0.02]
+    row = frame.loc["head_rho"]
+    assert row["difference"] == pytest.approx(np.mean(diffs)) and row["seeds"] == 3
+    half = sps.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / math.sqrt(3)
+    assert (row["low"], row["high"]) == pytest.approx((np.mean(diffs) - half, np.mean(diffs) + half))
+    assert row["p"] == pytest.approx(sps.ttest_1samp(diffs, 0).pvalue)
+    s2o = analysis.statistics("at", "at+s2o")
+    assert s2o.loc["sigma_correlated", "difference"] == pytest.approx(1.0)
+    # The last-layer KL: ½[k/σ² − ln det R], k = 10·128; σ 3 → 4 lowers it by ½·1280·(1/9 − 1/16).
+    assert s2o.loc["kl_correlated", "difference"] == pytest.approx(-0.5 * 1280 * (1 / 9 - 1 / 16))
+    # Equal statistics in every seed: no difference, and the t-test's convention for it (p = 1).
+    assert frame.loc["sigma_correlated", "difference"] == 0 and frame.loc["sigma_correlated", "p"] == 1
+    with pytest.raises(S2OError, match="--stats"):
+        analyse_regime(family(SHIFTS)).statistics("at", "at+s2o")
+
+
+def test_rank_correlations_span_every_model_with_statistics():
+    records = control_family()
+    for i, r in enumerate(records):  # make the bound rank the gap exactly
+        last = r["final"]["last"]
+        last["train"] = {**last["train"], "pgd20": last["test"]["pgd20"] + 0.01 * i}  # gap 0, 1, 2, ... points
+        r["final"]["last"]["stats"]["log10_bound_independent"] = float(i)
+    rho = analyse_regime(records).rank_correlations()
+    assert rho["log10_bound_independent"] == pytest.approx(1.0)
+    assert "gap" not in rho.index
+
+
+def test_the_control_report_carries_the_worst_case_and_the_paired_statistics():
+    text = analyse_regime(control_family()).to_markdown()
+    assert "| worst case |" in text.splitlines()[2]
+    assert "Last-layer statistics, at+s2o − at" in text and "Last-layer statistics, at+ls − at" in text
+    rows = [line for line in text.splitlines() if line.startswith("| head ρ")]
+    assert len(rows) == 2 and "| −0.05 |" not in rows[0]
+    assert "| -0.05 |" in rows[0] and "| +0.01 |" in rows[1]  # s2o − at: 0.15 − 0.20; ls − at: mean of 0, .01, .02
+    assert "Spearman ρ with the robust gap, across all 9 models" in text
