@@ -324,6 +324,46 @@ class RegimeAnalysis:
                            "--stats (benchmarks/regime_search.py run ... --stats)")
         return pd.DataFrame(rows).set_index("statistic")
 
+    def endpoint_frame(self, pairs: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
+        """One row per (baseline, treatment) pair, one column per endpoint of the plan: the paired difference in
+        points as ``"+1.2 [-0.3, +2.7]"`` (95% t-interval), a ``p`` column (the plan's primary endpoint; Holm's
+        where adjusted), and ``warning``: the pattern notebook 02 teaches to distrust, a PGD-20 gain that CW-20 or
+        AutoAttack does not confirm. ``pairs``: the plan's primary then secondary pairs by default."""
+        import pandas as pd
+
+        pairs = pairs or [*self.plan.primary_pairs, *self.plan.secondary_pairs]
+        rows = []
+        for base, treatment in pairs:
+            cells = {e: self.comparison(base, treatment, endpoint=e) for e in self.plan.endpoints
+                     if self._has_comparison(base, treatment, e)}
+            if not cells:
+                continue
+            main = cells[self.plan.primary_endpoint]
+            pgd = cells.get("pgd20")
+            unconfirmed = [e for e in ("cw20", "autoattack") if e in cells and cells[e].difference <= 0]
+            rows.append({"comparison": f"{treatment} − {base}", "seeds": len(main.seeds),
+                         **{ENDPOINT_NAMES.get(e, e): interval_cell(c.difference, *c.interval) for e, c in cells.items()},
+                         "p": main.p_value if main.holm_p is None else main.holm_p,
+                         "warning": ("PGD-20 gain not confirmed by " + " or ".join(ENDPOINT_NAMES[e] for e in unconfirmed)
+                                     if pgd is not None and pgd.difference > 0 and unconfirmed else "")})
+        return pd.DataFrame(rows).set_index("comparison")
+
+    def _has_comparison(self, base: str, treatment: str, endpoint: str) -> bool:
+        return any(c.base == base and _matches(c.treatment, treatment) and c.endpoint == endpoint
+                   and c.checkpoint == "last" for c in self.comparisons)
+
+    def statistics_frame(self, pairs: Sequence[tuple[str, str]], names: Sequence[str]) -> pd.DataFrame:
+        """``names`` of `STATISTICS` (rows) by pairs (columns): the paired difference ``"+1.2 [-0.3, +2.7]"``."""
+        import pandas as pd
+
+        columns = {}
+        for base, treatment in pairs:
+            frame = self.statistics(base, treatment)
+            columns[f"{treatment} − {base}"] = {STATISTICS[n][0]: interval_cell(frame.loc[n, "difference"],
+                                                                                frame.loc[n, "low"], frame.loc[n, "high"])
+                                                for n in names if n in frame.index}
+        return pd.DataFrame(columns)
+
     def rank_correlations(self, *, against: str = "gap") -> pd.Series:
         """Spearman's rank correlation, across every model that recorded statistics, of each statistic with
         ``against`` (the robust gap by default); a statistic equal in every model has none and is left out."""
@@ -378,6 +418,21 @@ class RegimeAnalysis:
 
     def _models_with_statistics(self) -> int:
         return sum("stats" in r["final"]["last"] for by_seed in self.runs.values() for r in by_seed.values())
+
+
+#: Column names of `RegimeAnalysis.endpoint_frame`.
+ENDPOINT_NAMES = {WORST_ALL: "worst case", "pgd20": "PGD-20", "cw20": "CW-20", "autoattack": "AutoAttack",
+                  "clean": "clean", WORST: "worst of PGD/CW"}
+
+
+def interval_cell(difference: float, low: float, high: float, *, digits: int = 2) -> str:
+    """``"+1.20 [-0.30, +2.70]"``: a difference and its interval, as the notebooks' tables print them.
+
+    Example:
+        >>> interval_cell(1.2, -0.3, 2.7, digits=1)
+        '+1.2 [-0.3, +2.7]'
+    """
+    return f"{difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def _has(record: Mapping[str, Any], endpoint: str, checkpoint: Checkpoint = "last") -> bool:

@@ -17,6 +17,7 @@ from s2o_lib.regime import (
     WORST,
     WORST_ALL,
     analyse_regime,
+    interval_cell,
     load_results,
     method_label,
     regime_key,
@@ -240,3 +241,22 @@ def test_the_control_report_carries_the_worst_case_and_the_paired_statistics():
     assert len(rows) == 2 and "| −0.05 |" not in rows[0]
     assert "| -0.05 |" in rows[0] and "| +0.01 |" in rows[1]  # s2o − at: 0.15 − 0.20; ls − at: mean of 0, .01, .02
     assert "Spearman ρ with the robust gap, across all 9 models" in text
+
+
+def test_endpoint_frame_names_a_pgd_gain_the_other_attacks_do_not_confirm():
+    frame = analyse_regime(control_family()).endpoint_frame()
+    assert list(frame.index) == ["at+s2o − at", "at+s2o − at+ls", "at+ls − at"]
+    # at+s2o − at+ls: PGD-20 +1 image of N, AutoAttack 0, −1, −2 images: the warning pattern.
+    assert frame.loc["at+s2o − at+ls", "PGD-20"] == interval_cell(100 / N, 100 / N, 100 / N)
+    assert frame.loc["at+s2o − at+ls", "warning"] == "PGD-20 gain not confirmed by AutoAttack"
+    assert frame.loc["at+s2o − at", "warning"] == ""  # AutoAttack +2 images: confirmed
+    assert frame.loc["at+s2o − at", "p"] == analyse_regime(control_family()).comparison("at", "at+s2o").holm_p
+
+
+def test_statistics_frame_prints_each_paired_difference_with_its_interval():
+    analysis = analyse_regime(control_family())
+    frame = analysis.statistics_frame([("at", "at+s2o"), ("at", "at+ls")], ["head_rho", "sigma_correlated"])
+    row = analysis.statistics("at", "at+ls").loc["head_rho"]
+    assert frame.loc["head ρ, mean |cos| of the class vectors", "at+ls − at"] == interval_cell(
+        row["difference"], row["low"], row["high"])
+    assert frame.loc["tolerated σ, KFAC-correlated", "at+s2o − at"] == "+1.00 [+1.00, +1.00]"
