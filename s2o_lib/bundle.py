@@ -41,7 +41,9 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import asdict, is_dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -52,6 +54,7 @@ from . import __version__
 from .checkpoint import load_checkpoint
 from .config import Profile, get_profile
 from .errors import S2OError
+from .lock import FolderBusy, folder_lock
 from .models import device_of
 from .train import History
 
@@ -188,10 +191,41 @@ def _run_entry(folder: Path, *, profile: str) -> dict[str, Any]:
     }
 
 
+def _no_runs(cache: Path, profile: str) -> S2OError:
+    """The error of a profile cache with no run: where it looked, any other cache that holds runs, the way out."""
+    from .zoo import RUNS_ENV
+
+    here = Path.cwd()
+    elsewhere = [c for c in (here / "runs" / profile, here / "notebooks" / "runs" / profile)
+                 if c.resolve() != cache.resolve() and any(c.glob("*/checkpoint.pt"))]
+    if elsewhere:
+        found = elsewhere[0].parent
+        return S2OError(f"no trained runs in {cache.resolve()}, but {found} holds some: pass --runs {found} "
+                        f"(or set {RUNS_ENV}={found})")
+    return S2OError(f"no trained runs in {cache.resolve()} (the model cache; {RUNS_ENV} or --runs names another); "
+                    f"the notebooks train them there: `python -m s2o_lib run-notebooks --profile {profile}`")
+
+
+def _packable(folder: Path) -> None:
+    """Refuse a run that is still training or was cut off: `pack` holds its lock, so no run is written while it
+    packs (`s2o_lib.lock.FolderBusy` names the process that holds it); a run must have trained every epoch its
+    settings plan, and its ``best.pt`` (if any) must load."""
+    state = load_checkpoint(folder / "checkpoint.pt")
+    done = len((state.get("history") or {}).get("epoch", []))
+    planned = ((state.get("meta") or {}).get("settings") or {}).get("epochs", done)
+    if done < planned:
+        raise S2OError(f"{folder} is incomplete ({done} of {planned} epochs trained); finish it (train it again "
+                       "with the same settings, which resumes it) or delete it before packing")
+    if (folder / "best.pt").exists():
+        load_checkpoint(folder / "best.pt")
+
+
 def pack(profile: Profile | str | None, *, out: str | Path, root: str | Path | None = None) -> Path:
     """Write a bundle of a profile's cached runs to ``out`` (a ``.tar``) and its sha256 to ``<out>.sha256``.
 
-    Every run folder of ``<root>/<profile>/`` that holds a ``checkpoint.pt`` is packed with all its files.
+    Every run folder of ``<root>/<profile>/`` that holds a ``checkpoint.pt`` is packed with all its files. A run
+    that another process holds (training) or that trained fewer epochs than planned is refused with an
+    `S2OError` naming it, and nothing is written; every run folder stays locked while it is packed.
 
     Args:
         profile: a `Profile`, its name, or ``None`` for the active one.
@@ -205,8 +239,20 @@ def pack(profile: Profile | str | None, *, out: str | Path, root: str | Path | N
     cache = _root(root) / profile.name
     folders = sorted(p.parent for p in cache.glob("*/checkpoint.pt")) if cache.is_dir() else []
     if not folders:
-        raise S2OError(f"no trained runs in {cache}; train them first, e.g. "
-                       f"`python -m s2o_lib run-notebooks --profile {profile.name}`")
+        raise _no_runs(cache, profile.name)
+    with ExitStack() as held:
+        for folder in folders:
+            try:
+                held.enter_context(folder_lock(folder))
+            except FolderBusy as err:
+                raise S2OError(f"{folder} is being written by another process ({err.holder}); wait for its "
+                               "training to finish, then pack again") from None
+            _packable(folder)
+        return _write_bundle(profile, folders, cache, out)
+
+
+def _write_bundle(profile: Profile, folders: list[Path], cache: Path, out: str | Path) -> Path:
+    """`pack` once its runs are held and checked: the manifest, the tar, its sha256."""
     manifest = {
         "format_version": FORMAT_VERSION, "profile": profile.name, "settings": _plain(profile.as_dict()),
         "library_version": __version__, "runs": [_run_entry(f, profile=profile.name) for f in folders],
@@ -346,7 +392,7 @@ def _verify_and_install(archive: Path, profile: Profile, cache: Path, staging: P
             _check_manifest(manifest, profile, expect=expect)
             listed = _read_members(tar, manifest, profile.name)
             _extract(tar, listed, staging)
-    except (tarfile.TarError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (tarfile.TarError, ValueError, KeyError, TypeError, AttributeError, EOFError, zlib.error) as err:
         if isinstance(err, S2OError):
             raise
         raise S2OError(f"the bundle is not a readable tar with a well-formed {MANIFEST} ({type(err).__name__}); "
@@ -427,6 +473,12 @@ def _installed_url(marker: Path) -> str | None:
         return None
 
 
+def _unusable(err: S2OError, url: str) -> S2OError:
+    """A bundle that was reached but cannot be used, with the way to train instead."""
+    return S2OError(f"the pretrained bundle {url} cannot be used: {err}. Set {URL_ENV}=none to train the models "
+                    "here instead")
+
+
 def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: Mapping[str, Any]) -> History | None:
     """The zoo's hook: a run missing from the cache, loaded from the profile's bundle (``None``: train it).
 
@@ -458,8 +510,13 @@ def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: M
         except BundleUnavailable as err:
             _TRIED[key] = str(err)
             print(f"no pretrained {profile.name} bundle ({err}); training instead ({URL_ENV}=none skips the lookup)")
+        except S2OError as err:
+            raise _unusable(err, url) from None
     if not checkpoint.exists():
         return None
-    state = load_checkpoint(checkpoint, model=model, map_location=device_of(model))
+    try:
+        state = load_checkpoint(checkpoint, model=model, map_location=device_of(model))
+    except S2OError as err:
+        raise _unusable(err, url) from None
     history = History.from_dict(state["history"])
     return history if len(history.epoch) >= settings.get("epochs", 0) else None

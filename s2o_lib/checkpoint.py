@@ -26,6 +26,9 @@ from .models import build_from_spec, model_spec
 
 FORMAT_VERSION = 1
 TEMPORARY_SUFFIX = ".tmp"
+#: The files of a run folder (`s2o_lib.train.fit`): the resumable checkpoint and the best-robust weights.
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -120,9 +123,12 @@ def load_checkpoint(
     # Any failure to unpickle (UnpicklingError, EOFError, BadZipFile, or IndexError on random bytes)
     # means the file is unusable; say so once instead of showing torch's internals.
     except Exception as err:
+        way_out = (f"`trained_model` or `python -m s2o_lib train --out {path.parent}` with the run's settings "
+                   "writes it again from the run (`restore_best`)" if path.name == BEST_NAME
+                   else "delete it and train again")
         raise S2OError(
             f"could not read checkpoint {path}: the file is corrupted, truncated or not an S²O checkpoint "
-            f"({type(err).__name__}); delete it and train again"
+            f"({type(err).__name__}); {way_out}"
         ) from err
     if not isinstance(state, dict) or "model" not in state:
         raise S2OError(f"{path} is not an S²O checkpoint (no 'model' entry); save one with save_checkpoint")
@@ -172,3 +178,60 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     load_weights(model, state, source=str(path))
     model.eval()
     return model, meta
+
+
+def _sound(path: Path) -> bool:
+    """Whether ``path`` loads with ``weights_only=True`` as a checkpoint with weights."""
+    try:
+        load_checkpoint(path)
+    except S2OError:
+        return False
+    return True
+
+
+def restore_best(folder: str | Path) -> Path | None:
+    """Write a run's ``best.pt`` again when it is missing or does not load (truncated, damaged, not a checkpoint).
+
+    ``best.pt`` holds the epoch with the best per-epoch PGD accuracy (``history["best_epoch"]``; `s2o_lib.train.fit`
+    writes it whenever that accuracy improves, on the evaluation subset). The weights still on disk are the last
+    epoch's (``checkpoint.pt``) and those kept by ``fit(keep_every=...)`` (``epoch_NNN.pt``), and the history
+    records every epoch's PGD accuracy, so no re-evaluation is needed:
+
+    1. the best epoch's weights are among them (it is the last epoch, or it was kept): copied, exactly what was
+       lost;
+    2. else they are gone, and the epoch with the best recorded PGD accuracy among those on disk (the first of
+       equals, as `fit` picks) takes its place: ``meta["epoch"]`` says which epoch ``best.pt`` holds,
+       ``meta["best_fallback"]`` says why, and one line is printed. (Only retraining could bring the lost epoch
+       back, exactly only where training is deterministic.)
+
+    Nothing is done for a run without a per-epoch evaluation (no ``best_epoch``: it never had a ``best.pt``).
+    Call it while holding the folder (`s2o_lib.lock.folder_lock`); `fit` calls it after every run.
+
+    Args:
+        folder: a run folder holding ``checkpoint.pt``.
+
+    Returns:
+        The ``best.pt`` written, ``None`` when it was sound (or the run has none).
+    """
+    folder = Path(folder)
+    best = folder / BEST_NAME
+    if not (folder / CHECKPOINT_NAME).is_file() or (best.exists() and _sound(best)):
+        return None
+    state = load_checkpoint(folder / CHECKPOINT_NAME)
+    history = state.get("history") or {}
+    wanted, epochs = history.get("best_epoch"), history.get("epoch") or []
+    if wanted is None or not epochs:
+        return None
+    robust = dict(zip(epochs, history.get("eval_robust") or [], strict=False))
+    on_disk = {epochs[-1]: folder / CHECKPOINT_NAME}
+    on_disk.update({e: folder / f"epoch_{e:03d}.pt" for e in epochs[:-1]
+                    if (folder / f"epoch_{e:03d}.pt").is_file() and _sound(folder / f"epoch_{e:03d}.pt")})
+    chosen = wanted if wanted in on_disk else max(sorted(on_disk), key=lambda e: robust.get(e) or -1.0)
+    source = state if chosen == epochs[-1] else load_checkpoint(on_disk[chosen])
+    meta = {**(source.get("meta") or {}), "epoch": chosen}
+    if chosen != wanted:
+        meta["best_fallback"] = (f"epoch {wanted}'s weights were lost; epoch {chosen} has the best PGD accuracy "
+                                 f"({robust.get(chosen)}) of the epochs still on disk")
+        print(f"{best} was missing or damaged and epoch {wanted}'s weights are gone: it now holds epoch {chosen}, "
+              "the best left (fit(keep_every=1) keeps every epoch)")
+    return save_checkpoint(best, {"model": source["model"], "meta": meta, "history": source.get("history", history)})

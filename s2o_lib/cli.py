@@ -208,6 +208,7 @@ def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
     aa_eps = _autoattack_radius(args, profile, eps)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     test = load_dataset(dataset, "test", root=args.data, download=args.download)
+    _check_classes(meta, dataset)
     result = robust_accuracy(
         model, test, attacks=attacks, eps=eps, alpha=alpha, n=args.n, batch_size=args.batch_size,
         autoattack_version=args.autoattack_version, aa_eps=aa_eps, seed=args.seed,
@@ -222,6 +223,9 @@ def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
         "accuracy": {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float))},
     }
     print(f"L∞ radius: {eps:g} (FGSM/PGD/CW), {aa_eps:g} (AutoAttack)")
+    if args.n is not None and result.protocol["n"] < args.n:
+        print(f"evaluated {result.protocol['n']} images: {dataset}'s test set has only {len(test)} "
+              f"(--n {args.n} asked for more)")
     for name, value in report["accuracy"].items():
         print(f"{name:>12}: {100 * value:6.2f}%")
     if args.json:
@@ -229,6 +233,17 @@ def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _check_classes(meta: dict[str, Any], dataset: str) -> None:
+    """Refuse a checkpoint whose model has another number of classes than the dataset's labels."""
+    from .data import dataset_info
+
+    classes, wanted = (meta.get("model") or {}).get("num_classes"), dataset_info(dataset).num_classes
+    if classes is not None and classes != wanted:
+        trained_on = f" (trained on {meta['dataset']})" if meta.get("dataset") else ""
+        raise S2OError(f"the checkpoint's model has {classes} classes{trained_on} but {dataset} has {wanted}; "
+                       "evaluate it on a dataset with its classes (--dataset)")
 
 
 def _shards(launch: Any) -> Any:
@@ -391,7 +406,9 @@ def _add_run_notebooks_parser(sub: Any) -> None:
 
 def _zoo(args: argparse.Namespace) -> int:
     from .bundle import fetch, pack
+    from .zoo import runs_root
 
+    print(f"model cache: {(args.runs or runs_root()).resolve()}")
     if args.zoo_command == "pack":
         out = pack(args.profile, out=args.out, root=args.runs)
         print(f"wrote {out} and {out}.sha256; publish both (e.g. as release assets) or point S2O_ZOO_URL at {out.name}")
@@ -414,7 +431,8 @@ def _add_zoo_parser(sub: Any) -> None:
     f.add_argument("--no-progress", action="store_true", help="no download progress bar")
     for action in (p, f):
         action.add_argument("--profile", help="smoke, class or paper (default: S2O_PROFILE, else by device)")
-        action.add_argument("--runs", type=Path, help="the model cache (default: $S2O_RUNS, else runs/)")
+        action.add_argument("--runs", type=Path, help="the model cache (default: $S2O_RUNS, else the checkout's "
+                            "notebooks/runs, else ~/.cache/s2o-tutorials/runs)")
     z.set_defaults(func=_zoo)
 
 

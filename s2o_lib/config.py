@@ -54,8 +54,9 @@ class Profile:
         milestones: epochs at which the learning rate is multiplied by 0.1.
         awp_warmup: the epoch (from 1) at which AWP starts perturbing weights (``None``: the base method's
             default from `s2o_lib.defenses.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
-        aa_eps: L∞ radius of AutoAttack (``None``: ``eval_eps``; see `autoattack_eps`). The paper: 8/255, the
-            released AutoAttack script's radius, while its PGD-20/CW-20 use ``eval_eps`` = 0.031.
+        aa_eps: L∞ radius of AutoAttack (``None``: ``eval_eps``; see `autoattack_eps`). The paper reports AutoAttack
+            at 8/255 (the default of AutoAttack's own example and of the AWP evaluation script; the S²O repository
+            has no AutoAttack script), while its PGD-20/CW-20 use ``eval_eps`` = 0.031.
         notes: what this profile shrinks compared to the paper, said plainly.
         schedule: the learning-rate schedule of `s2o_lib.train.make_scheduler`: ``"piecewise"`` (×0.1 at each
             milestone, the paper's) or ``"onecycle"`` (``lr`` is the peak; for short runs).
@@ -201,7 +202,7 @@ PROFILES: dict[str, Profile] = {
         awp_warmup=None,
         aa_eps=8 / 255,
         notes=("paper: the authors' settings (CIFAR-10, 200 epochs, PGD-10 training, full test set; PGD-20/CW-20 "
-               "at eps 0.031, AutoAttack at 8/255 as the released scripts)."),
+               "at eps 0.031, AutoAttack at 8/255 as AutoAttack's example and the AWP evaluation script)."),
     ),
 }
 

@@ -238,8 +238,8 @@ def load_dataset(
         split: ``"train"`` or ``"test"``.
         root: folder that holds one sub-folder per dataset (``data/cifar10/cifar-10-batches-py/``, ...).
         download: fetch torchvision datasets that are missing (needs a network).
-        augment: random crop (padding 4) and flip, for the 32×32 sets only; ``None`` means on for CIFAR
-            training sets and off otherwise.
+        augment: random crop (zero padding 4; the AT-AWP script pads by reflection instead) and flip, for
+            the 32×32 sets only; ``None`` means on for CIFAR training sets and off otherwise.
         subset: keep this many examples, chosen at random with ``seed`` (for small profiles).
         seed: seed of the subset choice.
     """

@@ -14,14 +14,19 @@ of the authors' README (``Alexkael/S2O``), with their published clean / PGD-20 /
   ``trades_AWP/train_trades_cifar.py``; their AWP γ, warm-up and proxy learning rate are
   `s2o_lib.defenses.AWP_DEFAULTS` (AT: 1e-2, none, 0.01; TRADES: 5e-3, 10 epochs, 0.1). The AT-AWP script
   normalises inputs with CIFAR-10's mean and std inside its model; the library's PreAct ResNet-18 takes
-  inputs in [0, 1] unnormalised, as the S²O scripts do.
+  inputs in [0, 1] unnormalised, as the S²O scripts do. Two more departures from that script: it lowers the
+  learning rate per iteration, reaching 0.01 at the last batch of epoch 100, where the library's piecewise
+  schedule drops it to 0.01 from epoch 100 on; and it crops with reflect padding, where the library zero-pads
+  (``RandomCrop(32, padding=4)``).
 - ``avmixup-wrn`` follows AVMixup's official ``Saehyung-Lee/cifar10_challenge`` (``config.json``, ``train.py``):
   80 000 steps of batch 128 (≈ 205 epochs; the library counts epochs), SGD lr 0.1 ×0.1 after 40 000 and
   60 000 steps (≈ epochs 103 and 154), momentum 0.9, weight decay 2e-4, PGD-10 with ε = 8/255, step 2/255,
   uniform start; AVMixup's γ = 2, λ₁ = 1.0, λ₂ = 0.1 are `AVMIXUP_SETTINGS` (the defaults of
   `s2o_lib.defenses.DefenseConfig`). The official model is Madry's 'w32-10' ResNet with per-image
   standardisation (``model.py``); the preset uses WRN-34-10, as the PyTorch port the S²O README cites
-  (``hirokiadachi/Adversarial-vertex-mixup-pytorch``) does.
+  (``hirokiadachi/Adversarial-vertex-mixup-pytorch``) does. The official code applies weight decay to the
+  convolution and linear kernels only (no biases, no batch-norm parameters); the library's SGD decays every
+  parameter (`s2o_lib.train.make_optimizer`).
 
 Example:
     >>> from s2o_lib.presets import PRESETS, get_preset
@@ -78,7 +83,9 @@ _PAPER_FIT: dict[str, Any] = {
     "milestones": (100, 150), "eps": 8 / 255, "alpha": 2 / 255, "attack_steps": 10, "beta": 6.0,
 }
 # Evaluation: PGD-20 and CW∞-20 with ε = 0.031 and step 0.003, random start; standard AutoAttack at ε = 8/255
-# (the released AutoAttack script's radius, ``aa_eps``; not 0.031).
+# (``aa_eps``; not 0.031): the default of AutoAttack's own example and of the AWP evaluation script (the S²O
+# repository has no AutoAttack script). The released S²O loops count PGD/CW accuracy on x′ over all images;
+# `robust_accuracy` counts right-on-clean-and-under-attack unless ``counting="adversarial"``.
 _PAPER_EVAL: dict[str, Any] = {"eps": 0.031, "alpha": 0.003, "steps": 20, "autoattack_version": "standard",
                                "aa_eps": 8 / 255}
 

@@ -87,7 +87,7 @@ class NotebookFailed(S2OError):
 
 
 class NotebookInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped ``run-notebooks``; the partial notebook and the report were written first.
+    """Ctrl-C (SIGINT) or SIGTERM stopped ``run-notebooks``; the partial notebook and the report were written first.
 
     Attributes:
         where: which notebook and cell were running, e.g. ``"03_x.ipynb at code cell 4 of 9"``.
@@ -264,10 +264,30 @@ def _execute(nb: Any, path: Path, *, timeout: int, kernel_name: str, env: dict[s
     return (KeyboardInterrupt() if interrupted else None), current.get("index")
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM (``timeout``, a CI job's limit, ``kill``) raises KeyboardInterrupt as Ctrl-C
+    does, so the run ends with its report written (status ``interrupted``) instead of dying mid-way. nbclient
+    handles both signals itself while a kernel runs and restores the default when it is done, so `run_notebooks`
+    enters this again around every notebook; in other threads than the main one nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _sigint_noted() -> Iterator[list[bool]]:
-    """While the block runs, Ctrl-C (SIGINT) is noted in the yielded list (non-empty once it came) and raises
-    KeyboardInterrupt as usual; in other threads than the main one nothing changes."""
+    """While the block runs, Ctrl-C (SIGINT) and SIGTERM are noted in the yielded list (non-empty once one came)
+    and raise KeyboardInterrupt; in other threads than the main one nothing changes."""
     noted: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -277,11 +297,12 @@ def _sigint_noted() -> Iterator[list[bool]]:
         noted.append(True)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield noted
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def cell_position(cells: Sequence[Any], index: int) -> str:
@@ -418,7 +439,7 @@ class _Suite:
             result.status = "ok"
             return None
         if isinstance(error, KeyboardInterrupt):
-            result.status, result.error = "interrupted", "interrupted (Ctrl-C)"
+            result.status, result.error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
             where = result.name if index is None else f"{result.name} at {cell_position(nb.cells, index)}"
             self.meta["failed"] = f"interrupted in {where}"
             raise NotebookInterrupted(where, self.report)
@@ -526,13 +547,8 @@ def run_notebooks(
     try:
         for path, result in zip(paths, results, strict=True):
             bar.set_postfix_str(path.name)
-            try:
-                failure = suite.run_one(path, result, nbformat=nbformat, timeout=timeout, kernel_name=kernel_name,
-                                        env=env)
-            except NotebookInterrupted:
-                suite.finish("interrupted")
-                raise
-            suite.finish("running" if failure is None else "failed")
+            failure = _run_guarded(suite, path, result, nbformat=nbformat, timeout=timeout, kernel_name=kernel_name,
+                                   env=env)
             if on_result is not None:
                 on_result(result)
             if failure is not None:
@@ -540,5 +556,25 @@ def run_notebooks(
             bar.update(1)
     finally:
         bar.close()
-    suite.finish("ok")
+    with _sigterm_as_ctrl_c():
+        suite.finish("ok")
     return suite.report
+
+
+def _run_guarded(suite: _Suite, path: Path, result: NotebookResult, **options: Any) -> NotebookFailed | None:
+    """`_Suite.run_one` and the report after it, with Ctrl-C and SIGTERM at any moment (also outside a cell:
+    starting the kernel, writing the report) ending the run as `NotebookInterrupted`, the report written."""
+    try:
+        with _sigterm_as_ctrl_c():
+            failure = suite.run_one(path, result, **options)
+            suite.finish("running" if failure is None else "failed")
+            return failure
+    except NotebookInterrupted:
+        suite.finish("interrupted")
+        raise
+    except KeyboardInterrupt:
+        if result.status == "not run":
+            result.status, result.error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
+        suite.meta["failed"] = f"interrupted in {result.name}"
+        suite.finish("interrupted")
+        raise NotebookInterrupted(result.name, suite.report) from None

@@ -30,10 +30,13 @@ from torch.utils.data import DataLoader
 
 from . import distributed
 from .checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
     architecture_mismatch,
     load_checkpoint,
     load_weights,
     remove_stale_temporaries,
+    restore_best,
     save_checkpoint,
 )
 from .checks import (
@@ -57,8 +60,6 @@ Schedule = Literal["piecewise", "constant", "onecycle"]
 SCHEDULES = ("piecewise", "constant", "onecycle")
 #: Schedules whose scheduler steps after every batch (the others step once per epoch).
 PER_BATCH_SCHEDULES = ("onecycle",)
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_NAME = "best.pt"
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -131,6 +132,11 @@ class AWPConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     """The PGD evaluation after every epoch (with an ``eval_loader``), which picks ``best.pt``.
+
+    ``best.pt`` is the epoch with the best PGD accuracy on the first ``n`` images, over every epoch. The S²O
+    authors select differently: the best PGD-20 on the full test set among epochs 100–109 (100–199 for the AWP
+    runs). To select their way, keep every epoch (``fit(keep_every=1)``) and evaluate that window's
+    ``epoch_NNN.pt`` with `s2o_lib.evaluate.robust_accuracy`.
 
     Attributes:
         eps: L∞ radius (``None``: the training attack's).
@@ -287,7 +293,10 @@ def _as_tuple(value: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------- helpers
 def make_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with momentum and weight decay, as in every released script of the paper."""
+    """SGD with momentum and weight decay on every parameter, as in every released script of the paper.
+
+    AVMixup's official code (``Saehyung-Lee/cifar10_challenge``) decays the kernels only (no biases, no batch-norm
+    parameters); the ``avmixup-wrn`` preset decays every parameter, as here."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -301,7 +310,9 @@ def make_scheduler(
     ``class`` profile) is `torch.optim.lr_scheduler.OneCycleLR` stepped after every batch: linear from
     lr/1e4 up to the optimiser's lr over the first 40 % of the steps, then linear down to lr/1e4, momentum
     fixed. That is the "cyclic" schedule of the fast-AT and robust-overfitting code (0 → lr_max at 2/5 → 0);
-    the paper itself trains 200 epochs piecewise.
+    the paper itself trains 200 epochs piecewise. The AT-AWP script (``AT_AWP/train_cifar10.py``) instead
+    lowers its rate per iteration, reaching 0.01 at the last batch of epoch 100; ``"piecewise"`` drops it to
+    0.01 from the first batch of epoch 100.
 
     Args:
         optimizer: the optimiser; its lr is the initial (piecewise, constant) or peak (onecycle) rate.
@@ -647,7 +658,8 @@ def fit(
 
     The model trains on the device its parameters live on. Every epoch ends with an atomic checkpoint
     (``checkpoint_dir/checkpoint.pt``: weights, optimiser, scheduler, RNG states, history) and, when an
-    evaluation loader is given, the best-robust model is kept as ``best.pt``. With ``resume=True`` a run that
+    evaluation loader is given, the best-robust model is kept as ``best.pt`` (a missing or damaged one is
+    written again at the end of every call, `s2o_lib.checkpoint.restore_best`). With ``resume=True`` a run that
     finds a checkpoint continues after its last epoch and ends with the same weights as a run that was never
     interrupted (bitwise on CPU). While it runs, the run holds ``checkpoint_dir`` (`s2o_lib.lock.folder_lock`):
     another process training into it fails at once. An epoch whose mean loss is NaN or infinite stops the run
@@ -694,8 +706,11 @@ def fit(
                               metadata=metadata)
         if resume and (folder / CHECKPOINT_NAME).exists():
             run.resume(folder / CHECKPOINT_NAME)
-        return _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"], folder=folder,
-                      keep_every=keep_every, progress=progress)
+        history = _train(run, epochs=epochs, eval_loader=eval_loader, evaluation=configs["evaluation"],
+                         folder=folder, keep_every=keep_every, progress=progress)
+        if writes_here():
+            restore_best(folder)  # a best.pt deleted or damaged after its run: written again (its docstring)
+        return history
 
 
 def _start_parallel(model: nn.Module, loader: DataLoader, parallel: nn.Module | None, *, method: Method,

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from .bundle import bundled_run
+from .checks import check_int
 from .config import Profile, dry_run_requested, get_device, get_profile, seed_everything
 from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader, stand_in_dataset
 from .defenses import parse_method
@@ -34,10 +35,47 @@ RUNS_ENV = "S2O_RUNS"
 DATA_ENV = "S2O_DATA"
 
 
+#: The model cache of a checkout: the notebooks' own ``notebooks/runs`` (git-ignored), wherever Python runs.
+CHECKOUT_RUNS = ("notebooks", "runs")
+
+
+def _checkout_root() -> Path | None:
+    """The repository this library was imported from (``pyproject.toml`` and ``notebooks/`` beside the
+    package), ``None`` for an installed library."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+def _user_cache() -> Path:
+    """The model cache of an installed library: ``$XDG_CACHE_HOME/s2o-tutorials/runs`` (``~/.cache/...``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2o-tutorials" / "runs"
+
+
+def cache_home() -> Path:
+    """The one model cache, found the same way from every folder: ``$S2O_RUNS``; else, when the library is
+    imported from a checkout, that checkout's ``notebooks/runs`` (where the notebooks, which run in
+    ``notebooks/``, always kept their models); else the user cache folder (``~/.cache/s2o-tutorials/runs``).
+
+    A home inside the current folder is given relative to it (``runs`` in ``notebooks/``, ``notebooks/runs``
+    at the root), as the notebooks have always printed it; elsewhere it is absolute.
+    """
+    given = os.environ.get(RUNS_ENV)
+    if given:
+        return Path(given)
+    checkout = _checkout_root()
+    home = checkout.joinpath(*CHECKOUT_RUNS) if checkout is not None else _user_cache()
+    try:
+        return home.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return home
+
+
 def runs_root() -> Path:
-    """Where cached checkpoints live: ``$S2O_RUNS``, else ``runs/`` under the current folder (git-ignored);
-    in a dry run (``S2O_DRY_RUN=1``) its ``dry-run/`` sub-folder, so tiny models never mix with real ones."""
-    root = Path(os.environ.get(RUNS_ENV, "runs"))
+    """Where cached checkpoints live: `cache_home` (``$S2O_RUNS``, else the checkout's ``notebooks/runs``, else
+    ``~/.cache/s2o-tutorials/runs``), the same for `trained_model`, ``zoo pack``/``fetch`` and ``run-notebooks``
+    wherever they are called; in a dry run (``S2O_DRY_RUN=1``) its ``dry-run/`` sub-folder, so tiny models
+    never mix with real ones."""
+    root = cache_home()
     return root / "dry-run" if dry_run_requested() else root
 
 
@@ -46,8 +84,9 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
 
     The one mapping from a profile to training settings: `trained_model` (the notebooks) and
     ``python -m s2o_lib train`` both use it, so they train the same model for the same profile. The per-epoch
-    evaluation that picks ``best.pt`` runs PGD with at most 10 steps on at most 500 test images (model
-    selection, not the evaluation a notebook reports).
+    evaluation that picks ``best.pt`` runs PGD with at most 10 steps on at most 500 test images over every epoch
+    (model selection, not the evaluation a notebook reports; the authors pick the best PGD-20 on the full test
+    set among epochs 100–109, see `s2o_lib.train.EvalConfig`).
 
     Args:
         profile: the profile.
@@ -147,8 +186,11 @@ def trained_model(
 ) -> tuple[nn.Module, History]:
     """A model trained with ``method`` in a profile, loaded from the cache when it is there.
 
-    A run missing from the cache comes from the profile's verified bundle when one is reachable
-    (`s2o_lib.bundle.bundled_run`; ``S2O_ZOO_URL=none`` turns that off), else it is trained.
+    A run missing from the cache (`runs_root`, the same from every folder) comes from the profile's verified
+    bundle when one is reachable (`s2o_lib.bundle.bundled_run`; ``S2O_ZOO_URL=none`` turns that off), else it is
+    trained; a bundle reached but broken stops with an `S2OError` that says so. A cached run's ``best.pt`` that is
+    missing or does not load is written again from the run (`s2o_lib.checkpoint.restore_best`), without training.
+    The seed is checked before the run's folder is made or locked.
 
     Args:
         method: any method name of `s2o_lib.defenses` (e.g. ``"at+s2o"``).
@@ -168,6 +210,7 @@ def trained_model(
     Returns:
         ``(model, history)`` with the model in eval mode on the profile's device.
     """
+    check_int(seed, "seed", minimum=0)  # before the folder (and its lock) is made
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     name = parse_method(method).name
     folder = run_folder(name, profile=profile, seed=seed, root=root, tag=tag, **overrides)
