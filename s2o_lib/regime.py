@@ -324,7 +324,7 @@ class RegimeAnalysis:
                            "--stats (benchmarks/regime_search.py run ... --stats)")
         return pd.DataFrame(rows).set_index("statistic")
 
-    def endpoint_frame(self, pairs: Sequence[tuple[str, str]] | None = None) -> pd.DataFrame:
+    def endpoint_frame(self, pairs: Sequence[tuple[str, str]] | None = None, *, digits: int = 1) -> pd.DataFrame:
         """One row per (baseline, treatment) pair, one column per endpoint of the plan: the paired difference in
         points as ``"+1.2 [-0.3, +2.7]"`` (95% t-interval), a ``p`` column (the plan's primary endpoint; Holm's
         where adjusted), and ``warning``: the pattern notebook 02 teaches to distrust, a PGD-20 gain that CW-20 or
@@ -342,9 +342,10 @@ class RegimeAnalysis:
             pgd = cells.get("pgd20")
             unconfirmed = [e for e in ("cw20", "autoattack") if e in cells and cells[e].difference <= 0]
             rows.append({"comparison": f"{treatment} − {base}", "seeds": len(main.seeds),
-                         **{ENDPOINT_NAMES.get(e, e): interval_cell(c.difference, *c.interval) for e, c in cells.items()},
+                         **{ENDPOINT_NAMES.get(e, e): interval_cell(c.difference, *c.interval, digits=digits)
+                            for e, c in cells.items()},
                          "p": main.p_value if main.holm_p is None else main.holm_p,
-                         "warning": ("PGD-20 gain not confirmed by " + " or ".join(ENDPOINT_NAMES[e] for e in unconfirmed)
+                         "warning": ("PGD-20 gain, not under " + " or ".join(ENDPOINT_NAMES[e] for e in unconfirmed)
                                      if pgd is not None and pgd.difference > 0 and unconfirmed else "")})
         return pd.DataFrame(rows).set_index("comparison")
 
@@ -412,11 +413,12 @@ class RegimeAnalysis:
                       f"[{row['low']:+.3g}, {row['high']:+.3g}] | {_p_text(row['p'])} |" for _, row in frame.iterrows()]
         if lines:
             rho = self.rank_correlations()
-            lines += ["", f"Spearman ρ with the robust gap, across all {self._models_with_statistics()} models: "
+            lines += ["", f"Spearman ρ with the robust gap, across all {self.models_with_statistics()} models: "
                       + "; ".join(f"{STATISTICS[name][0]} {value:+.2f}" for name, value in rho.items())]
         return lines
 
-    def _models_with_statistics(self) -> int:
+    def models_with_statistics(self) -> int:
+        """How many models of the round recorded last-layer statistics (``run --stats``)."""
         return sum("stats" in r["final"]["last"] for by_seed in self.runs.values() for r in by_seed.values())
 
 
