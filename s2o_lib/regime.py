@@ -258,6 +258,21 @@ class RegimeAnalysis:
         raise S2OError(f"no comparison {treatment} − {base} on {endpoint} ({checkpoint}); the analysis has: "
                        + ", ".join(sorted({f"{c.treatment} − {c.base}" for c in self.comparisons})))
 
+    def control_verdict(self, base: str) -> str:
+        """REGIME.md's decision rule of round "control" for one base method, in words.
+
+        "S²O is more than label smoothing here" when ``base+s2o − base+ls`` is higher (Holm p < α); "what S²O
+        does here, label smoothing at the same mass does too" when that is not detectable while
+        ``base+s2o − base`` is; otherwise `NO_DIFFERENCE`.
+        """
+        vs_base = self.comparison(base, f"{base}+s2o")
+        vs_ls = self.comparison(f"{base}+ls", f"{base}+s2o")
+        if vs_ls.significant() and vs_ls.difference > 0:
+            return "S²O is more than label smoothing here"
+        if vs_base.significant() and not vs_ls.significant():
+            return "what S²O does here, label smoothing at the same mass does too"
+        return NO_DIFFERENCE
+
     def method_frame(self) -> pd.DataFrame:
         """Per method: seeds, mean and sd over seeds of the last-epoch accuracies (percent), gap, collapses.
 

@@ -22,7 +22,7 @@ from s2o_lib.regime import (
     method_label,
     regime_key,
 )
-from s2o_lib.stats import holm
+from s2o_lib.stats import NO_DIFFERENCE, holm
 
 N = 20  # images per constructed evaluation
 REGIME = {"subset": 100, "epochs": 80, "subset_kind": "stratified", "data_seed": 0, "schedule": "piecewise",
@@ -260,3 +260,22 @@ def test_statistics_frame_prints_each_paired_difference_with_its_interval():
     assert frame.loc["head ρ, mean |cos| of the class vectors", "at+ls − at"] == interval_cell(
         row["difference"], row["low"], row["high"])
     assert frame.loc["tolerated σ, KFAC-correlated", "at+s2o − at"] == "+1.00 [+1.00, +1.00]"
+
+
+def _verdict_family(ls_aa) -> list[dict]:
+    """Twelve seeds: at+s2o 10 images under AutoAttack, at 8 or 9, at+ls ``ls_aa(seed)``."""
+    records = []
+    for seed in range(12):
+        records.append(control_record("at", seed, 12, aa=8 + seed % 2, stats=_stats()))
+        records.append(control_record("at+ls", seed, 14, aa=ls_aa(seed), stats=_stats()))
+        records.append(control_record("at+s2o", seed, 15, aa=10, stats=_stats()))
+    return records
+
+
+def test_control_verdict_follows_the_decision_rule():
+    assert analyse_regime(control_family()).control_verdict("at") == NO_DIFFERENCE  # three seeds: nothing holds
+    same_as_ls = analyse_regime(_verdict_family(lambda seed: 9 + seed % 3))  # s2o − ls: +1, 0, -1 images
+    assert same_as_ls.comparison("at", "at+s2o").significant()
+    assert same_as_ls.control_verdict("at") == "what S²O does here, label smoothing at the same mass does too"
+    more = analyse_regime(_verdict_family(lambda seed: 8 + seed % 2))  # ls no better than the base
+    assert more.control_verdict("at") == "S²O is more than label smoothing here"
