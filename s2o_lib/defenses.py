@@ -505,6 +505,7 @@ class AWP:
     def perturbation(self, loss_fn: Callable[[nn.Module], Tensor]) -> dict[str, Tensor]:
         """Compute the weight perturbation that increases ``loss_fn`` (evaluated on the proxy)."""
         self.proxy.load_state_dict(self.model.state_dict())
+        torch.clear_autocast_cache()  # the proxy's weights changed in place (see `perturbed`)
         self.proxy.train()
         loss = -loss_fn(self.proxy)
         self.proxy_optimizer.zero_grad(set_to_none=True)
@@ -522,18 +523,24 @@ class AWP:
 
     @contextmanager
     def perturbed(self, diff: dict[str, Tensor]) -> Iterator[None]:
-        """Within the block the model's weights are ``W + diff``; afterwards they are exactly ``W``."""
+        """Within the block the model's weights are ``W + diff``; afterwards they are exactly ``W``.
+
+        Autocast (bf16, fp16) keeps its low-precision copy of each weight until its outermost context ends, so a
+        forward inside it would not see weights changed in place: the cache is cleared after each change.
+        """
         params = dict(self.model.named_parameters())
         backup = {name: params[name].detach().clone() for name in diff}
         with torch.no_grad():
             for name, d in diff.items():
                 params[name].add_(d)
+        torch.clear_autocast_cache()
         try:
             yield
         finally:
             with torch.no_grad():
                 for name, w in backup.items():
                     params[name].copy_(w)
+            torch.clear_autocast_cache()
 
 
 # --------------------------------------------------------------------------------------------- one step
@@ -691,6 +698,7 @@ def training_step(
     """
     method = parse_method(method)
     x, y = x.to(device_of(model)), y.to(device_of(model))
+    torch.clear_autocast_cache()  # inside a longer autocast context: no low-precision copy of the last step's weights
     model.train()
     inputs = training_inputs(model, x, y, method=method, config=config)
     if awp is not None and method.awp:
