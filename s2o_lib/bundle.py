@@ -130,8 +130,9 @@ def _plain(value: Any) -> Any:
 
 
 def _profile_settings(profile: Profile) -> dict[str, Any]:
-    """What a bundle must agree on with the local profile: every field but ``notes``."""
-    return _plain({k: v for k, v in profile.as_dict().items() if k != "notes"})
+    """What a bundle must agree on with the local profile: every field but ``notes`` and ``precision`` (a speed
+    setting: a bundle trained in fp16 on a T4 serves an A100 as well)."""
+    return _plain({k: v for k, v in profile.as_dict().items() if k not in ("notes", "precision")})
 
 
 def recorded_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
