@@ -43,10 +43,15 @@ on ``min(eval_n, 500)`` test images) is counted. Not counted: data loading (``--
 kernel-launch latency of small batches (Square on few images, power iterations), start-up and download.
 
 T4 throughput (FLOPs of the count above per second, sustained): derived at run time (``--derive-throughput``)
-from public measurements; see `REFERENCE_RUNS`. The library's `class` path trains in fp32 (`trained_model`
-calls `fit` with its default ``precision="fp32"``; the fast path's ``"bf16"`` has no tensor-core support on a
-T4, which is Turing), so the budget uses the fp32 figures; the fp16 mixed-precision figure is printed for
-comparison only.
+from public measurements; see `REFERENCE_RUNS`. Since issue 22 the library's `class` profile trains in
+``precision="auto"``: fp16 autocast with a loss scaler on a T4 (Turing has fp16 tensor cores, no bf16 ones),
+bf16 on Ampere and later. The fp32 table is kept (a run in fp32, and the 15-minute per-notebook check); the
+fp16 table prices what ``fit`` runs under autocast (its training steps and its per-epoch PGD evaluation) at the
+fp16 figures and everything else at the fp32 ones: the notebooks' own evaluation (`robust_accuracy`,
+AutoAttack, sanity checks, bounds, hand-made steps) runs in fp32, and so does AWP's proxy ascent, which
+`training_step` runs with autocast off under fp16. ``fp16`` is the mixed-precision run of `REFERENCE_RUNS`;
+``fp16-low`` (pessimistic) is it times fp32-low / fp32, the same discount the fp32 budget takes for narrow
+layers, small batches and deterministic kernels.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ from s2o_lib.models import ARCHITECTURES, PreActResNet18, build_model
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 BUDGET_MIN = 15.0            # every notebook 00-08 in suite order; 09 with the bundle
 BUDGET_09_NO_BUNDLE_MIN = 60.0
+BUDGET_SUITE_FP16_MIN = 45.0  # issue 22: the whole suite from an empty cache, no bundle, on a T4 at fp16-low
 #: CPU µs per training image of the CIFAR pipeline (PIL crop + flip + ToTensor, one process), measured with
 #: ``--cpu-timing`` under the lock on the project's 2-core CPU machine (222 µs; benchmarks/RESULTS.md).
 DATA_US = 220.0
@@ -119,11 +125,15 @@ def pgd_passes(steps: int, restarts: int = 1) -> Passes:
 
 def step_passes(method: str, steps: int, *, awp_active: bool = True) -> Passes:
     """One `training_step` of ``method`` with a PGD-``steps`` training attack, per image (see the docstring)."""
-    base, awp, s2o = _method_parts(method)
+    base, _, s2o = _method_parts(method)
     attack = {"standard": Passes(), "trades": FWD + GRAD * steps}.get(base, pgd_passes(steps))
-    inputs = _loss_inputs(base, s2o)
-    proxy = TRAIN * _loss_inputs(base, False) if awp and awp_active else Passes()
-    return attack + proxy + TRAIN * inputs
+    return attack + proxy_passes(method, awp_active=awp_active) + TRAIN * _loss_inputs(base, s2o)
+
+
+def proxy_passes(method: str, *, awp_active: bool = True) -> Passes:
+    """The part of `step_passes` that is AWP's proxy ascent (run in fp32 under fp16, `defenses.training_step`)."""
+    base, awp, _ = _method_parts(method)
+    return TRAIN * _loss_inputs(base, False) if awp and awp_active else Passes()
 
 
 def _loss_inputs(base: str, s2o: bool) -> int:
@@ -217,9 +227,16 @@ class Train:
     eval_n: int | None     # fit's per-epoch evaluation (clean + PGD-eval_steps); None: no eval loader
     eval_steps: int
 
-    def passes_total(self, acc: Accuracy) -> Passes:
+    def awp_epochs(self) -> int:
         # AWP perturbs in the epochs (from 1) >= awp_warmup (`DefenseConfig.awp_active`): 0 and 1 mean all of them.
-        awp_epochs = max(self.epochs - max(self.awp_warmup, 1) + 1, 0) if _method_parts(self.method)[1] else 0
+        return max(self.epochs - max(self.awp_warmup, 1) + 1, 0) if _method_parts(self.method)[1] else 0
+
+    def proxy_total(self) -> Passes:
+        """AWP's proxy ascent over the run (fp32 under fp16)."""
+        return proxy_passes(self.method) * (self.images * self.awp_epochs())
+
+    def passes_total(self, acc: Accuracy) -> Passes:
+        awp_epochs = self.awp_epochs()
         total = step_passes(self.method, self.train_steps, awp_active=False) * (self.images * (self.epochs - awp_epochs))
         total = total + step_passes(self.method, self.train_steps) * (self.images * awp_epochs)
         if self.eval_n:
@@ -547,14 +564,22 @@ class NotebookCost:
     train_alone: float
     runs: float
     items: list[tuple[str, float, bool]]  # (what, FLOPs, paid in suite order)
-    runs_first: list[tuple[float, float]] = field(default_factory=list)  # (FLOPs, CPU data seconds) per run
-    runs_alone: list[tuple[float, float]] = field(default_factory=list)
+    # (FLOPs, of them AWP's proxy ascent, CPU data seconds) per run
+    runs_first: list[tuple[float, float, float]] = field(default_factory=list)
+    runs_alone: list[tuple[float, float, float]] = field(default_factory=list)
 
-    def minutes(self, tflops: float, *, bundle: bool = False, alone: bool = False) -> float:
+    def minutes(self, tflops: float, *, bundle: bool = False, alone: bool = False,
+                train_tflops: float | None = None) -> float:
         """Minutes at ``tflops``. A training run takes max(GPU time, CPU data time): `make_loader` loads in the
-        main process, but CUDA runs asynchronously, so the next batch is prepared while the GPU computes."""
+        main process, but CUDA runs asynchronously, so the next batch is prepared while the GPU computes.
+
+        ``train_tflops``: the rate of what `fit` runs under autocast (fp16), all but AWP's proxy ascent, which
+        stays at ``tflops`` (fp32) as does everything outside `fit`.
+        """
         trains = [] if bundle else (self.runs_alone if alone else self.runs_first)
-        train = sum(max(_minutes(flops, tflops), data / 60) for flops, data in trains)
+        fast = train_tflops or tflops
+        train = sum(max(_minutes(flops - proxy, fast) + _minutes(proxy, tflops), data / 60)
+                    for flops, proxy, data in trains)
         return train + _minutes(self.runs, tflops)
 
 
@@ -579,11 +604,12 @@ def notebook_costs(p: Profile, unit: Unit, acc: dict[str, Accuracy], methods_09:
                 first = item.key not in seen
                 seen.add(item.key)
                 data = item.images * item.epochs * data_us * 1e-6
+                proxy = item.proxy_total().flops(unit)
                 cost.train_alone += flops
-                cost.runs_alone.append((flops, data))
+                cost.runs_alone.append((flops, proxy, data))
                 if first:
                     cost.train_first += flops
-                    cost.runs_first.append((flops, data))
+                    cost.runs_first.append((flops, proxy, data))
                     cost.trained_first.append(item.key)
                 cost.items.append((f"train {item.key}: {item.epochs} ep x {item.images} img", flops, first))
             else:
@@ -727,6 +753,28 @@ def notebook_table(costs: list[NotebookCost], tf: dict[str, float], overhead: fl
     return rows, ok
 
 
+def fp16_table(costs: list[NotebookCost], tf: dict[str, float], overhead: float) -> tuple[list[str], float]:
+    """Minutes at fp16 (`fit`'s work at the fp16 figures, the rest at fp32); the suite in order at fp16-low."""
+    rows = [("| notebook | trains first (suite order) | in order @fp16 | in order @fp16-low | alone @fp16-low | "
+             "with bundle | budget |"), "|---|---|---|---|---|---|---|"]
+    total = {"order": 0.0, "low": 0.0, "alone": 0.0, "bundle": 0.0}
+    for c in costs:
+        values = {"order": c.minutes(tf["fp32"], train_tflops=tf["fp16"]) + overhead,
+                  "low": c.minutes(tf["fp32-low"], train_tflops=tf["fp16-low"]) + overhead,
+                  "alone": c.minutes(tf["fp32-low"], train_tflops=tf["fp16-low"], alone=True) + overhead,
+                  "bundle": c.minutes(tf["fp32-low"], bundle=True) + overhead}
+        for key, value in values.items():
+            total[key] += value
+        limit = BUDGET_09_NO_BUNDLE_MIN if c.name == "09" else BUDGET_MIN
+        verdict = f"{'ok' if values['low'] <= limit else 'OVER'} (≤ {limit:g} in order)"
+        rows.append(f"| {c.name} | {', '.join(c.trained_first) or '—'} | {values['order']:.1f} | {values['low']:.1f} "
+                    f"| {values['alone']:.1f} | {values['bundle']:.1f} | {verdict} |")
+    fits = total["low"] <= BUDGET_SUITE_FP16_MIN
+    rows.append(f"| suite | | {total['order']:.1f} | {total['low']:.1f} | {total['alone']:.1f} | {total['bundle']:.1f} "
+                f"| {'ok' if fits else 'OVER'} (≤ {BUDGET_SUITE_FP16_MIN:g} in order @fp16-low) |")
+    return rows, total["low"]
+
+
 def detail_table(costs: list[NotebookCost], tf: dict[str, float]) -> list[str]:
     rows = ["| notebook | work | T4 min @fp32-low | paid in suite order |", "|---|---|---|---|"]
     for c in costs:
@@ -735,10 +783,16 @@ def detail_table(costs: list[NotebookCost], tf: dict[str, float]) -> list[str]:
     return rows
 
 
-def throughputs(override: float | None) -> dict[str, float]:
+def throughputs(override: float | None, override_fp16: float | None = None) -> dict[str, float]:
+    """The T4 figures: `REFERENCE_RUNS`, ``fp16`` (= the mixed-precision run) and ``fp16-low`` = fp16 × fp32-low /
+    fp32 (derived, pessimistic); a figure measured on the card replaces both estimates of its precision."""
     figures = {key: run.tflops() for key, run in REFERENCE_RUNS.items()}
-    if override is not None:  # a figure measured on the card replaces both fp32 estimates
+    figures["fp16"] = figures["mixed"]
+    figures["fp16-low"] = figures["mixed"] * figures["fp32-low"] / figures["fp32"]
+    if override is not None:
         figures["fp32"] = figures["fp32-low"] = override
+    if override_fp16 is not None:
+        figures["fp16"] = figures["fp16-low"] = override_fp16
     return figures
 
 
@@ -792,6 +846,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="assumed AutoAttack accuracy of adversarially trained models")
     parser.add_argument("--tflops", type=float,
                         help="a sustained TFLOP/s measured on the card: replaces both fp32 figures (RESULTS.md)")
+    parser.add_argument("--tflops-fp16", type=float,
+                        help="the same at fp16 (benchmarks/gpu_check.py measures it): replaces both fp16 figures")
     parser.add_argument("--overhead-min", type=float, default=0.5,
                         help="allowance per notebook for start-up, imports and data loading (minutes)")
     parser.add_argument("--data-us", type=float, default=DATA_US,
@@ -817,7 +873,7 @@ def main(argv: list[str] | None = None) -> None:
     profile, methods_09 = effective_profile(args)
     acc = {"standard": ASSUMED["standard"], "robust": Accuracy(args.robust_clean, args.robust_aa)}
     unit = count_unit(make_model(profile.arch))
-    tf = throughputs(args.tflops)
+    tf = throughputs(args.tflops, args.tflops_fp16)
     print(f"## Profile `{profile.name}`" + (f", candidate `{args.candidate}`" if args.candidate else ""))
     library = get_profile(args.profile)
     changed = {f.name: getattr(profile, f.name) for f in fields(Profile)
@@ -829,7 +885,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nFLOPs per image ({profile.arch}, FlopCounterMode): F = {unit.fwd / 1e9:.3f} G, B_in = "
           f"{unit.bwd_in / 1e9:.3f} G, B_full = {unit.bwd_full / 1e9:.3f} G")
     print(f"T4 sustained TFLOP/s: fp32 {tf['fp32']:.2f}{' (override)' if args.tflops else ''}, fp32-low "
-          f"{tf['fp32-low']:.2f}, mixed precision {tf['mixed']:.2f} (not used: class trains in fp32); "
+          f"{tf['fp32-low']:.2f}, fp16 {tf['fp16']:.2f}{' (override)' if args.tflops_fp16 else ''}, fp16-low "
+          f"{tf['fp16-low']:.2f} (class trains in fp16 on a T4); "
           f"peaks {T4_PEAK_TFLOPS}. Accuracy assumptions: {acc}. Data pipeline {args.data_us:g} µs per training "
           f"image. Allowance per notebook {args.overhead_min:g} min.")
     if args.derive_throughput:
@@ -837,6 +894,8 @@ def main(argv: list[str] | None = None) -> None:
         for key, run in REFERENCE_RUNS.items():
             print(f"- {key}: {run.name} -> {tf[key]:.2f} TFLOP/s ({100 * tf[key] / T4_PEAK_TFLOPS['fp32']:.0f}% of the "
                   f"fp32 peak). Source: {run.source}")
+        print(f"- fp16: the mixed run, {tf['fp16']:.2f}; fp16-low: fp16 × fp32-low / fp32 = {tf['fp16-low']:.2f} "
+              "(derived, pessimistic: the fp32 budget's discount applied to fp16)")
     cpu = None
     if args.cpu_timing:
         cpu = _cpu_report(args, profile)
@@ -850,7 +909,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.detail:
         print("\n### Work items\n")
         print("\n".join(detail_table(costs, tf)))
-    print(f"\nbudget: {'every notebook fits' if ok else 'OVER budget'}")
+    rows16, suite16 = fp16_table(costs, tf, args.overhead_min)
+    print("\n### Minutes per notebook on one T4 at fp16 (the class profile's precision there: `fit`'s training and "
+          "per-epoch evaluation at the fp16 figures; AWP's proxy and the notebooks' evaluation at fp32)\n")
+    print("\n".join(rows16))
+    print(f"\nbudget: {'every notebook fits' if ok else 'OVER budget'} (fp32 table); suite from an empty cache at "
+          f"fp16-low {suite16:.1f} min: " + (f"fits ≤ {BUDGET_SUITE_FP16_MIN:g}" if suite16 <= BUDGET_SUITE_FP16_MIN
+                                              else f"OVER {BUDGET_SUITE_FP16_MIN:g} by {suite16 - BUDGET_SUITE_FP16_MIN:.1f}"))
 
 
 def _cpu_report(args: argparse.Namespace, profile: Profile) -> dict[str, float | None]:

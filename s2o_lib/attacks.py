@@ -3,7 +3,9 @@
 All attacks take images in [0, 1] and labels, return adversarial images (detached, same shape, inside the
 ε-ball and inside [0, 1]), leave the model's mode and its parameters' ``.grad`` as they found them, and
 run batched on the model's device: they move ``x`` and ``y`` there themselves (`s2o_lib.models.device_of`, as
-torchattacks does) and return tensors on the model's device.
+torchattacks does) and return tensors on the model's device. Under fp16 autocast (``precision="fp16"``) the
+objective is multiplied by `FP16_ATTACK_SCALE` before its input gradient is taken, as a loss scaler does, so
+that small gradients do not underflow to zero (a zero gradient has no sign: the pixel would not move).
 
 Example:
     >>> import torch
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 
 from .checks import check_eps, check_images, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .errors import S2OError, unknown_name
+from .fast import fp16_active
 from .models import device_of, dtype_of, model_spec
 
 Norm = Literal["linf", "l2"]
@@ -38,9 +41,22 @@ Init = Literal["uniform", "gaussian", "none"]
 NORMS: tuple[str, ...] = ("linf", "l2")
 LOSSES: tuple[str, ...] = ("ce", "cw")
 INITS: tuple[str, ...] = ("uniform", "gaussian", "none")
+#: The attacks' loss scale under fp16 autocast. Measured on the CPU (small CNN on digits, 128 images): fp16 input
+#: gradients of the summed CE were exactly 0 for 7.7 % of the pixels and had fp32's sign for 90.1 %; at 2**8,
+#: 0.006 % and 99.7 %; at 2**12 and 2**16 no zeros and 99.7 %. Steps use only the sign (L∞) or the direction (L2).
+FP16_ATTACK_SCALE = 2.0**10
 
 
 # --------------------------------------------------------------------------------------------- checks
+def _input_gradient(objective: Tensor, x_adv: Tensor) -> Tensor:
+    """∂objective/∂x_adv; under fp16 autocast of the objective times `FP16_ATTACK_SCALE`, an overflow's NaN set to 0
+    (that pixel does not move; an infinite entry keeps its sign)."""
+    if not fp16_active(x_adv.device):
+        return torch.autograd.grad(objective, x_adv)[0]
+    (grad,) = torch.autograd.grad(objective * FP16_ATTACK_SCALE, x_adv)
+    return torch.nan_to_num(grad, nan=0.0)
+
+
 def _check_steps(steps: int, alpha: float, eps: float) -> None:
     """``steps`` ≥ 1 and ``alpha`` > 0 (any ``alpha`` ≥ 0 at ``eps`` = 0, where every step lands on x)."""
     check_int(steps, "steps", minimum=1)
@@ -278,7 +294,7 @@ def pgd(
                 if restart == step == 0:  # the first forward pass gives the number of classes
                     check_labels(y, num_classes=logits.shape[1])
                 objective = _objective(logits, y, loss, targeted).sum()
-                (grad,) = torch.autograd.grad(objective, x_adv)
+                grad = _input_gradient(objective, x_adv)
                 x_adv = x_adv.detach() + _ascent_step(grad, alpha=alpha, norm=norm)
                 x_adv = (x + project(x_adv - x, eps=eps, norm=norm)).clamp(0, 1)
             with torch.no_grad():
@@ -330,7 +346,7 @@ def trades_kl_attack(
         for _ in range(steps):
             x_adv.requires_grad_(True)
             kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
-            (grad,) = torch.autograd.grad(kl, x_adv)
+            grad = _input_gradient(kl, x_adv)
             x_adv = x_adv.detach() + alpha * grad.sign()
             x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
     return x_adv.detach()

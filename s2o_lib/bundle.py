@@ -132,9 +132,14 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+#: Profile fields a bundle records but need not share with the local profile.
+_UNCOMPARED = ("notes", "precision")
+
+
 def _profile_settings(profile: Profile) -> dict[str, Any]:
-    """What a bundle must agree on with the local profile: every field but ``notes``."""
-    return _plain({k: v for k, v in profile.as_dict().items() if k != "notes"})
+    """What a bundle must agree on with the local profile: every field but ``notes`` and ``precision`` (a speed
+    setting: a bundle trained in fp16 on a T4 serves an A100 as well)."""
+    return _plain({k: v for k, v in profile.as_dict().items() if k not in _UNCOMPARED})
 
 
 def recorded_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -325,7 +330,7 @@ def _check_manifest(manifest: Any, profile: Profile, *, expect: Mapping[str, Map
     if manifest.get("profile") != profile.name:
         raise S2OError(f"the bundle holds the {manifest.get('profile')!r} profile, not {profile.name!r}; "
                        f"fetch s2o-{profile.name}.tar or set {URL_ENV}")
-    saved = {k: v for k, v in (manifest.get("settings") or {}).items() if k != "notes"}
+    saved = {k: v for k, v in (manifest.get("settings") or {}).items() if k not in _UNCOMPARED}
     mine = _profile_settings(profile)
     for key in sorted(set(saved) | set(mine)):
         if saved.get(key) != mine.get(key):

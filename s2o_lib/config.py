@@ -65,6 +65,9 @@ class Profile:
             cached, e.g. from a pretrained bundle (`s2o_lib.compare.comparison_methods`).
         dry_run: the profile's code path at tiny sizes (`dry_run`): stand-in data when the real set is
             missing, models cached apart from real ones.
+        precision: the training precision (`s2o_lib.train.SpeedConfig`): ``"fp32"``, or ``"auto"`` for
+            `s2o_lib.fast.preferred_precision` of the device (``class``: bf16 on Ampere and later GPUs, fp16 with
+            a loss scaler on a T4, fp32 on a CPU). A speed setting: a bundle or a resumed run may differ in it.
     """
 
     name: str
@@ -90,6 +93,7 @@ class Profile:
     schedule: Literal["piecewise", "constant", "onecycle"] = "piecewise"
     compare_methods: tuple[str, ...] | None = None
     dry_run: bool = False
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
 
     @property
     def autoattack_eps(self) -> float:
@@ -166,6 +170,7 @@ PROFILES: dict[str, Profile] = {
         awp_warmup=2,
         schedule="onecycle",
         compare_methods=SMALL_COMPARISON,
+        precision="auto",  # fp16 on a T4 (no bf16 tensor cores), bf16 on Ampere and later: s2o_lib.fast
         notes=(
             "class fits a 90-minute lab on one free-Colab T4 by shrinking the paper's setup: PreAct ResNet-18 "
             "at half width (32-64-128-256 channels, 2.8 M parameters, a quarter of the FLOPs; the paper: "

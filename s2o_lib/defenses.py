@@ -66,6 +66,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections.abc import Callable, Iterator
@@ -458,7 +459,9 @@ def method_loss(
             raise S2OError("+s2o-kfac needs the last-layer features; use a model from s2o_lib.models")
         named = {"clean": logits_clean, "adv": logits_adv}
         logits = torch.cat([named[name] for name in _BASE_INPUTS[method.base]])
-        loss = loss + config.kfac_weight * kfac_correlation_penalty(features, logits, damping=config.kfac_damping)
+        with torch.autocast(features.device.type, enabled=False):  # its Gram matrices and inverses in fp32
+            penalty = kfac_correlation_penalty(features.float(), logits.float(), damping=config.kfac_damping)
+        loss = loss + config.kfac_weight * penalty
     return loss
 
 
@@ -505,6 +508,7 @@ class AWP:
     def perturbation(self, loss_fn: Callable[[nn.Module], Tensor]) -> dict[str, Tensor]:
         """Compute the weight perturbation that increases ``loss_fn`` (evaluated on the proxy)."""
         self.proxy.load_state_dict(self.model.state_dict())
+        torch.clear_autocast_cache()  # the proxy's weights changed in place (see `perturbed`)
         self.proxy.train()
         loss = -loss_fn(self.proxy)
         self.proxy_optimizer.zero_grad(set_to_none=True)
@@ -522,18 +526,24 @@ class AWP:
 
     @contextmanager
     def perturbed(self, diff: dict[str, Tensor]) -> Iterator[None]:
-        """Within the block the model's weights are ``W + diff``; afterwards they are exactly ``W``."""
+        """Within the block the model's weights are ``W + diff``; afterwards they are exactly ``W``.
+
+        Autocast (bf16, fp16) keeps its low-precision copy of each weight until its outermost context ends, so a
+        forward inside it would not see weights changed in place: the cache is cleared after each change.
+        """
         params = dict(self.model.named_parameters())
         backup = {name: params[name].detach().clone() for name in diff}
         with torch.no_grad():
             for name, d in diff.items():
                 params[name].add_(d)
+        torch.clear_autocast_cache()
         try:
             yield
         finally:
             with torch.no_grad():
                 for name, w in backup.items():
                     params[name].copy_(w)
+            torch.clear_autocast_cache()
 
 
 # --------------------------------------------------------------------------------------------- one step
@@ -544,6 +554,7 @@ class StepResult:
     loss: Tensor
     logits_clean: Tensor | None
     logits_adv: Tensor | None
+    skipped: bool = False  # an fp16 step whose gradients were not finite: the loss scaler skipped it
 
 
 @dataclass(frozen=True)
@@ -673,8 +684,16 @@ def training_step(
     config: DefenseConfig,
     optimizer: torch.optim.Optimizer,
     awp: AWP | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """One optimisation step of any method: attack, (AWP), loss, backward, optimiser step.
+
+    With an active loss scaler (fp16, `s2o_lib.fast.grad_scaler`) the loss's backward goes through it: the
+    scaled loss is backpropagated, the scaler unscales the gradients, skips the optimiser's step when they are
+    not finite (``StepResult.skipped``) and updates its scale. AWP's ascent on its proxy then runs in **fp32**
+    (autocast off): the perturbation is rescaled to γ‖W‖ per tensor, so it needs only the gradient's direction,
+    which fp16 could lose to underflow or overflow, and it does not go through the scaler, whose skip-and-rescale
+    bookkeeping belongs to the model's own step.
 
     Args:
         model: the model being trained (left in training mode).
@@ -685,25 +704,36 @@ def training_step(
         optimizer: the model's optimiser.
         awp: an `AWP` helper when weight perturbation is active this step (`DefenseConfig.awp_active`),
             else ``None``.
+        scaler: a `torch.amp.GradScaler` (``None`` or disabled: the plain fp32/bf16 step).
 
     Returns:
         The `StepResult` (detached, on the model's device; ``x`` and ``y`` are moved there).
     """
     method = parse_method(method)
     x, y = x.to(device_of(model)), y.to(device_of(model))
+    scaling = scaler is not None and scaler.is_enabled()
+    torch.clear_autocast_cache()  # inside a longer autocast context: no low-precision copy of the last step's weights
     model.train()
     inputs = training_inputs(model, x, y, method=method, config=config)
     if awp is not None and method.awp:
         plain = Method(method.base)
-        diff = awp.perturbation(lambda m: _loss_on(m, plain, config, inputs, statistics_forwards=False)[0])
+        with torch.autocast(x.device.type, enabled=False) if scaling else contextlib.nullcontext():
+            diff = awp.perturbation(lambda m: _loss_on(m, plain, config, inputs, statistics_forwards=False)[0])
         with awp.perturbed(diff):
             loss, logits_clean, logits_adv = _loss_on(model, method, config, inputs)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (scaler.scale(loss) if scaling else loss).backward()
     else:
         loss, logits_clean, logits_adv = _loss_on(model, method, config, inputs)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    optimizer.step()
+        (scaler.scale(loss) if scaling else loss).backward()
+    skipped = False
+    if scaling:
+        before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = scaler.get_scale() < before  # the scaler backs off only after a step it skipped
+    else:
+        optimizer.step()
     detach = lambda t: None if t is None else t.detach()
-    return StepResult(loss.detach(), detach(logits_clean), detach(logits_adv))
+    return StepResult(loss.detach(), detach(logits_clean), detach(logits_adv), skipped)

@@ -1,4 +1,4 @@
-"""The fast path for GPUs: a device-resident CIFAR loader, bf16 autocast, channels-last, torch.compile.
+"""The fast path for GPUs: a device-resident CIFAR loader, bf16/fp16 autocast, channels-last, torch.compile.
 
 None of this changes what is computed, only how fast:
 
@@ -6,8 +6,10 @@ None of this changes what is computed, only how fast:
   (random crop with 4 pixels of zero padding, horizontal flip) with batched tensor ops, so no CPU worker
   decodes images between steps. It shuffles with a CPU `torch.Generator` (``loader.generator``) so that
   `s2o_lib.train.fit` saves and restores its state for exact resume, as with a DataLoader.
-- `autocast` returns a bf16 autocast context where the device supports it, and a no-op otherwise;
-  with ``precision="fp32"`` the code path is exactly the plain one.
+- `autocast` returns a bf16 or fp16 autocast context for ``precision="bf16"`` / ``"fp16"``, and a no-op for
+  ``"fp32"`` (the code path is then exactly the plain one). fp16 needs a loss scaler (`grad_scaler`): its
+  range ends at 65504 and small gradients underflow to zero. `preferred_precision` is the one place that picks
+  a precision for a GPU (``"auto"``: bf16 from compute capability 8.0, Ampere, on; fp16 before, e.g. a T4).
 - `prepare_model` moves a model to channels-last memory format and, if asked, compiles it.
 
 Example:
@@ -22,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Literal
 
@@ -34,8 +37,16 @@ from .checks import check_int
 from .data import holds_uint8_images, is_augmented, make_loader, tensors
 from .errors import S2OError, unknown_name
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: A precision, or ``"auto"``: `preferred_precision` of the device that trains.
+PrecisionChoice = Literal["fp32", "bf16", "fp16", "auto"]
+PRECISION_CHOICES = (*PRECISIONS, "auto")
+#: Set to 1 to run ``precision="fp16"`` on a CPU anyway: only to test the fp16 code path (autocast and the loss
+#: scaler both run there, e.g. ``benchmarks/gpu_check.py --cpu``); it is slower than fp32 there, not a way to train.
+CPU_FP16_ENV = "S2O_CPU_FP16"
+#: The first compute capability with bf16 tensor cores (Ampere, 8.0); a T4 (Turing) is 7.5.
+BF16_CAPABILITY = (8, 0)
 
 
 def random_crop_flip(x: Tensor, *, padding: int = 4, generator: torch.Generator | None = None) -> Tensor:
@@ -125,16 +136,68 @@ class DeviceLoader:
             yield x, self.labels[idx]
 
 
+def preferred_precision(device: torch.device | str) -> Precision:
+    """The precision ``"auto"`` trains in on ``device``: the one place that chooses it.
+
+    A CUDA GPU with bf16 tensor cores (compute capability 8.0 on: A100, L4, H100) trains in bf16, which needs no
+    loss scaling; an older one (a T4, 7.5, Colab's free GPU) in fp16 with a `grad_scaler`, its tensor cores'
+    format (about 1.8× fp32 on a T4, benchmarks/RESULTS.md); a CPU or MPS device in fp32.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability(device) >= BF16_CAPABILITY else "fp16"
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> Precision:
+    """``precision`` checked for ``device``, with ``"auto"`` resolved by `preferred_precision`.
+
+    ``"fp16"`` runs on CUDA only: a CPU's autocast computes fp16 slowly and no faster than fp32, so it is refused
+    with what to use instead (unless ``S2O_CPU_FP16=1``, for tests of the fp16 code path).
+    """
+    if precision not in PRECISION_CHOICES:
+        raise unknown_name("precision", precision, PRECISION_CHOICES)
+    device = torch.device(device)
+    if precision == "auto":
+        return preferred_precision(device)
+    cpu_fp16 = os.environ.get(CPU_FP16_ENV, "").strip().lower() in ("1", "true", "yes")
+    if precision == "fp16" and device.type != "cuda" and not (device.type == "cpu" and cpu_fp16):
+        raise S2OError(f"precision='fp16' needs a CUDA GPU (this run is on {device.type}); use a GPU, or "
+                       "precision='fp32' (or 'bf16' on a CPU that has it)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise S2OError("this GPU does not support bf16; use precision='fp16' (or 'auto') or 'fp32'")
+    return precision  # type: ignore[return-value]
+
+
 def autocast(device: torch.device | str, precision: Precision = "fp32") -> contextlib.AbstractContextManager:
-    """A bf16 autocast context on CUDA (and CPU) for ``precision="bf16"``; a no-op for ``"fp32"``."""
+    """A bf16 or fp16 autocast context for ``precision="bf16"`` / ``"fp16"``; a no-op for ``"fp32"``.
+
+    The precision is checked by `resolve_precision` (fp16 on a CPU is refused); ``"auto"`` is not taken here.
+    """
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, PRECISIONS)
     if precision == "fp32":
         return contextlib.nullcontext()
+    resolve_precision(precision, device)
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device | str, precision: Precision) -> torch.amp.GradScaler:
+    """The loss scaler of a precision: active for ``"fp16"``, a pass-through (``enabled=False``) otherwise.
+
+    An active scaler multiplies the loss by its scale (65536 at first) before ``backward``, unscales the
+    gradients before the optimiser's step, skips a step whose gradients are not finite and then halves the
+    scale, and doubles it after 2000 finite steps (torch's defaults). A disabled one changes nothing: with
+    fp32 or bf16 the step is exactly the plain one.
+    """
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+
+
+def fp16_active(device: torch.device | str) -> bool:
+    """Whether an fp16 autocast context is active for ``device``'s type (e.g. inside ``autocast(dev, "fp16")``)."""
     device_type = torch.device(device).type
-    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise S2OError("this GPU does not support bf16; use precision='fp32'")
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
 
 
 def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: bool = False) -> nn.Module:

@@ -51,7 +51,7 @@ from .checks import (
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
 from .evaluate import robust_accuracy
-from .fast import Precision, autocast, prepare_model
+from .fast import PRECISION_CHOICES, PrecisionChoice, autocast, grad_scaler, prepare_model, resolve_precision
 from .lock import folder_lock, writes_here
 from .models import device_of, dtype_of, model_spec
 from .s2o import default_off_diagonal_mass
@@ -156,12 +156,14 @@ class SpeedConfig:
     """The fast path for GPUs (`s2o_lib.fast`); the defaults compute exactly the plain fp32 path.
 
     Attributes:
-        precision: ``"fp32"`` or ``"bf16"`` (autocast for the attack and the training step).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast for the attacks and the training step; fp16 with a
+            loss scaler, `s2o_lib.fast.grad_scaler`, on CUDA only) or ``"auto"`` (`s2o_lib.fast.preferred_precision`
+            of the training device: bf16 on Ampere and later, fp16 on older GPUs such as a T4, fp32 on a CPU).
         channels_last: the channels-last memory format (faster convolutions on GPUs).
         compile: run the model through ``torch.compile`` (the first epoch pays for compilation).
     """
 
-    precision: Precision = "fp32"
+    precision: PrecisionChoice = "fp32"
     channels_last: bool = False
     compile: bool = False
 
@@ -358,6 +360,8 @@ def _check_fit_args(*, epochs: int, configs: dict[str, Any], keep_every: int, ch
     check_step_size(attack.alpha, steps=attack.steps if attack.eps > 0 else 0)
     check_positive(configs["optim"].lr, "lr", example="0.1")
     check_int(keep_every, "keep_every", minimum=0)
+    if configs["speed"].precision not in PRECISION_CHOICES:
+        raise unknown_name("precision", configs["speed"].precision, PRECISION_CHOICES)
     if keep_every and checkpoint_dir is None:
         raise S2OError("keep_every needs a checkpoint_dir to write the per-epoch weights into")
 
@@ -371,8 +375,9 @@ def _check_evaluation(evaluation: EvalConfig) -> None:
         check_int(evaluation.n, "eval_n", minimum=1)
 
 
-#: Stored facts that name a run rather than set it: a resumed run may differ in these.
-_LABELS = ("epoch", "epochs", "model", "profile", "preset", "tag", "world_size")  # world_size: may change (DDP)
+#: Stored facts that name a run rather than set it: a resumed run may differ in these. world_size: a run may go on
+#: with more or fewer processes (DDP); precision: on another GPU (fp16 on a T4, bf16 on an A100, see `fit`).
+_LABELS = ("epoch", "epochs", "model", "profile", "preset", "tag", "world_size", "precision")
 
 
 class SettingsChanged(S2OError):
@@ -442,6 +447,7 @@ class _Training:
     num_classes: int | None = None
     checked: bool = False
     parallel: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (s2o_lib.distributed)
+    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaler (s2o_lib.fast.grad_scaler); disabled otherwise
 
     @property
     def device(self) -> torch.device:
@@ -449,7 +455,7 @@ class _Training:
 
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint of the same method and settings (else `SettingsChanged`): weights,
-        optimiser, schedule, history, RNG states."""
+        optimiser, schedule, loss scaler (fp16, when the checkpoint has one), history, RNG states."""
         state = load_checkpoint(path, map_location=self.device)
         saved = state.get("meta") or {}
         if saved.get("method") != self.method.name:
@@ -468,6 +474,8 @@ class _Training:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.awp is not None and state.get("awp_optimizer"):
             self.awp.proxy_optimizer.load_state_dict(state["awp_optimizer"])
+        if self.scaler is not None and self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.history = History.from_dict(state["history"])
         self._resume_rng(state)
 
@@ -503,7 +511,7 @@ class _Training:
         memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        seen = 0
+        seen = skipped = 0
         for x, y in self.loader:
             if not self.checked or x.device.type == "cpu":  # every CPU batch, the first one anywhere
                 self.check_batch(x, y)
@@ -511,17 +519,23 @@ class _Training:
             y = y.to(device, non_blocking=True).long()
             with autocast(device, self.speed.precision):
                 result = training_step(self.step_model, x, y, method=method, config=self.config,
-                                       optimizer=self.optimizer, awp=use_awp)
-            adversarial = result.logits_adv is not None and method.base != "trades"
-            logits = result.logits_adv if adversarial else result.logits_clean
-            loss_sum += result.loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+                                       optimizer=self.optimizer, awp=use_awp, scaler=self.scaler)
+            if result.skipped:  # fp16: the loss scaler skipped this step (gradients not finite); it is not counted
+                skipped += 1
+            else:
+                adversarial = result.logits_adv is not None and method.base != "trades"
+                logits = result.logits_adv if adversarial else result.logits_clean
+                loss_sum += result.loss * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
             if self.per_batch:
                 self.scheduler.step()
         if not self.per_batch:
             self.scheduler.step()
         loss_sum, correct, total = distributed.sum_over_processes(loss_sum, correct, torch.tensor(float(seen)))
+        if total == 0 and skipped:
+            raise S2OError(f"training diverged: every step of epoch {epoch} had non-finite fp16 gradients and the "
+                           "loss scaler skipped them all; train with precision='fp32' or a lower learning rate")
         if total == 0:
             raise S2OError("the training loader yielded no batches; check the dataset and batch size")
         return (loss_sum / total).item(), (correct / total).item()
@@ -585,6 +599,7 @@ class _Training:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "awp_optimizer": self.awp.proxy_optimizer.state_dict() if self.awp is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None and self.scaler.is_enabled() else None,
             "history": self.history.as_dict(),
             "rng": rng[0],
             **({"rng_ranks": rng} if len(rng) > 1 else {}),
@@ -612,6 +627,7 @@ def _start(model: nn.Module, loader: DataLoader, *, method: Method, configs: dic
     settings = {"epochs": epochs, **asdict(optim), "milestones": list(optim.milestones), **asdict(config),
                 **{f"eval_{k}": v for k, v in asdict(evaluation).items()}, "precision": speed.precision}
     return _Training(
+        scaler=grad_scaler(device_of(model), speed.precision),
         model=model, step_model=prepare_model(model, compile=speed.compile), loader=loader, method=method,
         config=config, optimizer=optimizer, scheduler=scheduler, per_batch=per_batch,
         awp=AWP(model, gamma=config.awp_gamma, lr=config.awp_lr) if method.awp else None, speed=speed,
@@ -679,7 +695,11 @@ def fit(
         awp: AWP's γ and warm-up (`AWPConfig`; used by ``+awp`` methods).
         eval_loader: optional test data for per-epoch clean/PGD accuracy and best-robust selection.
         evaluation: that per-epoch evaluation (`EvalConfig`).
-        speed: bf16, channels-last and ``torch.compile`` for GPUs (`SpeedConfig`).
+        speed: bf16 or fp16, channels-last and ``torch.compile`` for GPUs (`SpeedConfig`). fp16 trains with a loss
+            scaler, whose state the checkpoint keeps; a step with non-finite gradients is skipped (not counted in
+            the epoch's loss), an epoch whose steps were all skipped stops the run as a diverged one does. A
+            resumed run may change precision (e.g. a cache trained in fp16 on a T4 goes on in bf16 on an A100):
+            it then resumes exactly only up to rounding, and a scaler starts afresh.
         checkpoint_dir: folder for ``checkpoint.pt`` and ``best.pt`` (``None``: no checkpoints).
         resume: continue from ``checkpoint_dir/checkpoint.pt`` if it exists; one of another method or other
             settings (`settings_changes`) raises `SettingsChanged` instead (``resume=False`` starts over).
@@ -693,6 +713,8 @@ def fit(
     distributed.check_method(parsed.name, parallel=parallel is not None)
     given = {"optim": optim, "attack": attack, "loss": loss, "awp": awp, "evaluation": evaluation, "speed": speed}
     configs = _resolved_configs(given, epochs=epochs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
+    speed = configs["speed"]  # "auto" resolved for the model's device; fp16 on a CPU refused before any work
+    configs["speed"] = dataclasses.replace(speed, precision=resolve_precision(speed.precision, device_of(model)))
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     if folder is None:
         run = _start_parallel(model, train_loader, parallel, method=parsed, configs=configs, epochs=epochs,

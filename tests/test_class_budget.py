@@ -137,7 +137,8 @@ def test_a_training_run_takes_the_longer_of_gpu_and_data_loading_time():
     profile = dataclasses.replace(cb.get_profile("class"), train_subset=1000, epochs=2)
     costs = {c.name: c for c in cb.notebook_costs(profile, UNIT, cb.ASSUMED, tuple(cb.COMPARISON_METHODS),
                                                   data_us=50.0)}
-    (flops, data), = costs["02"].runs_first                          # AT, first trained in 02
+    (flops, proxy, data), = costs["02"].runs_first                   # AT, first trained in 02 (no AWP proxy)
+    assert proxy == 0
     assert data == pytest.approx(1000 * 2 * 50e-6)
     assert costs["03"].runs_first == [] and len(costs["03"].runs_alone) == 2
     slow_gpu, fast_gpu = flops / data / 10, flops / data * 10      # FLOP/s that make the GPU 10x slower/faster
@@ -145,3 +146,23 @@ def test_a_training_run_takes_the_longer_of_gpu_and_data_loading_time():
     assert costs["02"].minutes(slow_gpu * 1e-12) == pytest.approx((flops + runs) / slow_gpu / 60)
     assert costs["02"].minutes(fast_gpu * 1e-12) == pytest.approx(data / 60 + runs / fast_gpu / 60)
     assert costs["02"].minutes(fast_gpu * 1e-12, bundle=True) == pytest.approx(runs / fast_gpu / 60)
+
+
+def test_fp16_prices_fits_work_at_fp16_and_awps_proxy_and_the_evaluation_at_fp32():
+    profile = dataclasses.replace(cb.get_profile("class"), train_subset=1000, epochs=4, awp_warmup=2)
+    costs = {c.name: c for c in cb.notebook_costs(profile, UNIT, cb.ASSUMED, tuple(cb.COMPARISON_METHODS))}
+    (flops, proxy, _), = costs["05"].runs_first                      # at+awp, AWP in epochs 2-4
+    assert proxy == pytest.approx(1000 * 3 * cb.proxy_passes("at+awp").flops(UNIT)) and 0 < proxy < flops
+    fp32, fp16 = 2.0, 5.0
+    expected = ((flops - proxy) / fp16 + proxy / fp32 + costs["05"].runs / fp32) / 1e12 / 60
+    assert costs["05"].minutes(fp32, train_tflops=fp16) == pytest.approx(expected)
+    assert costs["05"].minutes(fp32, train_tflops=fp16) < costs["05"].minutes(fp32)
+    assert costs["05"].minutes(fp32, train_tflops=fp16, bundle=True) == costs["05"].minutes(fp32, bundle=True)
+
+
+def test_fp16_figures_are_the_mixed_run_and_its_pessimistic_discount():
+    tf = cb.throughputs(None)
+    assert tf["fp16"] == tf["mixed"] and tf["fp16"] > 1.5 * tf["fp32"]
+    assert tf["fp16-low"] == pytest.approx(tf["fp16"] * tf["fp32-low"] / tf["fp32"])
+    measured = cb.throughputs(3.0, 7.0)
+    assert (measured["fp32"], measured["fp32-low"], measured["fp16"], measured["fp16-low"]) == (3.0, 3.0, 7.0, 7.0)

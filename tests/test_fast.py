@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from s2o_lib.config import seed_everything
 from s2o_lib.data import load_dataset, tensors
-from s2o_lib.defenses import DefenseConfig, training_step
+from s2o_lib.defenses import AWP, DefenseConfig, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.fast import DeviceLoader, autocast, random_crop_flip, training_loader
 from s2o_lib.models import build_model
@@ -103,6 +103,26 @@ def test_bf16_autocast_runs_and_stays_close(digits):
     assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
     with pytest.raises(S2OError, match="unknown precision"):
         autocast("cpu", "fp8")
+
+
+def test_awp_under_autocast_perturbs_the_weights_the_forward_sees(digits):
+    """Autocast caches each weight's low-precision copy until its context ends: AWP's in-place perturbation
+    must clear it, or the perturbed forward runs at the unperturbed weights (AWP silently off in bf16)."""
+    x, y = tensors(digits[0], n=64)
+    losses = {}
+    for method, precision in (("at", "fp32"), ("at+awp", "fp32"), ("at+awp", "bf16")):
+        seed_everything(0)
+        model = build_model("small-cnn", num_classes=10, in_channels=1)
+        config = DefenseConfig(eps=0.1, alpha=0.03, steps=1, awp_warmup=0).for_method(method)
+        awp = AWP(model, gamma=config.awp_gamma, lr=config.awp_lr) if "awp" in method else None
+        torch.manual_seed(1)
+        with autocast("cpu", precision):
+            result = training_step(model, x, y, method=method, config=config,
+                                   optimizer=torch.optim.SGD(model.parameters(), lr=0.1), awp=awp)
+        losses[method, precision] = result.loss.item()
+    effect = losses["at+awp", "fp32"] - losses["at", "fp32"]
+    assert abs(effect) > 1e-3
+    assert abs(losses["at+awp", "bf16"] - losses["at+awp", "fp32"]) < 0.2 * abs(effect)
 
 
 def test_fit_with_device_loader_resumes_exactly(tmp_path, digits):
