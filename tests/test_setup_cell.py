@@ -197,7 +197,7 @@ def test_set_up_chooses_the_profile(monkeypatch, capsys, line, env, gpu, colab, 
     torch.cuda = types.SimpleNamespace(is_available=lambda: gpu)
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setattr(project, "update_clone", lambda: False)  # no git pull in this checkout
-    monkeypatch.setattr(project, "missing_requirements", lambda: [])
+    monkeypatch.setattr(project, "missing_requirements", list)
     if colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
