@@ -192,7 +192,7 @@ def mount_drive() -> str:
     return DRIVE_RUNS
 
 
-def set_up(*, profile: str = "", drive: bool = False) -> str:
+def set_up(*, profile: str = "", drive: bool = False) -> None:
     """What the first code cell of every notebook does once ``s2o_lib`` can be imported, with no restart.
 
     Chooses and announces the profile (`choose_profile`). On Colab it also updates the clone (`update_clone`),
@@ -204,8 +204,7 @@ def set_up(*, profile: str = "", drive: bool = False) -> str:
         profile: ``"smoke"``, ``"class"``, ``"paper"``, or ``""`` for `choose_profile`'s default.
         drive: keep trained models in Google Drive (Colab only).
 
-    Returns:
-        The profile's name.
+    Returns nothing, so that the set-up cell shows only what it prints; the profile is ``$S2O_PROFILE``.
     """
     name = choose_profile(profile)
     print("profile:", name)
@@ -217,4 +216,3 @@ def set_up(*, profile: str = "", drive: bool = False) -> str:
             subprocess.run(install_command(missing), check=True)
         if drive:
             mount_drive()
-    return name

@@ -206,7 +206,7 @@ def test_set_up_chooses_the_profile(monkeypatch, capsys, line, env, gpu, colab, 
         monkeypatch.delenv("S2O_PROFILE", raising=False)
     else:
         monkeypatch.setenv("S2O_PROFILE", env)
-    assert project.set_up(profile=line) == expected
+    assert project.set_up(profile=line) is None  # the cell shows what it prints, no return value
     assert os.environ["S2O_PROFILE"] == expected
     out = capsys.readouterr().out
     assert f"profile: {expected}" in out
