@@ -4,7 +4,8 @@ The test copies `s2o_lib` and notebook 01 into a temporary folder, starts ``jupy
 a token, isolated settings, ``S2O_PROFILE=smoke`` and a temporary ``S2O_RUNS`` for the kernel), opens the
 notebook in headless chromium, runs all cells, moves the ε slider with the keyboard and checks that
 
-- the committed notebook, opened untrusted, shows the explorer's readable text, not ``interactive(children=...``;
+- the committed notebook, opened untrusted, shows a picture of the explorer's start and its readable text,
+  not ``interactive(children=...``;
 - every cell runs without an error (the notebook's own asserts included);
 - the slider redraws the figure (the ``src`` of its image changes);
 - the browser console has no widget-manager errors (a JupyterLab that does not match the widget extension logs
@@ -186,8 +187,10 @@ def test_notebook_01_slider_redraws_and_widgets_load_cleanly(lab, browser_page, 
     page, messages = browser_page
     page.goto(lab)
     saved = page.locator(".jp-CodeCell", has_text="epsilon_explorer(model").locator(".jp-OutputArea-output")
-    # An untrusted notebook shows the saved widget's text/plain: the explorer's sentence, not ipywidgets' repr.
-    expect(saved).to_contain_text("ε-explorer: a slider over", timeout=PAGE_S * 1000)
+    # An untrusted notebook shows a picture of the slider's start, then the saved widget's text/plain: the
+    # explorer's sentence, not ipywidgets' repr.
+    expect(saved.first.locator("img")).to_be_visible(timeout=PAGE_S * 1000)
+    expect(saved.last).to_contain_text("ε-explorer: a slider over", timeout=PAGE_S * 1000)
 
     _run_all(page)
     shots = Path(os.environ.get("S2O_BROWSER_SCREENSHOTS", tmp_path))  # e.g. for a CI job to keep them

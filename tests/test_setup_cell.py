@@ -1,6 +1,6 @@
-"""The cells every notebook starts with, as students get them: built by ``tools/build_notebooks.py``, then run.
+"""The cell every notebook starts with, as students get it: built by ``tools/build_notebooks.py``, then run.
 
-The set-up cell runs in a fresh Python process that looks like Colab (a stub ``google.colab`` is imported
+It is at most 12 lines (the profile and Drive knobs, the Colab clone, ``s2o_lib.project.set_up``). It runs in a fresh Python process that looks like Colab (a stub ``google.colab`` is imported
 first) and clones a local clone of this repository (``S2O_REPO_URL=file://...``): no network, no GPU.
 """
 
@@ -39,7 +39,7 @@ class drive:
 REPORT = '''
 import json, os, sys, google.colab, s2o_lib
 print("REPORT", json.dumps({"s2o_lib": s2o_lib.__file__, "cwd": os.getcwd(), "runs": os.environ.get("S2O_RUNS"),
-                            "mounts": google.colab.drive.calls}))
+                            "mounts": google.colab.drive.calls, "profile": os.environ.get("S2O_PROFILE")}))
 '''
 
 
@@ -82,6 +82,7 @@ def run_colab(code: str, *, cwd: Path, origin: Path, colab: bool = True) -> tupl
     (stubs / "google" / "colab").mkdir(parents=True, exist_ok=True)  # no google/__init__.py: a namespace package
     (stubs / "google" / "colab" / "__init__.py").write_text(STUB_COLAB)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "S2O_RUNS")}
+    env.setdefault("S2O_PROFILE", "smoke")  # as nbval and run-notebooks give it (else set_up imports torch)
     env.update(PYTHONPATH=str(stubs), S2O_REPO_URL=origin.as_uri(), PIP_NO_INDEX="1", GIT_TERMINAL_PROMPT="0")
     script = ("import google.colab  # Colab's kernel imports it at start\n" if colab else "") + code + REPORT
     done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, check=False)
@@ -126,14 +127,30 @@ def test_setup_cell_updates_an_existing_clone(cells, origin, tmp_path):
         _git("reset", "-q", "--hard", "HEAD~1", cwd=origin)
 
 
-def test_setup_cell_drive_flag_mounts_drive_and_points_s2o_runs_there(cells, origin, tmp_path):
+def test_setup_cell_run_again_reads_the_updated_library_with_no_restart(cells, origin, tmp_path):
+    work = tmp_path / "content"
+    work.mkdir()
+    commit = (f"import subprocess\nopen({str(origin / 's2o_lib' / '__init__.py')!r}, 'a').write('UPDATED = 1\\n')\n"
+              f"subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@e', '-C', {str(origin)!r}, 'commit',"
+              f" '-qam', 'update'], check=True)\n")
+    check = "import s2o_lib\nassert s2o_lib.UPDATED == 1, 'the kernel still has the old s2o_lib'\n"
+    try:
+        run_colab(f"exec({cells['00-001']!r})\n{commit}exec({cells['00-001']!r})\n{check}", cwd=work, origin=origin)
+    finally:
+        _git("reset", "-q", "--hard", "HEAD~1", cwd=origin)
+
+
+def test_setup_cell_knobs_choose_the_profile_mount_drive_and_point_s2o_runs_there(cells, origin, tmp_path):
     work = tmp_path / "content"
     work.mkdir()
     edited, count = re.subn(r"^USE_DRIVE = False\b", "USE_DRIVE = True", cells["00-001"], flags=re.MULTILINE)
     assert count == 1, "the set-up cell must have one line `USE_DRIVE = False` for a student to edit"
-    report, _ = run_colab(edited, cwd=work, origin=origin)
+    edited, count = re.subn(r'^S2O_PROFILE = ""', 'S2O_PROFILE = "paper"', edited, flags=re.MULTILINE)
+    assert count == 1, 'the set-up cell must have one line `S2O_PROFILE = ""` for a student to edit'
+    report, output = run_colab(edited, cwd=work, origin=origin)
     assert report["mounts"] == ["/content/drive"]
-    assert report["runs"] == build_tool.DRIVE_RUNS and report["runs"].startswith("/content/drive/")
+    assert report["runs"] == project.DRIVE_RUNS and report["runs"].startswith("/content/drive/")
+    assert report["profile"] == "paper" and "profile: paper" in output  # the student's line wins over $S2O_PROFILE
 
 
 def test_setup_cell_in_a_checkout_uses_the_checkout(cells, origin, tmp_path):
@@ -162,7 +179,7 @@ def test_on_colab_only_what_it_lacks_is_installed():
     assert project.missing_requirements(find_spec=lambda name: object()) == []
 
 
-# --- the profile cell ---------------------------------------------------------------------------------------------
+# --- the profile: set_up's choice ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -175,12 +192,12 @@ def test_on_colab_only_what_it_lacks_is_installed():
         ("class", "smoke", False, False, "class"),  # the student's own line wins
     ],
 )
-def test_profile_cell(cells, monkeypatch, capsys, line, env, gpu, colab, expected):
-    code, count = re.subn(r'^S2O_PROFILE = ""', f"S2O_PROFILE = {line!r}", cells["00-profile"], flags=re.MULTILINE)
-    assert count == 1, 'the profile cell must have one line `S2O_PROFILE = ""` for a student to edit'
+def test_set_up_chooses_the_profile(monkeypatch, capsys, line, env, gpu, colab, expected):
     torch = types.ModuleType("torch")
     torch.cuda = types.SimpleNamespace(is_available=lambda: gpu)
     monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setattr(project, "update_clone", lambda: False)  # no git pull in this checkout
+    monkeypatch.setattr(project, "missing_requirements", list)
     if colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
@@ -189,19 +206,25 @@ def test_profile_cell(cells, monkeypatch, capsys, line, env, gpu, colab, expecte
         monkeypatch.delenv("S2O_PROFILE", raising=False)
     else:
         monkeypatch.setenv("S2O_PROFILE", env)
-    exec(code, {})  # noqa: S102 - the cell as students get it
+    assert project.set_up(profile=line) is None  # the cell shows what it prints, no return value
     assert os.environ["S2O_PROFILE"] == expected
     out = capsys.readouterr().out
     assert f"profile: {expected}" in out
     assert ("Change runtime type" in out) == (colab and not gpu and not line and env is None)
+    assert ("installing: nothing" in out) == colab
 
 
-def test_profile_cell_comes_before_everything_that_reads_the_profile(tmp_path):
-    nb = nbformat.read(build_tool.build(SOURCES[1], out_dir=tmp_path), as_version=4)
+@pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.stem)
+def test_setup_cell_is_the_first_code_cell_and_at_most_12_lines(source, tmp_path):
+    nb = nbformat.read(build_tool.build(source, out_dir=tmp_path), as_version=4)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert [cell.id for cell in code[:2]] == ["01-profile", "01-001"]
-    assert "s2o_lib" not in code[0].source and "S2O_PROFILE" in code[0].source
+    number = source.stem[:2]
     assert nb.cells[0].cell_type == "markdown" and nb.cells[1] is code[0]
+    assert [cell.id for cell in nb.cells[:3]] == [f"{number}-000", f"{number}-001", f"{number}-002"]
+    setup = code[0].source
+    assert len(setup.splitlines()) <= 12, setup  # every line, comments and blanks included
+    assert build_tool.code_lines(setup) <= build_tool.MAX_SETUP_LINES == 12
+    assert "set_up(profile=S2O_PROFILE, drive=USE_DRIVE)" in setup
 
 
 # --- the build: one repository URL, jupytext reading the sources -------------------------------------------------
@@ -216,7 +239,7 @@ def test_repository_url_has_one_home_and_s2o_repo_url_overrides_it(monkeypatch, 
     nb = nbformat.read(build_tool.build(SOURCES[0], out_dir=tmp_path), as_version=4)
     badge = "https://colab.research.google.com/github/a-teacher/s2o-fork/blob/main/notebooks/00_setup.ipynb"
     assert badge in nb.cells[0].source
-    assert f'"{fork}"' in nb.cells[2].source and url not in json.dumps(nb)
+    assert f'"{fork}"' in nb.cells[1].source and url not in json.dumps(nb)
     assert build_tool.colab_badge("file:///srv/s2o-tutorials", "00_setup") == ""  # Colab opens GitHub only
 
 

@@ -2,8 +2,8 @@
 
 Each notebook is written as ``notebooks/src/NN_name.py`` in jupytext's "percent" format (``# %%`` starts a
 code cell, ``# %% [markdown]`` a markdown cell whose lines start with ``# ``), which reviews well in
-diffs. This script turns a source into ``notebooks/NN_name.ipynb`` (a Colab badge on the title, then a
-profile cell and a set-up cell) and, with ``--execute``, runs it headless with ``S2O_PROFILE=smoke`` so that
+diffs. This script turns a source into ``notebooks/NN_name.ipynb`` (a Colab badge on the title, then the
+set-up cell: at most 12 lines, the rest is `s2o_lib.project.set_up`) and, with ``--execute``, runs it headless with ``S2O_PROFILE=smoke`` so that
 the committed outputs are what ``pytest --nbval`` checks.
 
     python tools/build_notebooks.py notebooks/src/01_adversarial_examples.py --execute
@@ -33,57 +33,25 @@ sys.path.insert(0, str(ROOT))  # this checkout's s2o_lib, not another installed 
 
 from s2o_lib.project import repo_url
 
-DRIVE_RUNS = "/content/drive/MyDrive/s2o-tutorials/runs"
-
-PROFILE_CELL = '''\
-# The profile sets every size: "smoke" (a CPU, seconds), "class" (a Colab GPU, CIFAR-10) or "paper" (the paper's).
-S2O_PROFILE = ""  # empty: $S2O_PROFILE if it is set, else "class" on a GPU and "smoke" on a CPU
-import os
-import sys
-
-import torch
-
-if S2O_PROFILE:
-    os.environ["S2O_PROFILE"] = S2O_PROFILE
-elif not os.environ.get("S2O_PROFILE"):
-    os.environ["S2O_PROFILE"] = "class" if torch.cuda.is_available() else "smoke"
-    if "google.colab" in sys.modules and not torch.cuda.is_available():
-        print("No GPU, so this runs the small smoke profile. For class: Runtime → Change runtime type → T4 GPU.")
-print("profile:", os.environ["S2O_PROFILE"])'''
-
 SETUP_CELL = '''\
-# Set-up: make `import s2o_lib` work in this kernel, with no restart. In a checkout, use the checkout. On Colab,
-# clone the repository (or update the clone), put it on sys.path and install only what Colab lacks.
-import os
-import subprocess
-import sys
+S2O_PROFILE = ""  # "smoke" (CPU, seconds), "class" (a Colab GPU) or "paper"; empty: $S2O_PROFILE, else by device
+USE_DRIVE = False  # Colab: True keeps trained models in your Google Drive, for the later notebooks
+import os, subprocess, sys
 from pathlib import Path
-
 REPO_URL = os.environ.get("S2O_REPO_URL", %(url)s)
-USE_DRIVE = False  # Colab: True keeps trained models in your Google Drive, so that later notebooks reuse them
+if "google.colab" in sys.modules and not (Path.cwd().parent / "s2o_lib").is_dir():  # Colab: clone, once
+    if not Path("s2o-tutorials").exists():
+        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, "s2o-tutorials"], check=True)
+    os.chdir("s2o-tutorials/notebooks")
+sys.path.insert(0, str(Path.cwd().parent))  # the checkout's (or the clone's) s2o_lib, with no restart
+from s2o_lib.project import set_up
+set_up(profile=S2O_PROFILE, drive=USE_DRIVE)  # the profile; on Colab also: update the clone, install what it lacks'''
+MAX_SETUP_LINES = 12  # lines of code a student sees above the lecture
 
-if (Path.cwd().parent / "s2o_lib").is_dir():  # a checkout (or the Colab clone, when this cell runs again)
-    sys.path.insert(0, str(Path.cwd().parent))
-elif "google.colab" in sys.modules:
-    clone = Path("s2o-tutorials").resolve()
-    if not clone.exists():
-        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, str(clone)], check=True)
-    elif subprocess.run(["git", "-C", str(clone), "pull", "-q", "--ff-only"], check=False).returncode:
-        print(f"could not update {clone}; using it as it is")
-    sys.path.insert(0, str(clone))
-    os.chdir(clone / "notebooks")
-    from s2o_lib.project import install_command, missing_requirements
 
-    missing = missing_requirements()  # what the library imports and Colab lacks; never torch or Jupyter
-    print("installing:", ", ".join(missing) or "nothing")
-    if missing:
-        subprocess.run(install_command(missing), check=True)
-if USE_DRIVE and "google.colab" in sys.modules:
-    from google.colab import drive
-
-    drive.mount("/content/drive")
-    os.environ["S2O_RUNS"] = %(runs)s
-    print("trained models are kept in", os.environ["S2O_RUNS"])'''
+def code_lines(source: str) -> int:
+    """The lines of ``source`` that are neither blank nor only a comment."""
+    return sum(1 for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
 def colab_url(repo: str, name: str) -> str | None:
@@ -98,9 +66,12 @@ def colab_badge(repo: str, name: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})\n\n" if url else ""
 
 
-def setup_cells(repo: str) -> tuple[str, str]:
-    """The profile cell and the set-up cell, with ``repo`` as the repository to clone."""
-    return PROFILE_CELL, SETUP_CELL % {"url": json.dumps(repo), "runs": json.dumps(DRIVE_RUNS)}
+def setup_cell(repo: str) -> str:
+    """The set-up cell, with ``repo`` as the repository to clone; the rest of the set-up is
+    `s2o_lib.project.set_up`."""
+    cell = SETUP_CELL % {"url": json.dumps(repo)}
+    assert code_lines(cell) <= MAX_SETUP_LINES, cell
+    return cell
 
 
 def read_cells(source: Path) -> list[tuple[str, str, dict]]:
@@ -118,8 +89,9 @@ def read_cells(source: Path) -> list[tuple[str, str, dict]]:
 
 
 def build(source: Path, *, out_dir: Path = NOTEBOOKS) -> Path:
-    """Write ``<out_dir>/<name>.ipynb`` from ``source``: the title with a Colab badge, the profile cell, the
-    set-up cell, then the source's cells; ids are ``NN-000``, ``NN-profile``, ``NN-001``, ``NN-002``, ...
+    """Write ``<out_dir>/<name>.ipynb`` from ``source``: the title with a Colab badge, the set-up cell (the
+    profile choice and ``import s2o_lib``), then the source's cells; ids are ``NN-000`` (the title), ``NN-001``
+    (the set-up cell), ``NN-002``, ... (the source's cells after its title, in order).
 
     Args:
         source: ``notebooks/src/NN_name.py``; its first cell must be the markdown title.
@@ -129,16 +101,14 @@ def build(source: Path, *, out_dir: Path = NOTEBOOKS) -> Path:
     cells = read_cells(source)
     if not cells or cells[0][0] != "markdown":
         raise SystemExit(f"{source}: the first cell must be the markdown title")
-    profile, setup = setup_cells(repo)
+    setup = setup_cell(repo)
     v4 = nbformat.v4
     new = {"markdown": v4.new_markdown_cell, "code": v4.new_code_cell, "raw": v4.new_raw_cell}
     nb = v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    ignored = {"tags": ["nbval-ignore-output"]}
     nb.cells = [new["markdown"](colab_badge(repo, name) + cells[0][1], id=f"{name[:2]}-000"),
-                new["code"](profile, id=f"{name[:2]}-profile"),
-                new["code"](setup, id=f"{name[:2]}-001", metadata=ignored)]
+                new["code"](setup, id=f"{name[:2]}-001")]
     nb.cells += [new[kind](text, id=f"{name[:2]}-{i:03d}", metadata=meta)
                  for i, (kind, text, meta) in enumerate(cells[1:], start=2)]
     target = Path(out_dir) / f"{name}.ipynb"

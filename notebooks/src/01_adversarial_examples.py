@@ -2,8 +2,8 @@
 # # 01 · Adversarial examples: why tiny perturbations fool a network
 #
 # A network that reads almost every test digit correctly can be made to misread most of them by moving every
-# pixel a little, in a direction computed from its gradient — while random noise of the same size does almost
-# nothing. How little? In the `smoke` profile (the table of "Accuracy versus ε" below), FGSM at 5 % of the pixel
+# pixel a little, in a direction computed from its gradient — while random noise of the same size costs only a
+# few digits. How little? In the `smoke` profile (the table of "Accuracy versus ε" below), FGSM at 5 % of the pixel
 # range leaves the standard model about half of the digits, at 10 % only a few, and at 15 % — where the change
 # is visible but the digits are still easy to read — almost none. This notebook shows why, first on a picture
 # you can look at, then on images.
@@ -15,7 +15,7 @@
 # - explain with a **linear model** why the damage grows with the input dimension: $w^\top(\varepsilon\,
 #   \mathrm{sign}\, w) = \varepsilon\|w\|_1$,
 # - write the **Fast Gradient Sign Method (FGSM)** yourself and check it against `s2o_lib.attacks.fgsm`,
-# - read an **accuracy-versus-ε** curve, and see that random noise of the same size does almost nothing.
+# - read an **accuracy-versus-ε** curve, and see how much less random noise of the same size does.
 
 # %%
 import math
@@ -30,7 +30,7 @@ from s2o_lib.attacks import fgsm
 from s2o_lib.config import get_device, get_profile, seed_everything
 from s2o_lib.data import dataset_info, tensors
 from s2o_lib.plots import image_grid, plot_accuracy_vs_eps
-from s2o_lib.widgets import epsilon_explorer
+from s2o_lib.widgets import epsilon_explorer, epsilon_figure
 from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
@@ -269,9 +269,12 @@ plt.show()
 # ## Explore ε yourself
 # The figure above used the profile's ε. The slider below starts at a third of it and goes up to twice it:
 # drag it (or click its handle and use the arrow keys). At which ε do the predictions start to change, and at
-# which ε do *you* stop recognising the digits? The slider needs a running kernel: run the notebook to use it.
+# which ε do *you* stop recognising the digits? The slider needs a running kernel; the picture above it is its
+# starting point, kept for a notebook opened without one.
 
 # %% tags=["nbval-ignore-output"]
+epsilon_figure(model, x[:6], y[:6], eps=profile.eps / 3, attack="fgsm")  # the slider's start, as a picture
+plt.show()
 epsilon_explorer(model, x[:6], y[:6], max_eps=2 * profile.eps, eps=profile.eps / 3, attack="fgsm")
 
 # %% [markdown]
@@ -304,18 +307,22 @@ plt.show()
 # %%
 assert acc_fgsm[0] == clean_acc
 assert all(a <= clean_acc for a in acc_fgsm), "robust accuracy cannot exceed clean accuracy"
-if profile.name == "smoke":  # the opening paragraph's numbers: eps_grid[2, 3, 4] = 0.05, 0.10, 0.15
-    assert clean_acc > 0.95, "almost every test digit is read correctly"
-    assert 0.4 <= acc_fgsm[2] <= 0.7, "about half survive FGSM at 5 % of the pixel range"
-    assert acc_fgsm[3] < 0.15, "only a few at 10 %"
-    assert acc_fgsm[4] < 0.05, "almost none at 15 %"
-    assert min(acc_noise[:5]) > 0.9, "random noise of the same size does almost nothing"
 k = 4  # eps_grid[4] is the profile's eps
 assert acc_fgsm[k] < acc_noise[k], "FGSM must hurt more than random noise of the same size"
 assert acc_fgsm[-1] < 0.5 * clean_acc, "a large eps must break a standard model"
 
+# %% jupyter={"source_hidden": true}
+if profile.name == "smoke":  # the prose's numbers: eps_grid[2, 3, 4, 6] = 0.05, 0.10, 0.15, 0.3
+    assert clean_acc > 0.95, "almost every test digit is read correctly"
+    assert 0.4 <= acc_fgsm[2] <= 0.7, "about half survive FGSM at 5 % of the pixel range"
+    assert acc_fgsm[3] < 0.15, "only a few at 10 %"
+    assert acc_fgsm[4] < 0.05, "almost none at 15 %"
+    assert min(acc_noise[:5]) > 0.9, "up to the profile's eps random noise costs only a few digits"
+    assert 0.55 <= acc_noise[-1] <= 0.75, "at twice the profile's eps it leaves about two thirds"
+
 # %% [markdown]
-# The standard model shrugs off random noise but collapses under FGSM at the same ε. FGSM is only the
+# Up to the profile's ε (0.15) random noise costs the standard model only a few digits, while FGSM at the same
+# ε leaves almost none; only at twice that ε does noise cost about a third of them. FGSM is only the
 # *first* step of a search: notebook 02 iterates it (PGD) and finds adversarial examples where FGSM fails.
 
 # %% [markdown]
@@ -370,7 +377,8 @@ else:
 # - FGSM is one signed-gradient step: $x' = \mathrm{clip}(x + \varepsilon\,\mathrm{sign}\nabla_x\ell)$. Our
 #   `fgsm_by_hand` matches `s2o_lib.attacks.fgsm`.
 # - A standard model's accuracy falls under FGSM as ε grows — in `smoke` to about half at ε = 0.05, a small
-#   fraction at ε = 0.10 and almost zero at ε = 0.15 — while random noise of the same size does almost nothing.
+#   fraction at ε = 0.10 and almost zero at ε = 0.15 — while random noise of the same size keeps it above 0.9
+#   up to ε = 0.15 and near two thirds at ε = 0.3.
 #
 # **Next:** 02 · PGD and evaluation: stronger attacks, and how to evaluate robustness without fooling yourself.
 #

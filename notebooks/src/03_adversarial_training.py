@@ -14,6 +14,7 @@
 
 # %%
 import copy
+import math
 import time
 
 import matplotlib.pyplot as plt
@@ -144,6 +145,8 @@ plt.show()
 evaluation = dict(attacks=("clean", "pgd20"), eps=profile.eval_eps, alpha=profile.eval_alpha, n=profile.eval_n)
 acc_std = robust_accuracy(model_std, test_set, **evaluation)
 acc_at = robust_accuracy(model_at, test_set, **evaluation)
+protocol = f"PGD-20 (step {profile.eval_alpha:g}, eps {profile.eval_eps:g}) on {profile.eval_n} test images"
+print(protocol)
 for name, acc in (("standard", acc_std), ("PGD-AT", acc_at)):
     print(f"{name:9s} clean {acc['clean']:.3f}   PGD-20 {acc['pgd20']:.3f}")
 
@@ -166,10 +169,11 @@ assert acc_at["pgd20"] > acc_std["pgd20"] + 0.1, "PGD-AT must beat standard trai
 run_dir = runs_root() / profile.name / "at-seed0"
 model_best, meta_best = load_model(run_dir / "best.pt")
 print(f"run folder: {run_dir}")
-print(f"best epoch {hist_at.best_epoch} of {hist_at.epoch[-1]} (PGD accuracy {hist_at.best_robust:.3f}); "
-      f"last epoch PGD accuracy {hist_at.eval_robust[-1]:.3f}")
+selection = f"per-epoch PGD-{min(profile.eval_steps, 10)} on {min(profile.eval_n, 500)} test images"
+print(f"best epoch {hist_at.best_epoch} of {hist_at.epoch[-1]} ({selection}: {hist_at.best_robust:.3f}); "
+      f"last epoch {hist_at.eval_robust[-1]:.3f}")
 acc_best = robust_accuracy(model_best, test_set, **evaluation)
-print(f"best.pt:  clean {acc_best['clean']:.3f}   PGD-20 {acc_best['pgd20']:.3f}")
+print(f"best.pt:  clean {acc_best['clean']:.3f}   PGD-20 {acc_best['pgd20']:.3f}   ({protocol})")
 
 # %%
 assert meta_best["epoch"] == hist_at.best_epoch, "best.pt must hold the epoch the history calls best"
@@ -191,7 +195,12 @@ assert acc_best["pgd20"] <= acc_best["clean"]
 
 # %%
 regime = analyse_regime(load_results("confirm"))
-print(regime.source_line())
+runs_at = regime.runs["at"]
+record = next(iter(runs_at.values()))
+r = record["regime"]
+print(f"PGD-AT, {len(runs_at)} seeds ({min(runs_at)}–{max(runs_at)}), run offline by benchmarks/regime_search.py: "
+      f"small-cnn on {r['subset']} training digits, {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']:g} "
+      f"(×0.1 at epochs {', '.join(map(str, record['milestones']))}); PGD-10 accuracy (%), mean over the seeds")
 curve = regime.curves("at")            # mean over the seeds, percent, one row per recorded epoch
 per_seed = {seed: record["curve"] for seed, record in regime.runs["at"].items()}
 peak_epoch = int(curve["test_pgd10"].idxmax())
@@ -206,8 +215,8 @@ for name, color in (("train", "C0"), ("val", "C2"), ("test", "C1")):
     for points in per_seed.values():
         ax.plot([p["epoch"] for p in points], [100 * p[f"{name}_pgd10"] for p in points], color=color, lw=0.5,
                 alpha=0.35)
-    ax.plot(curve.index, curve[f"{name}_pgd10"], "o-", color=color, ms=3, label=f"{name} (mean of 8 seeds)")
-for milestone in next(iter(regime.runs["at"].values()))["milestones"]:
+    ax.plot(curve.index, curve[f"{name}_pgd10"], "o-", color=color, ms=3, label=f"{name} (mean of {len(runs_at)} seeds)")
+for milestone in record["milestones"]:
     ax.axvline(milestone, color="grey", ls=":", lw=1)
 ax.set_xlabel("epoch (dotted: learning rate ×0.1)")
 ax.set_ylabel("PGD-10 accuracy (%)")
@@ -221,7 +230,9 @@ gap_last = curve["train_pgd10"].iloc[-1] - curve["test_pgd10"].iloc[-1]
 decline = curve["test_pgd10"].max() - curve["test_pgd10"].iloc[-1]
 print(f"robust generalisation gap at the last epoch: {gap_last:.1f} points; test decline after its peak: "
       f"{decline:.1f} points")
-# What the text below says: a large gap, and no decline of more than two points after the peak.
+
+# %% jupyter={"source_hidden": true}
+# The prose below: a large gap, and no decline of more than two points after the peak.
 assert gap_last > 20 and 0 <= decline < 2
 
 # %% [markdown]
@@ -310,22 +321,42 @@ else:
     print(f"To do 1: correct — {counted} graph-building forward passes for K = {config.steps}.")
 
 # %% [markdown]
-# **2.** Train PGD-AT with a **single** attack step (FGSM with random start, step size 1.25·ε as in Wong et al.
-#    2020). How do its cost and its PGD-20 accuracy compare with PGD-5 AT?
-#
+# **To do 2.** Train PGD-AT with a **single** attack step (FGSM with a random start, step size 1.25·ε as in
+# Wong et al. 2020). Return from `fgsm_at_settings` the settings that `trained_model("at", tag="fgsm", ...)`
+# needs (`attack_steps`, `alpha`); the next cell checks them, trains the model and compares its cost and PGD-20
+# accuracy with PGD-5 AT.
+
+# %%
+def fgsm_at_settings(eps):
+    """The overrides of trained_model("at", ...) for FGSM-AT at radius eps: {"attack_steps": ..., "alpha": ...}."""
+    # TO DO: one attack step of 1.25 * eps.
+
+
+# %%
+settings = fgsm_at_settings(profile.eps)
+if settings is None:
+    print("To do 2 is open: write fgsm_at_settings above and run this cell again.")
+else:
+    assert set(settings) == {"attack_steps", "alpha"}, f"expected attack_steps and alpha, got {sorted(settings)}"
+    assert settings["attack_steps"] == 1, "FGSM-AT takes a single attack step"
+    assert math.isclose(settings["alpha"], 1.25 * profile.eps), "the step is 1.25 eps (Wong et al. 2020)"
+    model_fgsm, hist_fgsm = trained_model("at", tag="fgsm", **settings)
+    acc_fgsm = robust_accuracy(model_fgsm, test_set, **evaluation)
+    assert acc_fgsm["pgd20"] <= acc_fgsm["clean"]
+    print(f"To do 2: correct. {protocol}:")
+    for name, hist, acc in (("PGD-5 AT", hist_at, acc_at), ("FGSM-AT", hist_fgsm, acc_fgsm)):
+        print(f"{name:9s} {np.mean(hist.seconds):.2f} s per epoch   clean {acc['clean']:.3f}   PGD-20 {acc['pgd20']:.3f}")
+
+# %% [markdown]
 # <details><summary>Solution</summary>
 #
 # 1. `def trades_passes(K): return K + 2` — K for the KL attack, plus two for the weight update, which
 #    back-propagates through the forward passes on $x$ and on $x'$ (two forward passes, one backward): K + 2
 #    graph-building forward passes for K + 1 backward passes. TRADES also runs one forward pass without gradients on $x$ to get
 #    the clean probabilities the attack moves away from.
-# 2. Give the run its own tag, because its settings differ from the profile's:
-#
-# ```python
-# model_fgsm, hist_fgsm = trained_model("at", tag="fgsm", attack_steps=1, alpha=1.25 * profile.eps)
-# print(np.mean(hist_fgsm.seconds), robust_accuracy(model_fgsm, test_set, **evaluation))
-# plot_history({"PGD-AT": hist_at, "FGSM-AT": hist_fgsm}); plt.show()
-# ```
+# 2. `def fgsm_at_settings(eps): return {"attack_steps": 1, "alpha": 1.25 * eps}`. The run gets its own tag
+#    because its settings differ from the profile's; `plot_history({"PGD-AT": hist_at, "FGSM-AT": hist_fgsm})`
+#    draws both.
 #
 # It is roughly 2× standard training instead of (K + 1)×. Its PGD accuracy is usually somewhat lower, and with
 # larger ε or longer training it can suddenly collapse to near zero ("catastrophic overfitting"): the model

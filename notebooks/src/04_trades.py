@@ -194,8 +194,10 @@ for steps, by_attack in reached.items():
 k = profile.train_steps
 assert reached[k]["KL attack (start next to x)"].mean() > 10 * kl_start, "the KL attack increases the KL it ascends"
 assert all((kl >= -1e-6).all() for by_attack in reached.values() for kl in by_attack.values()), "a KL is >= 0"
-# What the text below says, at the training budget: PGD-CE reaches the larger mean KL, and the uniform start
-# lifts the KL ascent above the KL attack's start next to x.
+
+# %% jupyter={"source_hidden": true}
+# The prose below, at the training budget: PGD-CE reaches the larger mean KL, and the uniform start lifts the KL
+# ascent above the KL attack's start next to x.
 assert reached[k]["PGD on cross-entropy"].mean() > reached[k]["KL attack (start next to x)"].mean()
 assert reached[k]["KL ascent, uniform start"].mean() > reached[k]["KL attack (start next to x)"].mean()
 
@@ -209,12 +211,29 @@ assert reached[k]["KL ascent, uniform start"].mean() > reached[k]["KL attack (st
 #   not by where the KL is large. Started from a uniform random point of the ball, as PGD is, the *same* KL ascent
 #   climbs higher (second column).
 # - **The label.** PGD-CE pushes the probability of the true class down. A TRADES model's clean predictions are
-#   not confident, so moving that mass to a wrong class changes the whole distribution a lot — and the KL to
-#   the clean prediction rides along.
+#   not confident (its largest softmax probability on clean test digits averages below one half, measured
+#   below), so moving that mass to a wrong class changes the whole distribution a lot — and the KL to the
+#   clean prediction rides along.
 #
 # Per image the KL attack still wins on part of the batch (the last count). TRADES keeps its attack label-free and started next to $x$ because that is what the robustness term
 # asks for — "do not change the prediction near $x$", whatever the label — and because it is the attack of the
 # authors' code, which the library follows.
+
+# %% tags=["nbval-ignore-output"]
+n_conf = min(len(test_set), 360)
+x_test, y_test = (t.to(device) for t in next(iter(make_loader(test_set, batch_size=n_conf, shuffle=False))))
+confidence = {}
+for name, method in (("standard", "standard"), ("PGD-AT", "at"), ("TRADES β=6", "trades")):
+    m = model_trades if method == "trades" else trained_model(method)[0]  # shared with notebook 03
+    with torch.no_grad():
+        confidence[name] = F.softmax(m(x_test), dim=1).max(1).values.mean().item()
+print(f"mean largest softmax probability on {n_conf} clean test digits: "
+      + ", ".join(f"{name} {c:.2f}" for name, c in confidence.items()))
+
+# %% jupyter={"source_hidden": true}
+# The prose above: TRADES is the least confident, on average below one half.
+assert confidence["TRADES β=6"] < 0.5 and confidence["TRADES β=6"] < confidence["PGD-AT"] - 0.1
+assert confidence["PGD-AT"] < confidence["standard"]
 
 # %% [markdown]
 # ## A β sweep
