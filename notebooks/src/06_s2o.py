@@ -1,21 +1,14 @@
 # %% [markdown]
-# # 06 · S²O: second-order statistics of the weights
+# # 06 · S²O: what the regulariser touches
 #
-# Adversarial training (notebook 03) and TRADES (notebook 04) change the *loss*. S²O (Jin et al., CVPR 2022;
-# TPAMI 2025) adds a term that changes the *statistics of the weights*: it pushes the network towards weights
-# that are **less correlated**, because a PAC-Bayesian robust generalisation bound is tighter then.
+# Adversarial training (03) and TRADES (04) change the *loss*. S²O (Jin et al., CVPR 2022; TPAMI 2025) argues
+# from a PAC-Bayesian bound that the *second-order statistics of the weights* matter too, and its released code
+# adds a regulariser built from the logits' second moment. This notebook follows that argument from the bound to
+# the code, and measures on a trained model what the code's matrix actually contains.
 #
-# **Learning goals.** After this notebook you can
-#
-# - explain why PAC-Bayesian bounds treat weights as **random variables** with a posterior covariance, and tell
-#   that covariance apart from the **cosine similarity between the rows of trained weights** (which we measure,
-#   next to its random baseline),
-# - derive from the bound why S²O **minimises the correlation matrix's Frobenius norm** — a surrogate that
-#   tightens *bounds* on $\|S\|_2$ and $\ln\det S$, not the quantities themselves,
-# - write the **released soft-target regulariser** step by step and check it against `s2o_lib.s2o`.
-#
-# Notebook **06b** continues with the theory's Laplace/KFAC objective, training AT and TRADES with and without
-# S²O, its cost, and what an eight-seed experiment says about the S²O gain.
+# **Learning goals.** Tell the posterior covariance of a PAC-Bayes bound from the cosine of trained weights;
+# derive why S²O minimises a correlation matrix's Frobenius norm; write the released regulariser and its
+# label-smoothing control and check both against `s2o_lib.s2o`; compute the logits' second moment $M$ two ways.
 
 # %%
 import math
@@ -30,81 +23,65 @@ import torch.nn.functional as F
 from s2o_lib.attacks import pgd
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import dataset_info, tensors
+from s2o_lib.defenses import DefenseConfig
 from s2o_lib.models import build_model, hidden_layer
 from s2o_lib.norms import mean_abs_correlation, weight_correlation
 from s2o_lib.plots import correlation_heatmap
 from s2o_lib.s2o import (
     default_off_diagonal_mass,
+    label_smoothing_regulariser,
     s2o_regulariser,
     soft_target_matrix,
     soft_targets,
 )
 from s2o_lib.zoo import profile_data, trained_model
 
-# %% [markdown]
-# ## The profile
-# In `smoke` everything is shrunk to run on a CPU: 16×16 digits, a small CNN, ε = 0.15, PGD-5 training,
-# 6 epochs. The models come from the shared cache (`notebooks/runs/`), shared with notebooks 03, 04, 06b, 08.
-
-# %%
 profile = get_profile()
 info = dataset_info(profile.dataset)
-print(f"profile: {profile.name}")
-print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, batch {profile.batch_size}")
-print(f"threat model: L-inf eps = {profile.eps:.4f}; training attack PGD-{profile.train_steps}")
-print(profile.notes)
+print(f"profile {profile.name}: {profile.dataset}, {profile.arch}, ε = {profile.eps:.4f}, {profile.epochs} epochs")
 
 # %% [markdown]
 # ## 1 · Weights as random variables
-# A PAC-Bayesian bound does not talk about one weight vector $w$ but about a **distribution** over weights:
-# a posterior $Q = \mathcal N(w, \Sigma)$ centred at the trained weights, compared with a prior
-# $P = \mathcal N(0, \sigma^2 I)$ fixed before training. With probability $\ge 1-\delta$ over $m$ samples,
+# A PAC-Bayesian bound speaks about a **distribution** over weights: a posterior $Q = \mathcal N(w, \Sigma)$
+# centred at the trained weights, against a prior $P = \mathcal N(0, \sigma^2 I)$. With probability $\ge 1-\delta$
+# over $m$ training samples, for **every** posterior $Q$ at once,
 #
 # $$
 # \mathbb E_{w'\sim Q}\,L(w') \;\le\; \mathbb E_{w'\sim Q}\,\hat L(w') + O\!\Big(\sqrt{\tfrac{\mathrm{KL}(Q\,\|\,P) + \ln(m/\delta)}{m}}\Big).
 # $$
 #
-# Neyshabur et al. (2018) take $\Sigma = \sigma^2 I$: every weight is perturbed **independently**. That is
-# convenient (the KL is a sum over weights), and nothing forces it: $\Sigma$ is the analyst's choice, and any
-# choice fixed independently of the data gives a valid bound. S²O asks for a posterior whose covariance has
-# **correlations**, and for weights that make such a posterior cheap in the bound.
+# It is the **prior** that must not depend on the training data; the posterior may (07 uses this). Neyshabur et
+# al. (2018) take $\Sigma = \sigma^2 I$, every weight perturbed independently. S²O asks for a posterior with
+# **correlations**. Two different things are called "weight correlation":
 #
-# Two different things are called "weight correlation", and they must not be confused:
+# - the **posterior covariance** Σ, a property of a distribution that one weight vector does not determine
+#   (06b estimates one with a Laplace approximation);
+# - the **cosine similarity between the rows** of a trained matrix, $\rho$ = mean $|\cos(w_i, w_j)|$ over pairs of
+#   neurons (Jin et al., NeurIPS 2020): a measurable property of the posterior's *mean*.
 #
-# - the **posterior covariance** $\Sigma$: how the weights *co-vary* when drawn from $Q$ — a property of a
-#   distribution, which one trained weight vector does not determine (section 4 estimates one with a Laplace
-#   approximation);
-# - the **cosine similarity between rows** of one trained weight matrix: how similar the weight vectors of two
-#   neurons are — a property of the posterior's *mean*. Jin et al. (NeurIPS 2020) use it as a measurable proxy,
-#   $\rho$ = mean $|\cos(w_i, w_j)|$ over pairs of neurons $i \ne j$ of a layer, and relate it to
-#   generalisation.
-#
-# Let us measure the second for the **last layer** (`head`, one row per class) and the **hidden layer** before
-# it, for a normally trained and a PGD-AT model — next to its value for **untrained** weights of the same shape,
-# the baseline every number must be read against.
+# We measure the second for the last layer (`head`, one row per class) and the hidden layer before it, beside
+# its value for **untrained** weights of the same shape.
 
 # %% tags=["nbval-ignore-output"]
-model_std, hist_std = trained_model("standard")
-model_at, hist_at = trained_model("at")
+model_std, _ = trained_model("standard")
+model_at, _ = trained_model("at")
 
 # %%
 classes = list(range(info.num_classes))
-fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+fig, axes = plt.subplots(2, 2, figsize=(9, 7.6))
 for col, (name, model) in enumerate([("standard", model_std), ("AT", model_at)]):
     w_head, w_hidden = model.head.weight, hidden_layer(model).weight
-    correlation_heatmap(weight_correlation(w_head), ax=axes[col], labels=classes,
+    correlation_heatmap(weight_correlation(w_head), ax=axes[0, col], labels=classes,
                         title=f"{name}: head, ρ = {mean_abs_correlation(w_head):.2f}")
-    correlation_heatmap(weight_correlation(w_hidden), ax=axes[2 + col],
+    correlation_heatmap(weight_correlation(w_hidden), ax=axes[1, col],
                         title=f"{name}: hidden ({w_hidden.shape[0]} neurons), ρ = {mean_abs_correlation(w_hidden):.2f}")
 fig.suptitle("cosine similarity between the weight vectors of a layer's neurons")
 plt.tight_layout()
 plt.show()
 
 # %% tags=["nbval-ignore-output"]
-# Baselines: independent random vectors of length D have mean |cos| ≈ sqrt(2 / (π D)); and the untrained
-# network (the same architecture at its random initialisation, five seeds) is the empirical one.
 untrained = []
-for init_seed in range(5):
+for init_seed in range(5):  # the same architecture at five random initialisations
     seed_everything(init_seed)
     untrained.append(build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels))
 rho_rows = []
@@ -117,116 +94,73 @@ for layer_name, layer_of in [("head", lambda m: m.head.weight), ("hidden", lambd
                      "random, sqrt(2/(πD))": math.sqrt(2 / (math.pi * d))})
 rho_table = pd.DataFrame(rho_rows).set_index("layer")
 rho_table["AT / untrained"] = rho_table["AT"] / rho_table["untrained (mean of 5)"]
-rho_table.round(3)
+rho_table.round(2)
 
-# %%
-assert (rho_table[["standard", "AT", "untrained (mean of 5)"]] >= 0).all().all()
-assert (rho_table[["standard", "AT", "untrained (mean of 5)"]] <= 1).all().all()
-# The formula is a good baseline for the untrained layers: within a factor of two.
+# %% jupyter={"source_hidden": true}
 ratio = rho_table["untrained (mean of 5)"] / rho_table["random, sqrt(2/(πD))"]
-assert ((ratio > 0.5) & (ratio < 2)).all(), ratio
-print("largest AT / untrained ratio:", f"{rho_table['AT / untrained'].max():.2f}")
+assert ((ratio > 0.5) & (ratio < 2)).all(), "the formula is the untrained layers' baseline, within a factor 2"
+assert rho_table["AT / untrained"].max() > 1.5, "the text says: training makes a layer clearly more correlated"
 
 # %% [markdown]
-# Read each ρ against its baselines in the same row: the last column says how many times the untrained value
-# the trained one is. These numbers describe the *rows of one weight matrix*; they say nothing directly about
-# the posterior covariance, which is what the bound needs. That a correlated posterior can be worth having is
-# an argument about the bound (next section), not something this table proves.
-
-# %% [markdown]
+# Training makes the class vectors more similar than chance (last column). These numbers describe *one weight
+# matrix*; whether a correlated *posterior* is worth having is an argument about the bound, next.
+#
 # ## 2 · From the bound to "minimise the correlation"
-# S²O keeps the scale but lets each layer's perturbation be correlated: $\mathrm{vec}(U_i) \sim
-# \mathcal N(0, \sigma^2 S_i)$ with $S_i$ a **correlation matrix** (unit diagonal, so $\mathrm{tr}\,S_i$ is the
-# dimension $n$). Two places of the bound feel $S_i$:
+# S²O lets each layer's perturbation be correlated: $\mathrm{vec}(U_i) \sim \mathcal N(0, \sigma^2 S_i)$, with
+# $S_i$ a $k_i\times k_i$ **correlation matrix** (unit diagonal, $\mathrm{tr}\,S_i = k_i$). Two terms feel it:
 #
-# - **KL term.** For one layer, $\mathrm{KL}\big(\mathcal N(w, \sigma^2 S)\,\|\,\mathcal N(0, \sigma^2 I)\big)
-#   = \tfrac12\big[\mathrm{tr}\,S + \|w\|^2/\sigma^2 - n - \ln\det S\big] = \tfrac{\|w\|^2}{2\sigma^2} - \tfrac12\ln\det S$.
-#   The extra $-\tfrac12\ln\det S \ge 0$ vanishes only for $S = I$.
-# - **Perturbation term.** The margin argument needs the random perturbation's spectral norm to be small;
-#   it grows with $\|S\|_2$.
+# - **KL.** $\mathrm{KL}\big(\mathcal N(w, \sigma^2 S)\,\|\,\mathcal N(0, \sigma^2 I)\big) = \tfrac{\|w\|^2}{2\sigma^2} - \tfrac12\ln\det S$;
+#   the extra $-\tfrac12\ln\det S \ge 0$ vanishes only for $S = I$.
+# - **Perturbation.** The margin argument needs the noise's spectral norm small; it grows with $\|S\|_2$.
 #
-# The resulting spectrally-normalised robust bound (depth $n$, width $\le h$, inputs of norm $\le B$, radius ε,
-# robust margin loss $\hat L^{adv}_\gamma$) reads
+# Notebook 07 writes the resulting robust bound out term by term (the suite's reconstruction, constants set to 1).
 #
-# $$
-# L_0^{adv} \le \hat L_\gamma^{adv} + O\!\left(\sqrt{\frac{(B+\varepsilon)^2 n^2 h\ln(nh)\,\prod_i\|W_i\|_2^2\,
-# \sum_i \frac{\|W_i\|_F^2}{\|W_i\|_2^2}\,\max_i\|S_i\|_2 \;-\; \sum_i \ln\det S_i \;+\; \ln\frac{nm}{\delta}}{\gamma^2 m}}\right),
-# $$
-#
-# which is the usual bound when every $S_i = I$. (Its absolute value is vacuous for real networks; compare
-# models and follow trends.)
-#
-# **Why the Frobenius norm?** Let $\lambda_1,\dots,\lambda_n \ge 0$ be the eigenvalues of $S$. Then
-# $\sum_k \lambda_k = n$ and $\|S\|_F^2 = \sum_k \lambda_k^2$, so
-# $\sum_k (\lambda_k - 1)^2 = \|S\|_F^2 - n =: r^2$. Every eigenvalue therefore lies in $[1 - r, 1 + r]$, which
-# gives two **bounds**:
+# **Why the Frobenius norm?** With eigenvalues $\lambda_1..\lambda_k \ge 0$ of $S$, $\sum\lambda_j = k$ and
+# $\|S\|_F^2 = \sum\lambda_j^2$, so $\sum(\lambda_j - 1)^2 = \|S\|_F^2 - k =: r^2$ and every eigenvalue lies in
+# $[1-r, 1+r]$:
 #
 # $$
-# \|S\|_2 = \lambda_{\max} \le 1 + \sqrt{\|S\|_F^2 - n}, \qquad
-# \ln\det S = \sum_k \ln\lambda_k \ge n\,\ln\!\big(1 - \sqrt{\|S\|_F^2 - n}\big)\quad (r < 1).
+# \|S\|_2 \le 1 + \sqrt{\|S\|_F^2 - k}, \qquad \ln\det S \ge k\,\ln\!\big(1 - \sqrt{\|S\|_F^2 - k}\big)\quad (r < 1).
 # $$
 #
-# A smaller $\|S\|_F$ tightens both bounds, and at $\|S\|_F = \sqrt n$ (its minimum, $S = I$) they are exact.
-# It does **not** order $\|S\|_2$ or $\ln\det S$ themselves: a matrix with the smaller $\|S\|_F$ can have the
-# larger $\|S\|_2$ (To do 1 below builds one). So minimising $\|S\|_F$ is a **surrogate** — one smooth number
-# that controls both terms of the bound from above, not a quantity the bound contains. So: **decorrelate**,
-# i.e. minimise $\|S\|_F$.
-#
-# A numeric check with the **equicorrelated** matrix $S = (1-\rho) I + \rho\,\mathbf 1\mathbf 1^\top$, for which
-# $\|S\|_2 = 1 + (n-1)\rho$ and $\ln\det S = (n-1)\ln(1-\rho) + \ln(1 + (n-1)\rho)$ (Jin et al. 2020 use
-# this model to turn ρ into a complexity measure):
+# A smaller $\|S\|_F$ tightens both **bounds**, exact at $S = I$. It does not order $\|S\|_2$ or $\ln\det S$
+# themselves (To do 1 builds a counter-example): minimising $\|S\|_F$ is a smooth **surrogate** for both terms.
+# The equicorrelated matrix $S = (1-\rho) I + \rho\,\mathbf 1\mathbf 1^\top$ (Jin et al. 2020's model) has
+# $\|S\|_2 = 1 + (k-1)\rho$ and $\ln\det S = (k-1)\ln(1-\rho) + \ln(1 + (k-1)\rho)$:
 
 # %%
-n = 10
-rhos = np.linspace(0.0, 0.9, 19)
+k = 10
 rows = []
-for rho in rhos:
-    S = (1 - rho) * torch.eye(n, dtype=torch.float64) + rho * torch.ones(n, n, dtype=torch.float64)
-    eig = torch.linalg.eigvalsh(S)
-    rows.append({"rho": rho, "fro": torch.linalg.matrix_norm(S).item(), "spectral": eig[-1].item(),
-                 "logdet": torch.linalg.slogdet(S)[1].item(), "trace": torch.trace(S).item()})
+for rho in np.linspace(0.0, 0.9, 19):
+    S = (1 - rho) * torch.eye(k, dtype=torch.float64) + rho * torch.ones(k, k, dtype=torch.float64)
+    rows.append({"rho": rho, "fro": torch.linalg.matrix_norm(S).item(), "spectral": torch.linalg.eigvalsh(S)[-1].item(),
+                 "logdet": torch.linalg.slogdet(S)[1].item()})
 equi = pd.DataFrame(rows)
+assert np.allclose(equi.spectral, 1 + (k - 1) * equi.rho)
+assert np.allclose(equi.logdet, (k - 1) * np.log(1 - equi.rho) + np.log(1 + (k - 1) * equi.rho))
+assert np.all(equi.spectral <= 1 + np.sqrt(equi.fro**2 - k) + 1e-9)  # the eigenvalue bound above
+r = np.sqrt(equi.fro**2 - k)
+assert np.all(equi.logdet[r < 1] >= k * np.log(1 - r[r < 1]) - 1e-9)  # and the log-det bound
 
-# %% tags=["nbval-ignore-output"]
-equi.iloc[::3].round(3)
-
-# %%
-assert np.allclose(equi.trace, n)
-assert np.allclose(equi.spectral, 1 + (n - 1) * equi.rho)
-assert np.allclose(equi.logdet, (n - 1) * np.log(1 - equi.rho) + np.log(1 + (n - 1) * equi.rho))
-assert np.all(equi.spectral <= 1 + np.sqrt(equi.fro**2 - n) + 1e-9)  # the eigenvalue bound above
-r = np.sqrt(equi.fro**2 - n)
-small = r < 1
-assert np.all(equi.logdet[small] >= n * np.log(1 - r[small]) - 1e-9)  # and the log-det bound
-assert np.all(np.diff(equi.fro) > 0) and np.all(np.diff(equi.spectral) > 0) and np.all(np.diff(equi.logdet) < 0)
-
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
 axes[0].plot(equi.fro, equi.spectral, "o-", ms=3, label="‖S‖₂")
-axes[0].plot(equi.fro, 1 + np.sqrt(equi.fro**2 - n), ":", color="grey", label="1 + √(‖S‖_F² − n)")
-axes[0].set_xlabel("‖S‖_F")
+axes[0].plot(equi.fro, 1 + np.sqrt(equi.fro**2 - k), ":", color="grey", label="bound 1 + √(‖S‖_F² − k)")
 axes[0].set_ylabel("‖S‖₂")
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=9, loc="upper left")
 axes[1].plot(equi.fro, -equi.logdet, "o-", ms=3, color="C1")
-axes[1].set_xlabel("‖S‖_F")
-axes[1].set_ylabel("−log det S  (KL penalty × 2)")
+axes[1].set_ylabel("−ln det S  (2 × the KL penalty)")
 for ax in axes:
-    ax.axvline(math.sqrt(n), color="grey", lw=1, ls="--")
+    ax.set_xlabel("‖S‖_F")
+    ax.axvline(math.sqrt(k), color="grey", lw=1, ls="--")
     ax.grid(alpha=0.3)
-fig.suptitle(f"equicorrelated {n}×{n} correlation matrix, ρ from 0 to 0.9 (dashed: ‖I‖_F = √n)")
+fig.suptitle(f"equicorrelated {k}×{k} correlation matrix, ρ from 0 to 0.9 (dashed: ‖I‖_F = √k)")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# For this one-parameter family both $\|S\|_2$ and $-\ln\det S$ grow with $\|S\|_F$ (all three grow with ρ); in
-# general only the bounds do. The bound needs the **posterior's** correlation, which we cannot observe; S²O
-# estimates it (section 4) or replaces it by a cheap proxy (section 3).
-#
 # **To do 1 — the Frobenius norm does not order $\|S\|_2$.** Write `correlation_summaries(S)` returning
-# $(\|S\|_F, \|S\|_2, \ln\det S)$ of a symmetric matrix (`torch.linalg` has all three). The check cell builds
-# two 3 × 3 correlation matrices, with eigenvalues (1.9, 0.55, 0.55) and (1.6, 1.4, 0), and tells you whether
-# your numbers are right; then compare the two rows: which has the smaller $\|S\|_F$, which the smaller
-# $\|S\|_2$, and do both bounds hold?
+# $(\|S\|_F, \|S\|_2, \ln\det S)$. The check cell builds two 3 × 3 correlation matrices with eigenvalues
+# (1.9, 0.55, 0.55) and (1.6, 1.4, 0): which has the smaller $\|S\|_F$, which the smaller $\|S\|_2$?
 
 # %%
 def correlation_summaries(S):
@@ -235,17 +169,10 @@ def correlation_summaries(S):
 
 
 # %%
-# Two correlation matrices (unit diagonal): the equicorrelated one with ρ = 0.45 has eigenvalues
-# (1 + 2ρ, 1 − ρ, 1 − ρ) = (1.9, 0.55, 0.55); the Gram matrix of three unit vectors in the plane at angles
-# 0, ±φ with cos 2φ = −0.4 has eigenvalues 3/2 ± |1 + 2 cos 2φ|/2 = (1.6, 1.4) and 0.
-S_a = 0.55 * torch.eye(3, dtype=torch.float64) + 0.45 * torch.ones(3, 3, dtype=torch.float64)
-phi = math.acos(-0.4) / 2
+S_a = 0.55 * torch.eye(3, dtype=torch.float64) + 0.45 * torch.ones(3, 3, dtype=torch.float64)  # eigenvalues 1.9, .55, .55
+phi = math.acos(-0.4) / 2  # three unit vectors in a plane at angles 0, ±φ: eigenvalues 1.6, 1.4, 0
 angles = torch.tensor([0.0, phi, -phi], dtype=torch.float64)
 S_b = torch.cos(angles[:, None] - angles[None, :])
-for S in (S_a, S_b):
-    assert torch.allclose(S.diagonal(), torch.ones(3, dtype=torch.float64)), "a correlation matrix"
-assert torch.allclose(torch.linalg.eigvalsh(S_a), torch.tensor([0.55, 0.55, 1.9], dtype=torch.float64))
-assert torch.allclose(torch.linalg.eigvalsh(S_b), torch.tensor([0.0, 1.4, 1.6], dtype=torch.float64), atol=1e-12)
 answers = [correlation_summaries(S) for S in (S_a, S_b)]
 if any(a is None for a in answers):
     print("To do 1 is open: write correlation_summaries above and run this cell again.")
@@ -255,8 +182,7 @@ else:
         assert abs(fro - math.sqrt(float((eig**2).sum()))) < 1e-9, "‖S‖_F² is the sum of the squared eigenvalues"
         assert abs(spectral - float(eig.max())) < 1e-9, "‖S‖₂ is the largest eigenvalue"
         assert (logdet < -20) if float(eig.min()) < 1e-12 else abs(logdet - float(torch.log(eig).sum())) < 1e-9
-        print(f"‖S‖_F = {fro:.3f}   ‖S‖₂ = {spectral:.3f}  (bound {1 + math.sqrt(fro**2 - 3):.3f})   "
-              f"ln det S = {logdet:.3f}")
+        print(f"‖S‖_F = {fro:.3f}   ‖S‖₂ = {spectral:.3f}  (bound {1 + math.sqrt(fro**2 - 3):.3f})   ln det S = {logdet:.3f}")
     print("To do 1: correct. The first matrix has the smaller ‖S‖_F and the larger ‖S‖₂.")
 
 # %% [markdown]
@@ -267,51 +193,41 @@ else:
 #     return (torch.linalg.matrix_norm(S).item(), torch.linalg.eigvalsh(S).max().item(),
 #             torch.linalg.slogdet(S)[1].item())
 # ```
-# $(1.9, 0.55, 0.55)$: $\|S\|_F = \sqrt{4.215} \approx 2.05$, $\|S\|_2 = 1.9$, $\ln\det S = \ln 0.575 \approx -0.55$.
-# $(1.6, 1.4, 0)$: $\|S\|_F = \sqrt{4.52} \approx 2.13$, $\|S\|_2 = 1.6$, $\ln\det S = -\infty$ (in floating
-# point a large negative number). The first has the
-# smaller Frobenius norm but the larger spectral norm; the bound $1 + \sqrt{\|S\|_F^2 - 3}$ (2.10 and 2.23) holds
-# for both. Here $\ln\det S$ happens to follow $\|S\|_F$, but it need not either: the norm controls the spread
-# of the spectrum, not where the largest or smallest eigenvalue sits.
+# $\|S\|_F \approx 2.05$ and $2.13$, $\|S\|_2 = 1.9$ and $1.6$: the smaller Frobenius norm has the larger
+# spectral norm, and the bound $1 + \sqrt{\|S\|_F^2 - 3}$ (2.10, 2.23) holds for both.
 # </details>
-
-# %% [markdown]
+#
 # ## 3 · The released regulariser, written out
-# The authors' public code does not compute a posterior at all. It uses the **batch's logits** $Z$ ($B\times C$,
-# taken without gradient) as a proxy for the last layer's second-order statistics and turns them into **soft
-# targets**:
+# The authors' code computes no posterior. It takes the **batch's logits** $Z$ ($B\times C$, without gradient)
+# and turns their second moment into **soft targets**:
 #
-# 1. $M = Z^\top Z$ — the batch sum of the logit outer products ($C\times C$).
-# 2. $A_{ij} = \max_k |M_{ik}| - |M_{ij}|$: class $j$ gets the more mass, the **less** its logit co-varies with
-#    class $i$'s. Set the diagonal to 0.
-# 3. Scale each row so its off-diagonal entries sum to $m$ (0.8 for 10 classes), then set the diagonal to $1-m$.
-# 4. Soft targets $q_b = A[y_b]$ (row of the label); the same from the adversarial logits gives $q^{adv}$.
-# 5. $R = \tfrac12\big[\mathrm{KL}(q\,\|\,f(x)) + \mathrm{KL}(q^{adv}\,\|\,f(x'))\big]$, averaged over the batch.
+# 1. $M = Z^\top Z$ ($C\times C$).
+# 2. $A_{ij} = \max_l |M_{il}| - |M_{ij}|$: class $j$ gets more mass the **less** its logit co-varies with class
+#    $i$'s; diagonal set to 0.
+# 3. Each row scaled so its off-diagonal entries sum to $m$ (0.8 for 10 classes); diagonal $1-m$.
+# 4. Soft targets $q_b = A[y_b]$; the same from the adversarial logits gives $q^{adv}$.
+# 5. $R = \tfrac12\big[\mathrm{KL}(q\,\|\,f(x)) + \mathrm{KL}(q^{adv}\,\|\,f(x'))\big]$, a batch mean.
 #
-# AT+S²O trains on $0.9\cdot\mathrm{CE}(f(x'), y) + 0.1\cdot R$; TRADES+S²O on
-# $0.7\cdot\mathrm{CE}(f(x), y) + 0.3\cdot R + 6\cdot\mathrm{KL}(f(x)\,\|\,f(x'))$.
+# AT+S²O trains on $0.9\cdot\mathrm{CE}(f(x'), y) + 0.1\cdot R$; TRADES+S²O and MART+S²O replace 0.7 of their
+# first term by $0.3\cdot R$.
 
 # %%
 def soft_targets_by_hand(logits, y, m=0.8):
     """The released S²O soft targets q = A[y], step by step."""
     z = logits.detach().float()
-    M = z.T @ z                                                   # 1. (C, C) second moment of the logits
-    absM = M.abs()
+    absM = (z.T @ z).abs()                                        # 1. (C, C) second moment of the logits
     A = absM.max(dim=1, keepdim=True).values - absM               # 2. weakly co-varying classes get more
     A.fill_diagonal_(0.0)
-    C = A.shape[0]
+    eye = torch.eye(A.shape[0], device=A.device)
     row_sum = A.sum(dim=1, keepdim=True)
-    eye = torch.eye(C, device=A.device)
-    uniform = (1.0 - eye) / (C - 1)                               #    (a row of zeros becomes uniform)
+    uniform = (1.0 - eye) / (A.shape[0] - 1)                      #    (a row of zeros becomes uniform)
     A = torch.where(row_sum > 0, m * A / row_sum.clamp_min(1e-30), m * uniform)  # 3. off-diagonal mass m
-    A = A + (1.0 - m) * eye                                       #    and 1 - m on the label
-    return A[y]                                                   # 4. one row per sample
+    return (A + (1.0 - m) * eye)[y]                               #    1 - m on the label; 4. one row per sample
 
 
 def kl_to_softmax(q, logits):
-    """Batch mean of KL(q || softmax(logits)) = sum q log q - q log p (0 log 0 = 0)."""
-    log_p = F.log_softmax(logits, dim=1)
-    return (torch.xlogy(q, q) - q * log_p).sum(dim=1).mean()
+    """Batch mean of KL(q || softmax(logits)) (0 log 0 = 0)."""
+    return (torch.xlogy(q, q) - q * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
 def s2o_regulariser_by_hand(logits_clean, logits_adv, y, m=0.8):
@@ -320,7 +236,7 @@ def s2o_regulariser_by_hand(logits_clean, logits_adv, y, m=0.8):
 
 
 # %% [markdown]
-# Check against the library on the AT model's logits for a test batch and its PGD adversarial examples.
+# Checked against the library on the AT model's logits for test images and their PGD adversarial examples:
 
 # %%
 _, test = profile_data(profile)
@@ -328,89 +244,150 @@ device = next(model_at.parameters()).device
 x_test, y_test = (t.to(device) for t in tensors(test, n=profile.eval_n))
 m = default_off_diagonal_mass(info.num_classes)
 x_adv = pgd(model_at, x_test, y_test, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps,
-            generator=torch.Generator(device=device).manual_seed(0))  # a generator on the data's device
+            generator=torch.Generator(device=device).manual_seed(0))
 with torch.no_grad():
-    logits_clean, logits_adv = model_at(x_test), model_at(x_adv)
-
-q_hand = soft_targets_by_hand(logits_clean, y_test, m)
-q_lib = soft_targets(logits_clean, y_test, m)
+    feats = model_at.features(x_test)
+    logits_clean, logits_adv = model_at.head(feats), model_at(x_adv)
+assert torch.allclose(soft_targets_by_hand(logits_clean, y_test, m), soft_targets(logits_clean, y_test, m), atol=1e-6)
 r_hand = s2o_regulariser_by_hand(logits_clean, logits_adv, y_test, m)
 r_lib = s2o_regulariser(logits_clean, logits_adv, y_test, off_diagonal_mass=m)
-
-# %% tags=["nbval-ignore-output"]
-print(f"max |q_hand - q_lib| = {(q_hand - q_lib).abs().max():.2e}")
-print(f"R by hand {r_hand:.6f}, library {r_lib:.6f}")
-
-# %%
-assert torch.allclose(q_hand, q_lib, atol=1e-6), "hand-written soft targets differ from s2o_lib.s2o.soft_targets"
 assert torch.allclose(r_hand, r_lib, atol=1e-6), "hand-written regulariser differs from s2o_lib.s2o.s2o_regulariser"
-A = soft_target_matrix(logits_clean, off_diagonal_mass=m)
-assert torch.allclose(A.sum(1), torch.ones(info.num_classes, device=device), atol=1e-6), "soft-target rows must sum to 1"
-assert torch.allclose(A.diagonal(), torch.full((info.num_classes,), 1 - m, device=device), atol=1e-6), "diagonal must be 1 - m"
-assert (A >= 0).all()
+print("soft targets and R by hand = s2o_lib.s2o")
 
 # %% [markdown]
-# What does $A$ look like for a trained model? Row $i$ is the target distribution for an image of class $i$:
-# $1-m = 0.2$ on the label, and the rest spread towards the classes whose logits move **least** with class $i$'s.
+# ## 4 · What $M$ measures
+# The head is affine, $z = W a + b$. Append a 1 to the features, $\tilde a = (a, 1)$, and the bias to the
+# weights, $\tilde W = [W\; b]$: then $z = \tilde W\tilde a$ and
+#
+# $$
+# M = Z^\top Z = \sum_b z_b z_b^\top = \tilde W\Big(\sum_b \tilde a_b \tilde a_b^\top\Big)\tilde W^\top .
+# $$
+#
+# $M_{ij}$ is the inner product of class vectors $i$ and $j$ **in the metric of the features' second moment**.
+# It is the cosine similarity of section 1 only if that second moment were a multiple of $I$. Computed both
+# ways, and the two correlation patterns side by side:
 
 # %%
-fig, ax = plt.subplots(figsize=(5.2, 4.2))
-sns.heatmap(A.cpu().numpy(), ax=ax, cmap="viridis", vmin=0, annot=True, fmt=".2f", annot_kws={"fontsize": 6},
-            xticklabels=classes, yticklabels=classes, square=True, cbar_kws={"shrink": 0.8})
-ax.set_xlabel("target class j")
-ax.set_ylabel("true class i")
-ax.set_title(f"S²O soft-target matrix A (AT model, {len(y_test)} test images, m = {m})", fontsize=9)
+W_tilde = torch.cat([model_at.head.weight, model_at.head.bias[:, None]], dim=1).detach()
+a_tilde = torch.cat([feats, torch.ones(len(feats), 1, device=device)], dim=1)
+M_logits = logits_clean.T @ logits_clean
+M_weights = W_tilde @ (a_tilde.T @ a_tilde) @ W_tilde.T
+assert torch.allclose(M_logits, M_weights, rtol=1e-4, atol=1e-3 * M_logits.abs().max().item()), "M = W̃ (Σ ã ãᵀ) W̃ᵀ"
+
+
+def as_correlation(gram):
+    d = gram.diagonal().sqrt()
+    return gram / (d[:, None] * d[None, :])
+
+
+off = ~torch.eye(info.num_classes, dtype=torch.bool, device=device)
+corr_M, cos_W = as_correlation(M_logits)[off], weight_correlation(model_at.head.weight)[off]
+agreement = float(np.corrcoef(corr_M.cpu().numpy(), cos_W.detach().cpu().numpy())[0, 1])
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.9))
+correlation_heatmap(as_correlation(M_logits), ax=axes[0], labels=classes, title="M = ZᵀZ, as a correlation")
+correlation_heatmap(weight_correlation(model_at.head.weight), ax=axes[1], labels=classes,
+                    title="cos of the head's class vectors")
+fig.suptitle("AT model, test images: what the regulariser reads (left) and what section 1 measured (right)")
 plt.tight_layout()
 plt.show()
 
+# %% tags=["nbval-ignore-output"]
+print(f"max |M − W̃ΣããᵀW̃ᵀ| / max |M| = {(M_logits - M_weights).abs().max() / M_logits.abs().max():.1e}")
+print(f"mean |correlation| of M off the diagonal: {corr_M.abs().mean():.2f};  of the class vectors: {cos_W.abs().mean():.2f}")
+print(f"Pearson correlation of the two patterns' off-diagonal entries: {agreement:.2f}")
+
+# %% jupyter={"source_hidden": true}
+assert agreement > 0.5, "the text below says: the two patterns agree"
+assert corr_M.abs().mean() > cos_W.abs().mean(), "the text below says: M's correlations are the larger"
+
 # %% [markdown]
-# Fitting these targets gives every wrong class a share of the probability in proportion to how *weakly* it is
-# correlated with the label's class — a cheap, per-batch proxy for making the last layer's class vectors less
-# correlated. No gradient flows through $A$.
+# The two patterns agree (their off-diagonal entries correlate strongly), and $M$'s correlations are the
+# larger: the features' second moment is far from a multiple of $I$ and stretches the class vectors along the
+# directions the features use most. So the soft targets are computed from the class vectors' geometry as the
+# features see it. What training on them does to the weights this identity does not say: 06b measures it.
+
+# %% [markdown]
+# ## 5 · The label mass, and the control it calls for
+# The soft targets put $1 - m = 0.2$ on the label. Mixed with the one-hot term, the model is trained towards a
+# label probability of $(1-w) + w(1-m)$: 0.92 for AT+S²O ($w = 0.1$), 0.76 for TRADES+S²O and MART+S²O
+# ($w = 0.3$). That is a structured **label smoothing**, and label smoothing alone is known to raise PGD accuracy
+# without real robustness (Shafahi et al. 2019; Carlini et al. 2019). The control `+ls` keeps everything of
+# `+s2o` except the *shape*: the off-label mass $m$ is spread uniformly, $m/(C-1)$ per class.
+
+# %%
+config = DefenseConfig()
+for method in ("at+s2o", "trades+s2o", "mart+s2o", "at+ls", "at"):
+    print(f"{method:11s} trained towards {config.label_mass(method):.2f} on the label")
+
+
+def label_smoothing_by_hand(logits_clean, logits_adv, y, m=0.8):
+    """The +ls control: R with the soft targets replaced by uniform label smoothing at the same mass."""
+    C = logits_clean.shape[1]
+    u = torch.full((len(y), C), m / (C - 1), device=logits_clean.device)
+    u[torch.arange(len(y)), y] = 1 - m
+    return 0.5 * (kl_to_softmax(u, logits_clean) + kl_to_softmax(u, logits_adv))
+
+
+r_ls = label_smoothing_regulariser(logits_clean, logits_adv, y_test, off_diagonal_mass=m)
+assert torch.allclose(label_smoothing_by_hand(logits_clean, logits_adv, y_test, m), r_ls, atol=1e-6)
+print("the +ls control by hand = s2o_lib.s2o.label_smoothing_regulariser")
+
+# %% jupyter={"source_hidden": true}
+assert math.isclose(config.label_mass("at+s2o"), 0.92) and math.isclose(config.label_mass("trades+s2o"), 0.76)
+assert config.label_mass("at+ls") == config.label_mass("at+s2o") and config.label_mass("at") == 1.0
+
+# %% [markdown]
+# The soft-target matrix of the AT model: row $i$ is the target of an image of class $i$, 0.2 on the label and
+# the rest towards the classes whose logits move **least** with class $i$'s. The control's matrix would be 0.2 on
+# the diagonal and $0.8/9 \approx 0.089$ everywhere else.
+
+# %%
+A = soft_target_matrix(logits_clean, off_diagonal_mass=m)
+fig, ax = plt.subplots(figsize=(5.6, 4.6))
+sns.heatmap(A.cpu().numpy(), ax=ax, cmap="viridis", vmin=0, annot=True, fmt=".2f", annot_kws={"fontsize": 7},
+            xticklabels=classes, yticklabels=classes, square=True, cbar_kws={"shrink": 0.8})
+ax.set_xlabel("target class j")
+ax.set_ylabel("true class i")
+ax.set_title(f"S²O soft targets A (AT model, {len(y_test)} test images, m = {m})", fontsize=10)
+plt.tight_layout()
+plt.show()
+
+# %% jupyter={"source_hidden": true}
+assert torch.allclose(A.sum(1), torch.ones(info.num_classes, device=device), atol=1e-6) and (A >= 0).all()
+assert torch.allclose(A.diagonal(), torch.full((info.num_classes,), 1 - m, device=device), atol=1e-6)
 
 # %% [markdown]
 # ## Exercise
-# **2.** The off-diagonal mass $m$ controls how soft the targets are. Compute the soft-target matrix of the AT
-# model for $m \in \{0.2, 0.5, 0.8, 0.95\}$ and the mean entropy of its rows. Which $m$ gives the most uniform
-# wrong-class distribution, and why is the *shape* of the off-diagonal part the same for every $m$?
+# **2.** Compute the soft-target matrix for $m \in \{0.2, 0.5, 0.8, 0.95\}$ and the mean entropy of its rows.
+# Why is the *shape* of the off-diagonal part the same for every $m$?
 #
 # <details><summary>Solution</summary>
 #
 # ```python
-# for mm in (0.2, 0.5, 0.8, 0.9, 0.95):
+# for mm in (0.2, 0.5, 0.8, 0.95):
 #     A_m = soft_target_matrix(logits_clean, off_diagonal_mass=mm)
-#     entropy = -(torch.xlogy(A_m, A_m)).sum(1).mean()
-#     off = A_m * (1 - torch.eye(10, device=device)) / mm   # the off-diagonal part, rescaled to sum to 1
-#     print(f"m={mm}: mean row entropy {entropy:.3f}, off-diagonal shape {off[0, :4].cpu().numpy().round(3)}")
+#     off_shape = A_m * (1 - torch.eye(10, device=device)) / mm
+#     print(mm, float(-(torch.xlogy(A_m, A_m)).sum(1).mean()), off_shape[0, :4].cpu().numpy().round(3))
 # ```
-# The entropy rises with $m$ up to about $m = 0.9$ (the label's $1-m$ then equals a typical wrong class's share).
-# The off-diagonal part is $m\cdot A_{ij}/\sum_j A_{ij}$: $m$ only scales it, the *shape* comes from $|M|$ alone.
+# The off-diagonal part is $m\cdot A_{ij}/\sum_j A_{ij}$: $m$ scales it, the shape comes from $|M|$ alone.
 # </details>
-
-# %% [markdown]
+#
 # ## Summary
-# - PAC-Bayesian bounds view weights as a Gaussian posterior whose covariance is the analyst's choice. The
-#   cosine similarity between rows of trained weights (Jin et al.'s ρ) is a different, measurable statistic of
-#   the posterior's mean; read it against its untrained baseline.
-# - With a correlated posterior $\mathcal N(w, \sigma^2 S)$ the robust bound gains $-\sum\ln\det S_i$ and a factor
-#   $\max\|S_i\|_2$; for a correlation matrix a smaller $\|S\|_F$ tightens the **bounds**
-#   $\|S\|_2 \le 1 + \sqrt{\|S\|_F^2 - n}$ and $\ln\det S \ge n\ln(1 - \sqrt{\|S\|_F^2 - n})$ — so S²O
-#   **decorrelates**, as a surrogate (it does not order $\|S\|_2$ itself: To do 1).
-# - The **released code** does it with a cheap soft-target regulariser built from the batch's logit second moment
-#   ($0.9\,\mathrm{CE}_{adv} + 0.1\,R$ for AT), written out above and checked against the library.
+# - A PAC-Bayes bound holds for every posterior at once; only the prior must be fixed before the data. The
+#   cosine ρ of trained rows is a statistic of the posterior's mean, read against its untrained baseline.
+# - With a correlated posterior the bound gains $-\sum\ln\det S_i$ and a factor $\max\|S_i\|_2$; a smaller
+#   $\|S\|_F$ tightens bounds on both, so S²O decorrelates as a surrogate.
+# - The released code builds soft targets from $M = Z^\top Z = \tilde W(\sum\tilde a\tilde a^\top)\tilde W^\top$,
+#   trains towards 0.92 (AT) or 0.76 (TRADES, MART) on the label, and `+ls` is its label-smoothing control.
 #
-# **Next:** 06b · S²O in training — the Laplace posterior, AT and TRADES ± S²O, cost and evidence.
+# **Next:** 06b measures what S²O and the control change, over eight seeds.
 #
-# **References.**
-# Jin, Yi, Huang, Schewe, Huang. *Enhancing Adversarial Training with Second-Order Statistics of Weights.* CVPR 2022
-# (arXiv 2203.06020) ·
-# Jin, Yi, Huang, Schewe, Huang. *S²O: Enhancing Adversarial Training with Second-Order Statistics of Weights.* IEEE
-# TPAMI 47(10), 2025 · code: github.com/Alexkael/S2O ·
-# Jin, Yi, Zhang, Zhang, Schewe, Huang. *How does Weight Correlation Affect the Generalisation Ability of Deep Neural
-# Networks?* NeurIPS 2020 ·
-# Neyshabur, Bhojanapalli, Srebro. *A PAC-Bayesian Approach to Spectrally-Normalized Margin Bounds.* ICLR 2018 ·
-# Martens & Grosse. *Optimizing Neural Networks with Kronecker-factored Approximate Curvature.* ICML 2015 ·
-# Ritter, Botev, Barber. *A Scalable Laplace Approximation for Neural Networks.* ICLR 2018 ·
-# Madry, Makelov, Schmidt, Tsipras, Vladu. *Towards Deep Learning Models Resistant to Adversarial Attacks.* ICLR 2018 ·
-# Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan. *Theoretically Principled Trade-off between Robustness and Accuracy*
-# (TRADES). ICML 2019.
+# **References.** Jin, Yi, Huang, Schewe, Huang. *Enhancing Adversarial Training with Second-Order Statistics of
+# Weights.* CVPR 2022; *S²O*, IEEE TPAMI 47(10), 2025; code github.com/Alexkael/S2O ·
+# Jin, Yi, Zhang, Zhang, Schewe, Huang. *How does Weight Correlation Affect the Generalisation Ability of Deep
+# Neural Networks?* NeurIPS 2020 · Neyshabur, Bhojanapalli, Srebro. *A PAC-Bayesian Approach to
+# Spectrally-Normalized Margin Bounds.* ICLR 2018 · Shafahi, Ghiasi, Huang, Goldstein. *Label Smoothing and Logit
+# Squeezing: A Replacement for Adversarial Training?* arXiv:1910.11585, 2019 · Carlini et al. *On Evaluating
+# Adversarial Robustness.* arXiv:1902.06705, 2019.
