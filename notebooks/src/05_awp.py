@@ -358,14 +358,14 @@ assert gap["AT+AWP"][1]["pgd20"] > on_test_std["pgd20"] + 0.1, "AT+AWP must beat
 assert gap["PGD-AT"][1]["pgd20"] > on_test_std["pgd20"] + 0.1, "PGD-AT must beat standard training under PGD"
 
 # %% jupyter={"source_hidden": true}
-# The prose below: AT+AWP's gap is no smaller than AT's (within one image), and at most a few points larger.
+# The prose below: the two gaps differ by at most a few points, in whichever direction (it changes with the CPU).
 gaps = {name: on_train["pgd20"] - on_test["pgd20"] for name, (on_train, on_test) in gap.items()}
-assert -1 / n_gap <= gaps["AT+AWP"] - gaps["PGD-AT"] <= 0.05, gaps
+assert abs(gaps["AT+AWP"] - gaps["PGD-AT"]) <= 0.05, gaps
 
 # %% [markdown]
 # ## What eight training seeds say about AWP
-# One pair of smoke models cannot tell whether AWP helps: above, AWP did not shrink the gap (AT+AWP's is no
-# smaller, within an image), and another training seed could reverse the order. The suite therefore ran a pre-registered experiment offline
+# One pair of smoke models cannot tell whether AWP helps: above, the two gaps differ by a few images, and
+# which is the smaller changes with the training seed (and even with the CPU's arithmetic). The suite therefore ran a pre-registered experiment offline
 # (`benchmarks/REGIME.md`; nothing is trained here, `s2o_lib.regime` recomputes every number from the committed
 # results): 100 training digits for 80 epochs — a large robust generalisation gap for AWP to close — eight
 # training seeds per method, every model attacked on all 360 test digits, AT-AWP with the AWP authors' AT
