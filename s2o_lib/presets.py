@@ -4,6 +4,8 @@ Each preset names the released script whose settings it follows (``source``). `P
 of the authors' README (``Alexkael/S2O``), with their published clean / PGD-20 / AutoAttack accuracies.
 `BASELINES` holds recipes for the base methods without S²O, which have no published S²O figure:
 
+- ``at-prn18`` is ``paper-at-prn18`` without the S²O term (PGD-AT, PreAct ResNet-18, the S²O AT script's
+  schedule): the only published S²O row on the suite's own architecture gets a baseline trained the same way.
 - ``trades-wrn`` and ``mart-wrn`` follow **the S²O scripts' schedule** (``CIFAR10_TRADES_S2O/train_S2O.py``,
   ``CIFAR10_MART_S2O/train_S2O.py``: 200 epochs, weight decay 5e-4, ×0.1 at epochs 100 and 150, ε = 8/255,
   step 2/255), so that each S²O run has a baseline trained the same way. They are *not* the original papers'
@@ -126,6 +128,9 @@ AVMIXUP_SETTINGS: dict[str, float] = {
 BASELINES: dict[str, Preset] = {
     p.name: p
     for p in (
+        Preset("at-prn18", "preact-resnet18", "at", fit=_PAPER_FIT, eval=_PAPER_EVAL,
+               source=_S2O + "CIFAR10_AT_S2O/train_S2O.py schedule without the S²O term: the like-for-like "
+               "baseline of paper-at-prn18"),
         Preset("trades-wrn", "wrn-34-10", "trades", fit=_PAPER_FIT, eval=_PAPER_EVAL,
                source=_S2O + "CIFAR10_TRADES_S2O/train_S2O.py schedule (not TRADES' 76 epochs, wd 2e-4)"),
         Preset("mart-wrn", "wrn-34-10", "mart", fit=_PAPER_FIT, eval=_PAPER_EVAL,

@@ -44,3 +44,9 @@ def test_baseline_schedules_are_the_s2o_scripts_and_avmixup_its_own():
     assert AVMIXUP_SETTINGS == {"gamma": 2.0, "lambda1": 1.0, "lambda2": 0.1}
     config = DefenseConfig()
     assert (config.avmixup_gamma, config.avmixup_lambda1, config.avmixup_lambda2) == (2.0, 1.0, 0.1)
+
+
+def test_at_prn18_is_the_paper_preset_without_s2o():
+    baseline, paper = get_preset("at-prn18"), get_preset("paper-at-prn18")
+    assert (baseline.arch, baseline.method) == (paper.arch, "at") and parse_method(paper.method).base == "at"
+    assert baseline.fit == paper.fit and baseline.eval == paper.eval, "trained and evaluated the same way"
