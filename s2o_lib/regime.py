@@ -251,12 +251,15 @@ class RegimeAnalysis:
         """One comparison (``endpoint``: the plan's primary one by default); ``treatment`` may omit the AWP
         settings (``"at+awp"``)."""
         endpoint = self.plan.primary_endpoint if endpoint is None else endpoint
-        for c in self.comparisons:
-            if (c.base == base and _matches(c.treatment, treatment) and c.endpoint == endpoint
-                    and c.checkpoint == checkpoint):
-                return c
+        found = self._find(base, treatment, endpoint, checkpoint)
+        if found is not None:
+            return found
         raise S2OError(f"no comparison {treatment} − {base} on {endpoint} ({checkpoint}); the analysis has: "
                        + ", ".join(sorted({f"{c.treatment} − {c.base}" for c in self.comparisons})))
+
+    def _find(self, base: str, treatment: str, endpoint: str, checkpoint: Checkpoint) -> RegimeComparison | None:
+        return next((c for c in self.comparisons if c.base == base and _matches(c.treatment, treatment)
+                     and c.endpoint == endpoint and c.checkpoint == checkpoint), None)
 
     def control_verdict(self, base: str) -> str:
         """REGIME.md's decision rule of round "control" for one base method, in words.
@@ -321,7 +324,6 @@ class RegimeAnalysis:
         points = pd.DataFrame([p for r in self.runs[label].values() for p in r["curve"]])
         return 100 * points.groupby("epoch").mean()
 
-
     def statistics(self, base: str, treatment: str) -> pd.DataFrame:
         """treatment − baseline of every `STATISTICS` entry over paired seeds: one row per statistic with
         ``what``, the two means, ``difference``, ``low``, ``high`` (95% t-interval), ``p`` and ``seeds``."""
@@ -349,8 +351,8 @@ class RegimeAnalysis:
         pairs = pairs or [*self.plan.primary_pairs, *self.plan.secondary_pairs]
         rows = []
         for base, treatment in pairs:
-            cells = {e: self.comparison(base, treatment, endpoint=e) for e in self.plan.endpoints
-                     if self._has_comparison(base, treatment, e)}
+            found = {e: self._find(base, treatment, e, "last") for e in self.plan.endpoints}
+            cells = {e: c for e, c in found.items() if c is not None}
             if not cells:
                 continue
             main = cells[self.plan.primary_endpoint]
@@ -363,10 +365,6 @@ class RegimeAnalysis:
                          "warning": ("PGD-20 gain, not under " + " or ".join(ENDPOINT_NAMES[e] for e in unconfirmed)
                                      if pgd is not None and pgd.difference > 0 and unconfirmed else "")})
         return pd.DataFrame(rows).set_index("comparison")
-
-    def _has_comparison(self, base: str, treatment: str, endpoint: str) -> bool:
-        return any(c.base == base and _matches(c.treatment, treatment) and c.endpoint == endpoint
-                   and c.checkpoint == "last" for c in self.comparisons)
 
     def statistics_frame(self, pairs: Sequence[tuple[str, str]], names: Sequence[str]) -> pd.DataFrame:
         """``names`` of `STATISTICS` (rows) by pairs (columns): the paired difference ``"+1.2 [-0.3, +2.7]"``."""
