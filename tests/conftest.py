@@ -119,3 +119,35 @@ def skip_md5(monkeypatch):
     from torchvision.datasets import cifar
 
     monkeypatch.setattr(cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+
+
+@pytest.fixture
+def start_slow_notebook_run(tmp_path):
+    """``start(cells_before=(), *, new_session=False)``: ``run-notebooks`` on one notebook whose last cell sleeps,
+    returned once that cell has started as ``(process, out_dir)``; ``cells_before`` are nbformat cells run first."""
+    import subprocess
+    import sys
+    import time
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    def start(cells_before=(), *, new_session=False):
+        marker = tmp_path / "started"
+        slow = new_code_cell(f"import time, pathlib\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(120)")
+        nb = new_notebook(cells=[*cells_before, slow])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        (tmp_path / "nbs").mkdir()
+        nbformat.write(nb, tmp_path / "nbs" / "00_slow.ipynb")
+        out = tmp_path / "out"
+        run = subprocess.Popen([sys.executable, "-m", "s2o_lib", "run-notebooks", "--profile", "smoke", "--out",
+                                str(out), "--notebook-dir", str(tmp_path / "nbs"), "--no-progress"],
+                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=new_session)
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline and run.poll() is None:
+            time.sleep(0.1)
+        assert marker.exists(), run.communicate()
+        return run, out
+
+    return start

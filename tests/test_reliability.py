@@ -425,25 +425,11 @@ def test_cell_positions_count_code_cells_as_a_reader_does():
     assert cell_position(cells, 2) == "cell 3 of 4, counting markdown"
 
 
-def test_ctrl_c_in_run_notebooks_is_reported_as_interrupted(tmp_path):
+def test_ctrl_c_in_run_notebooks_is_reported_as_interrupted(start_slow_notebook_run):
     import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    from nbformat.v4 import new_code_cell, new_markdown_cell
 
-    marker = tmp_path / "started"
-    nb = new_notebook(cells=[new_markdown_cell("# slow"), new_code_cell("print('first')"),
-                             new_code_cell(f"import time, pathlib\npathlib.Path({str(marker)!r}).touch()\n"
-                                           "time.sleep(120)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    (tmp_path / "nbs").mkdir()
-    nbformat.write(nb, tmp_path / "nbs" / "00_slow.ipynb")
-    out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-m", "s2o_lib", "run-notebooks", "--profile", "smoke", "--out", str(out),
-                            "--notebook-dir", str(tmp_path / "nbs"), "--no-progress"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not marker.exists() and time.time() < deadline and run.poll() is None:
-        time.sleep(0.1)
-    assert marker.exists(), run.communicate()
+    run, out = start_slow_notebook_run([new_markdown_cell("# slow"), new_code_cell("print('first')")])
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, (stdout, stderr)

@@ -240,24 +240,8 @@ def test_adversarial_counting_is_never_below_both(counting_attack):
         robust_accuracy(model, (x, y), attacks=("clean",), eps=0.05, counting="all")
 
 
-def test_sigterm_ends_run_notebooks_in_one_line_with_an_interrupted_report(tmp_path):
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
-
-    marker = tmp_path / "started"
-    nb = new_notebook(cells=[new_code_cell(f"import time, pathlib\npathlib.Path({str(marker)!r}).touch()\n"
-                                           "time.sleep(120)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    (tmp_path / "nbs").mkdir()
-    nbformat.write(nb, tmp_path / "nbs" / "00_slow.ipynb")
-    out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-m", "s2o_lib", "run-notebooks", "--profile", "smoke", "--out", str(out),
-                            "--notebook-dir", str(tmp_path / "nbs"), "--no-progress"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while not marker.exists() and time.time() < deadline and run.poll() is None:
-        time.sleep(0.1)
-    assert marker.exists(), run.communicate()
+def test_sigterm_ends_run_notebooks_in_one_line_with_an_interrupted_report(start_slow_notebook_run):
+    run, out = start_slow_notebook_run(new_session=True)
     os.killpg(run.pid, signal.SIGTERM)  # as `timeout` or a CI job's limit does: the runner and its kernel
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, (stdout, stderr)
