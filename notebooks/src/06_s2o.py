@@ -304,9 +304,9 @@ assert corr_M.abs().mean() > cos_W.abs().mean(), "the text below says: M's corre
 
 # %% [markdown]
 # The two patterns agree (their off-diagonal entries correlate strongly), and $M$'s correlations are the
-# larger: the features' second moment is far from a multiple of $I$ and stretches the class vectors along the
-# directions the features use most. So the soft targets are computed from the class vectors' geometry as the
-# features see it. What training on them does to the weights this identity does not say: 06b measures it.
+# larger: were the features' second moment a multiple of $I$ (and the bias 0), the two would be equal, so $M$
+# weighs the class vectors' directions by how much the features use them. The soft targets are computed from the
+# class vectors' geometry as the features see it. What training on them does to the weights this identity does not say: 06b measures it.
 
 # %% [markdown]
 # ## 5 · The label mass, and the control it calls for

@@ -282,6 +282,8 @@ for b in ("at", "trades", "mart"):
         frame = regime.statistics(b, f"{b}+{t}")
         assert (frame.loc[BOUND_STATS[:3], "high"] < 0).all(), (b, t)
         assert frame.loc["gap", "low"] < 0 < frame.loc["gap", "high"], (b, t)
+    s2o, ls = (regime.statistics(b, f"{b}+{t}").loc[BOUND_STATS[:3], "difference"] for t in ("s2o", "ls"))
+    assert (ls <= 0.5 * s2o).all(), (b, "the text: the control lowers them by as much")
 assert (0 < rho[BOUND_STATS[:3]]).all() and (rho[BOUND_STATS[:3]] < 0.6).all(), rho
 assert rho["neg_logdet_R"] > 0.7 and rho["kl_correlated"] > 0.7, rho
 
