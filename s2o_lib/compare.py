@@ -46,7 +46,7 @@ from .config import Profile
 from .defenses import Method, parse_method
 from .errors import S2OError
 from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
-from .presets import PRESETS, ROBUSTBENCH_CONTEXT
+from .presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
 from .stats import SeedComparison, SeedSummary, by_seed, compare_seeds, summarize_seeds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,6 +93,7 @@ ARCH_NAMES: dict[str, str] = {"preact-resnet18": "PreAct ResNet-18", "wrn-34-10"
                               "preact-resnet18-w32": "PreAct ResNet-18 (width 32)"}
 AUTHORS_SOURCE = "authors' figures (Jin et al., released S²O results)"
 ROBUSTBENCH_SOURCE = "RobustBench (context, not S²O)"
+RELEASED_LOG_SOURCE = "Rice et al. 2020, released training log (PGD-10, no AutoAttack)"
 PUBLISHED_ATTACKS: tuple[str, ...] = ("clean", "pgd20", "autoattack")
 
 Data = Dataset | DataLoader | tuple[Tensor, Tensor]
@@ -678,14 +679,17 @@ def _split_robustbench(entry: str) -> tuple[str, str]:
 def published_table(*, include_context: bool = True) -> list[dict[str, Any]]:
     """The authors' released CIFAR-10 results of S²O, and optionally RobustBench entries for context.
 
-    Every number comes from `s2o_lib.presets` (``Preset.published`` and ``ROBUSTBENCH_CONTEXT``): CIFAR-10,
-    L∞ ε = 8/255, in percent. They are the authors' and RobustBench's figures, not reproduced here.
+    Every number comes from `s2o_lib.presets` (``Preset.published``, ``ROBUSTBENCH_CONTEXT`` and
+    ``RELEASED_LOG_BASES``): CIFAR-10, L∞ ε = 8/255, in percent. They are the authors', RobustBench's and Rice et
+    al.'s figures, not reproduced here.
 
     Args:
-        include_context: also add the RobustBench rows (clean and AutoAttack only; PGD-20 is ``None``).
+        include_context: also add the base rows: RobustBench's (clean and AutoAttack; PGD-20 is ``None``) and the
+            one read off a released training log (clean and ``pgd10``; AutoAttack is ``None``).
 
     Returns:
-        One dict per row: ``source``, ``method``, ``arch``, ``dataset``, ``clean``, ``pgd20``, ``autoattack``.
+        One dict per row: ``source``, ``method``, ``arch``, ``dataset``, ``clean``, ``pgd20``, ``autoattack``
+        (and ``pgd10`` on the released-log row).
 
     Example:
         >>> rows = published_table(include_context=False)
@@ -702,4 +706,8 @@ def published_table(*, include_context: bool = True) -> list[dict[str, Any]]:
             method, arch = _split_robustbench(entry)
             rows.append({"source": ROBUSTBENCH_SOURCE, "method": method, "arch": arch, "dataset": "cifar10",
                          **{attack: numbers.get(attack) for attack in PUBLISHED_ATTACKS}})
+        for entry, numbers in RELEASED_LOG_BASES.items():
+            method, arch = _split_robustbench(entry)
+            rows.append({"source": RELEASED_LOG_SOURCE, "method": method, "arch": arch, "dataset": "cifar10",
+                         **{attack: numbers.get(attack) for attack in PUBLISHED_ATTACKS}, "pgd10": numbers["pgd10"]})
     return rows

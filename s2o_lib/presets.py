@@ -153,6 +153,18 @@ ROBUSTBENCH_CONTEXT: dict[str, dict[str, float]] = {
     "FGSM-RS PreAct ResNet-18": {"clean": 83.34, "autoattack": 43.21},
 }
 
+#: A base read off a released training log, for the published S²O row RobustBench has no like-for-like base for
+#: (clean / PGD-10 on the full CIFAR-10 test set, percent; no AutoAttack was run on it). Rice, Wong & Kolter's
+#: PGD-AT PreAct ResNet-18, the code the released AT+S²O script builds on: ``locuslab/robust_overfitting``
+#: (commit c47a25c) ``experiments/cifar10_standard/preactresnet18/output.log``, the epoch with the best test
+#: robust accuracy among epochs 100–110 (the S²O authors' own window): epoch 106. Its PGD is 10 steps of 2/255
+#: at ε = 8/255 with one random start, counted on x′ over all images (the authors count PGD-20, 0.003 steps).
+#: No public MART WRN-34-10 base without extra data was found: the AutoAttack leaderboard's only MART entry
+#: (``fra31/auto-attack`` README) is trained with 500K extra images.
+RELEASED_LOG_BASES: dict[str, dict[str, float]] = {
+    "PGD-AT PreAct ResNet-18": {"clean": 82.92, "pgd10": 53.49},
+}
+
 
 def get_preset(name: str) -> Preset:
     """Look a preset up by name (`PRESETS`, then `BASELINES`), with a clear error listing the valid ones."""

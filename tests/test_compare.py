@@ -16,6 +16,7 @@ from torch import nn
 from s2o_lib.compare import (
     AUTHORS_SOURCE,
     COMPARISON_METHODS,
+    RELEASED_LOG_SOURCE,
     ROBUSTBENCH_SOURCE,
     ComparisonTable,
     accuracy_vs_eps,
@@ -25,7 +26,7 @@ from s2o_lib.compare import (
 from s2o_lib.defenses import parse_method
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import EvalResult, robust_accuracy
-from s2o_lib.presets import PRESETS, ROBUSTBENCH_CONTEXT
+from s2o_lib.presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
 from s2o_lib.stats import NO_DIFFERENCE, compare_seeds, paired_test, wilson_interval
 
 EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
@@ -338,6 +339,11 @@ def test_published_table_comes_from_presets():
         assert f"{row['method']} {row['arch']}" == entry
         assert row["clean"] == numbers["clean"] and row["autoattack"] == numbers["autoattack"]
         assert row["pgd20"] is None
+    logs = [row for row in rows if row["source"] == RELEASED_LOG_SOURCE]
+    assert [f"{row['method']} {row['arch']}" for row in logs] == list(RELEASED_LOG_BASES)
+    # the log's PGD is 10 steps: it is never filed under the authors' PGD-20 column, and no AutoAttack is invented
+    assert all(row["pgd20"] is None and row["autoattack"] is None and row["pgd10"] > 0 for row in logs)
+    assert len(rows) == len(authors) + len(context) + len(logs)
     assert all(row["source"] == AUTHORS_SOURCE for row in published_table(include_context=False))
 
 
