@@ -211,10 +211,17 @@ def _format_list(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 
+def _at_most(value: float, limit: float) -> bool:
+    """``value <= limit`` for accuracies and fractions of n images: 3 of 30 is "at most 0.10", though a float32
+    mean puts it at 0.1000000015. Every check allows that rounding (1e-6, a tenth of one image in 100,000) and
+    nothing more."""
+    return value <= limit + 1e-6
+
+
 def _check_eps_monotone(grid: list[float], accs: list[float], *, tol: float) -> Check:
     rise = max([b - a for a, b in itertools.pairwise(accs)], default=0.0)
     return Check(
-        "eps_monotone", rise <= tol,
+        "eps_monotone", _at_most(rise, tol),
         f"PGD-20 accuracy over eps={_format_list(grid)} is {_format_list(accs)}; largest rise {max(rise, 0):.3f} "
         f"(tol {tol:g})",
         {"eps": grid, "accuracy": accs, "largest_rise": rise})
@@ -223,7 +230,7 @@ def _check_eps_monotone(grid: list[float], accs: list[float], *, tol: float) -> 
 def _check_large_eps(grid: list[float], accs: list[float], *, large_eps: float, max_acc: float) -> Check:
     acc_large = accs[grid.index(min(large_eps, 1.0))]
     return Check(
-        "large_eps", acc_large <= max_acc,
+        "large_eps", _at_most(acc_large, max_acc),
         f"PGD-20 accuracy at eps={large_eps:g} is {acc_large:.3f} (must be <= {max_acc:g}: "
         "an attack that cannot win with a huge budget is not finding gradients)",
         {"eps": large_eps, "accuracy": acc_large})
@@ -232,7 +239,7 @@ def _check_large_eps(grid: list[float], accs: list[float], *, large_eps: float, 
 def _check_more_steps(setup: _Setup, *, few: int, many: int, acc_few: float) -> Check:
     acc_many = setup.pgd_accuracy(eps=setup.eps, alpha=setup.step, steps=many)
     return Check(
-        "more_steps", acc_many <= acc_few + setup.tol,
+        "more_steps", _at_most(acc_many, acc_few + setup.tol),
         f"PGD-{few} {acc_few:.3f} vs PGD-{many} {acc_many:.3f} (more steps may not raise accuracy by > {setup.tol:g})",
         {f"pgd{few}": acc_few, f"pgd{many}": acc_many})
 
@@ -242,7 +249,7 @@ def _check_ce_cw(setup: _Setup, *, steps: int, acc_ce: float, max_gap: float) ->
     acc_cw = setup.cw_accuracy(steps=steps)
     gap = acc_ce - acc_cw
     return Check(
-        "ce_cw_agreement", abs(gap) <= max_gap + 1e-9,  # accuracies are fractions of n: 3/30 is "at most 0.10"
+        "ce_cw_agreement", _at_most(abs(gap), max_gap),
         f"PGD-{steps} (cross-entropy) {acc_ce:.3f} vs CW-{steps} (margin loss) {acc_cw:.3f}: they differ by "
         f"{abs(gap):.3f} (max {max_gap:g}; a cross-entropy result that the margin loss does not confirm is suspect: "
         "its gradients may be saturated or smoothed)",
@@ -252,7 +259,7 @@ def _check_ce_cw(setup: _Setup, *, steps: int, acc_ce: float, max_gap: float) ->
 def _check_more_restarts(setup: _Setup, *, few: int, restarts: int, acc_few: float) -> Check:
     acc_rs = setup.pgd_accuracy(eps=setup.eps, alpha=setup.step, steps=few, restarts=restarts)
     return Check(
-        "more_restarts", acc_rs <= acc_few + setup.tol,
+        "more_restarts", _at_most(acc_rs, acc_few + setup.tol),
         f"PGD-{few} with 1 restart {acc_few:.3f} vs {restarts} restarts {acc_rs:.3f} "
         f"(more restarts may not raise accuracy by > {setup.tol:g})",
         {"restarts_1": acc_few, f"restarts_{restarts}": acc_rs})
@@ -274,7 +281,7 @@ def _check_attack_ordering(
     accuracy_text = ", ".join(f"{k} {ordered[k]:.3f}" for k in names)
     violation_text = ", ".join(f"{k.replace('_not_', ' but not ')} {v:.3f}" for k, v in violations.items())
     check = Check(
-        "attack_ordering", all(v <= max_violations for v in violations.values()),
+        "attack_ordering", all(_at_most(v, max_violations) for v in violations.values()),
         f"accuracy {accuracy_text}; fraction fooled by {violation_text} (max {max_violations:g} each)",
         {"accuracy": {k: ordered[k] for k in names}, "violations": violations,
          "autoattack_version": autoattack_version,
@@ -301,7 +308,7 @@ def _check_transfer(setup: _Setup, surrogate: nn.Module | None, ordered: EvalRes
     transferred = correct_predictions(setup.model, x_transfer, y, device=setup.device, batch_size=setup.batch_size)
     transfer = (transferred & clean).float().mean().item()
     return Check(
-        "whitebox_beats_transfer", white <= transfer + setup.tol,
+        "whitebox_beats_transfer", _at_most(white, transfer + setup.tol),
         f"white-box PGD-20 {white:.3f} vs PGD-20 transferred from the surrogate {transfer:.3f} "
         f"(white-box may not be weaker by > {setup.tol:g})",
         {"pgd20": white, "transfer_pgd20": transfer})
@@ -323,7 +330,7 @@ def _check_zero_gradients(setup: _Setup, *, max_fraction: float, atol: float) ->
     norms = _input_gradient_norms(setup)
     zero_frac = (norms <= atol).float().mean().item()
     return Check(
-        "zero_gradients", zero_frac <= max_fraction,
+        "zero_gradients", _at_most(zero_frac, max_fraction),
         f"{zero_frac:.3f} of samples have a ~0 cross-entropy input gradient (L1 norm <= {atol:g}; "
         f"max {max_fraction:g}); median L1 gradient norm {norms.median().item():.3g}",
         {"zero_fraction": zero_frac, "median_norm": norms.median().item(), "atol": atol})
