@@ -2,8 +2,9 @@
 
 Notebook 03 trains PGD-AT, notebook 06 reuses it, notebook 09 compares every method: all of them ask
 `trained_model`, which trains only when the checkpoint is missing (and resumes a run that was cut off,
-since `fit` resumes from its checkpoint folder). A run missing from the cache is first looked for in the profile's
-pretrained bundle (`s2o_lib.bundle`, ``S2O_ZOO_URL``).
+since `fit` resumes from its checkpoint folder). A run missing from the cache is first asked of `RUN_SOURCES`: the
+suite's published bundles (`s2o_lib.suite.bundle`, ``S2O_ZOO_URL``) once the notebooks' set-up or the command line
+has added them.
 
 Example:
     >>> from s2o_lib.zoo import trained_model                    # doctest: +SKIP
@@ -15,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .bundle import bundled_run
 from .checks import check_int
 from .config import Profile, dry_run_requested, get_device, get_profile, seed_everything
 from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader, stand_in_dataset
@@ -29,6 +30,12 @@ from .fast import training_loader
 from .lock import folder_lock
 from .models import build_model
 from .train import FLAT_SETTINGS, History, SettingsChanged, fit, fit_options
+
+#: Where `trained_model` looks for a run missing from the cache before training it, in order: each source is
+#: called as ``source(model, folder, profile=..., settings=...)`` and returns the run's `History` once it has put
+#: the run into ``folder`` and its weights into ``model``, else ``None``. Empty here; the suite adds the profile's
+#: published bundle (`s2o_lib.suite.bundle.use_published_bundles`, called by the set-up cell and the CLI).
+RUN_SOURCES: list[Callable[..., History | None]] = []
 
 RUNS_ENV = "S2O_RUNS"
 #: The dataset folder `profile_data` and `trained_model` read when none is given (default ``data``).
@@ -186,9 +193,9 @@ def trained_model(
 ) -> tuple[nn.Module, History]:
     """A model trained with ``method`` in a profile, loaded from the cache when it is there.
 
-    A run missing from the cache (`runs_root`, the same from every folder) comes from the profile's verified
-    bundle when one is reachable (`s2o_lib.bundle.bundled_run`; ``S2O_ZOO_URL=none`` turns that off), else it is
-    trained; a bundle reached but broken stops with an `S2OError` that says so. A cached run's ``best.pt`` that is
+    A run missing from the cache (`runs_root`, the same from every folder) comes from the first of `RUN_SOURCES`
+    that holds it (the suite's verified bundles, ``S2O_ZOO_URL=none`` turning them off), else it is trained; a
+    bundle reached but broken stops with an `S2OError` that says so. A cached run's ``best.pt`` that is
     missing or does not load is written again from the run (`s2o_lib.checkpoint.restore_best`), without training.
     The seed is checked before the run's folder is made or locked.
 
@@ -234,9 +241,9 @@ def _train_or_load(name: str, *, folder: Path, profile: Profile, seed: int, data
     model = build_model(profile.arch, num_classes=info.num_classes, in_channels=info.in_channels)
     device = get_device()
     model = model.to(device)
-    bundled = bundled_run(model, folder, profile=profile, settings=settings)
-    if bundled is not None:  # the run was missing here and a verified bundle held it
-        return model.eval(), bundled
+    for source in RUN_SOURCES:  # the run is missing here: a published copy before training
+        if (history := source(model, folder, profile=profile, settings=settings)) is not None:
+            return model.eval(), history
     history = fit(
         model,
         training_loader(train, batch_size=profile.batch_size, seed=seed, device=device, on_device=device_loader),

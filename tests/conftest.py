@@ -151,3 +151,14 @@ def start_slow_notebook_run(tmp_path):
         return run, out
 
     return start
+
+
+@pytest.fixture
+def published_bundles(monkeypatch):
+    """`trained_model` with the suite's bundle source, as after the notebooks' set-up cell, undone afterwards."""
+    from s2o_lib import zoo
+    from s2o_lib.suite import bundle
+
+    monkeypatch.setattr(zoo, "RUN_SOURCES", [])
+    bundle.use_published_bundles()
+    return zoo.RUN_SOURCES

@@ -11,7 +11,7 @@ import os
 import sys
 
 from s2o_lib import train
-from s2o_lib.cli import main
+from s2o_lib.suite.cli import main
 
 
 def _kill_at(step: int) -> None:

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from s2o_lib.checkpoint import save_checkpoint
-from s2o_lib.cli import main
 from s2o_lib.compare import compare_models
 from s2o_lib.config import PROFILES
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import describe_protocol, robust_accuracy
 from s2o_lib.models import build_model, model_spec
 from s2o_lib.presets import BASELINES, PRESETS
-from s2o_lib.report import _radii
+from s2o_lib.suite.cli import main
+from s2o_lib.suite.report import _radii
 
 PAPER_PGD_EPS, PAPER_AA_EPS = 0.031, 8 / 255
 

@@ -1,4 +1,4 @@
-"""Pretrained-model bundles (s2o_lib.bundle), served by a real HTTP server (`python -m http.server`)."""
+"""Pretrained-model bundles (s2o_lib.suite.bundle), served by a real HTTP server (`python -m http.server`)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2o_lib import bundle, zoo
 from s2o_lib import train as train_module
-from s2o_lib.cli import main
+from s2o_lib import zoo
 from s2o_lib.config import PROFILES, get_profile
 from s2o_lib.errors import S2OError
+from s2o_lib.suite import bundle
+from s2o_lib.suite.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "published_bundles")
 
 # The smoke profile shrunk to train in a second; its name stays "smoke", so its bundle is a smoke bundle.
 TINY = dataclasses.replace(get_profile("smoke"), epochs=1, train_subset=128, test_subset=32, eval_n=32)
@@ -243,6 +244,19 @@ def test_path_traversal_is_refused(server, tmp_path, attack):
         bundle.fetch(TINY, url=f"{server[1]}/{name}", root=cache, progress=False)
     _untouched(cache)
     assert not [p for p in tmp_path.rglob("*") if "evil" in p.name or p.is_symlink()]
+
+
+def test_the_subject_alone_never_looks_a_bundle_up(server, tmp_path, monkeypatch):
+    """`s2o_lib.zoo` imports nothing of the suite: until `use_published_bundles`, a set S2O_ZOO_URL is not read."""
+    monkeypatch.setattr(zoo, "RUN_SOURCES", [])
+    monkeypatch.setenv(bundle.URL_ENV, f"{server[1]}/s2o-smoke.tar")
+    monkeypatch.setattr(bundle, "fetch", lambda *a, **k: pytest.fail("fetched without the suite's source"))
+    monkeypatch.setattr(zoo, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyError("trains")))
+    with pytest.raises(KeyError, match="trains"):
+        zoo.trained_model("standard", profile=TINY, root=tmp_path, progress=False)
+    bundle.use_published_bundles()
+    bundle.use_published_bundles()  # twice: still one source
+    assert zoo.RUN_SOURCES == [bundle.bundled_run]
 
 
 def test_unreachable_bundle_falls_through_to_training_with_one_line(tmp_path, monkeypatch, capsys):

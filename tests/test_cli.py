@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from s2o_lib.cli import main
+from s2o_lib.suite.cli import main
 
 
 def test_train_then_evaluate(tmp_path, capsys):

@@ -52,7 +52,7 @@ def test_dry_run_data_is_cifar_shaped_stand_in_data_when_cifar_is_missing(tmp_pa
 def test_dry_run_of_notebooks_00_and_03(tmp_path):
     """The dry run of two notebooks through run_notebooks, as CI runs it (stand-in data, fresh kernels)."""
     pytest.importorskip("nbclient")
-    from s2o_lib.runner import run_notebooks
+    from s2o_lib.suite.runner import run_notebooks
 
     out = tmp_path / "build"
     report = run_notebooks(["00", "03"], profile="class", out=out, notebook_dir=ROOT / "notebooks", progress=False,
@@ -82,7 +82,7 @@ def _notebook_with_errors(*errors):
 
 
 def test_a_dry_run_counts_the_notebooks_own_failed_checks_and_fails_on_any_other_error():
-    from s2o_lib.runner import _dry_run_error
+    from s2o_lib.suite.runner import _dry_run_error
 
     own_check = ("AssertionError", ["\x1b[0;31mAssertionError\x1b[0m", "Cell \x1b[0;32mIn[3], line 2\x1b[0m\n assert acc > 0.5"])
     library = ("AssertionError", ["Cell In[4], line 1", "File \x1b[0;32m/x/s2o_lib/attacks.py:10\x1b[0m, in pgd\n assert x"])

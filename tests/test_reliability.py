@@ -20,14 +20,14 @@ import torch
 import s2o_lib.train
 from s2o_lib.attacks import pgd
 from s2o_lib.checkpoint import load_checkpoint, save_checkpoint
-from s2o_lib.cli import main
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import make_loader, tensors
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.lock import FolderBusy, folder_lock
 from s2o_lib.models import build_model
-from s2o_lib.runner import cell_position
+from s2o_lib.suite.cli import main
+from s2o_lib.suite.runner import cell_position
 from s2o_lib.train import SettingsChanged, fit, fit_options
 from s2o_lib.zoo import overrides_key, run_folder, trained_model
 

@@ -1,4 +1,4 @@
-"""`s2o_lib.runner` and `s2o_lib.report`: headless execution of the suite (also through ``python -m s2o_lib
+"""`s2o_lib.suite.runner` and `s2o_lib.suite.report`: headless execution of the suite (also through ``python -m s2o_lib
 run-notebooks``) and its HTML/JSON report.
 
 Starting a kernel costs seconds, so the whole file executes exactly three tiny notebooks:
@@ -20,10 +20,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from s2o_lib.cli import main
 from s2o_lib.errors import S2OError
-from s2o_lib.report import _render_output, report_caption
-from s2o_lib.runner import NotebookFailed, RunReport, discover_notebooks, run_notebooks
+from s2o_lib.suite.cli import main
+from s2o_lib.suite.report import _render_output, report_caption
+from s2o_lib.suite.runner import NotebookFailed, RunReport, discover_notebooks, run_notebooks
 
 
 def main_run_notebooks(argv: list[str]) -> int:
@@ -233,8 +233,8 @@ def test_runner_imports_without_jupyter_and_says_how_to_install_it(suite, tmp_pa
     code = (
         "import sys\n"
         "sys.modules['nbclient'] = sys.modules['nbformat'] = None  # as if they were not installed\n"
-        "import s2o_lib.runner, s2o_lib.report\n"
-        "from s2o_lib.cli import main\n"
+        "import s2o_lib.suite.runner, s2o_lib.suite.report\n"
+        "from s2o_lib.suite.cli import main\n"
         f"sys.exit(main(['run-notebooks', '00', '-p', 'smoke', '-o', {str(tmp_path / 'o')!r}, "
         f"'--notebook-dir', {str(suite)!r}]))\n"
     )

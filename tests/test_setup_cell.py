@@ -1,6 +1,6 @@
 """The cell every notebook starts with, as students get it: built by ``tools/build_notebooks.py``, then run.
 
-It is at most 12 lines (the profile and Drive knobs, the Colab clone, ``s2o_lib.project.set_up``). It runs in a fresh Python process that looks like Colab (a stub ``google.colab`` is imported
+It is at most 12 lines (the profile and Drive knobs, the Colab clone, ``s2o_lib.suite.project.set_up``). It runs in a fresh Python process that looks like Colab (a stub ``google.colab`` is imported
 first) and clones a local clone of this repository (``S2O_REPO_URL=file://...``): no network, no GPU.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from s2o_lib import project
+from s2o_lib.suite import project
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]*_*.py"))

@@ -215,7 +215,7 @@ def test_one_mapping_from_a_profile_to_fit(monkeypatch, tmp_path):
     assert settings["evaluation"] == EvalConfig(eps=SMOKE.eval_eps, alpha=SMOKE.eval_alpha,
                                                 steps=min(SMOKE.eval_steps, 10), n=min(SMOKE.eval_n, 500))
     assert fit_settings(SMOKE, beta=3.0, attack_steps=1)["attack"].steps == 1
-    import s2o_lib.cli
+    import s2o_lib.suite.cli
     import s2o_lib.train
     import s2o_lib.zoo
 
@@ -229,7 +229,7 @@ def test_one_mapping_from_a_profile_to_fit(monkeypatch, tmp_path):
     monkeypatch.setattr(s2o_lib.zoo, "fit", fake_fit)
     with pytest.raises(KeyboardInterrupt):
         s2o_lib.zoo.trained_model("at", profile="smoke", root=tmp_path, progress=False)
-    assert s2o_lib.cli.main(["train", "--method", "at", "--profile", "smoke", "--out", str(tmp_path / "cli")]) == 130
+    assert s2o_lib.suite.cli.main(["train", "--method", "at", "--profile", "smoke", "--out", str(tmp_path / "cli")]) == 130
     assert seen[0] == seen[1] == settings
 
 

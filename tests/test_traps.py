@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from s2o_lib import bundle, zoo
+from s2o_lib import zoo
 from s2o_lib.checkpoint import load_checkpoint, restore_best, save_checkpoint
-from s2o_lib.cli import main
 from s2o_lib.config import get_profile
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model, model_spec
+from s2o_lib.suite import bundle
+from s2o_lib.suite.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +203,7 @@ def test_evaluate_says_how_many_images_it_used(tmp_path, capsys):
     assert "evaluated 360 images: digits's test set has only 360 (--n 5000 asked for more)" in capsys.readouterr().out
 
 
-def test_a_broken_bundle_says_that_s2o_zoo_url_none_trains_instead(tmp_path, monkeypatch):
+def test_a_broken_bundle_says_that_s2o_zoo_url_none_trains_instead(tmp_path, monkeypatch, published_bundles):
     broken = tmp_path / "s2o-smoke.tar"
     broken.write_bytes(b"not a tar at all" * 64)
     digest = hashlib.sha256(broken.read_bytes()).hexdigest()
@@ -255,7 +256,7 @@ def test_sigterm_outside_a_cell_still_writes_an_interrupted_report(tmp_path, mon
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from s2o_lib import runner
+    from s2o_lib.suite import runner
 
     (tmp_path / "nbs").mkdir()
     for name in ("00_a", "01_b"):

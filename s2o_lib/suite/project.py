@@ -29,11 +29,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import S2OError
+from ..errors import S2OError
 
 DISTRIBUTION = "s2o-tutorials"
 REPO_URL_ENV = "S2O_REPO_URL"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = ROOT / "pyproject.toml"
 PROFILE_ENV = "S2O_PROFILE"
 RUNS_ENV = "S2O_RUNS"  # the model cache, as `s2o_lib.zoo` reads it
@@ -198,7 +198,8 @@ def set_up(*, profile: str = "", drive: bool = False) -> None:
     Chooses and announces the profile (`choose_profile`). On Colab it also updates the clone (`update_clone`),
     installs only the requirements the runtime cannot import (`missing_requirements`, `install_command`:
     never torch or the Jupyter packages) and, with ``drive``, mounts Google Drive and sets ``$S2O_RUNS``
-    (`mount_drive`). In a local checkout it changes nothing else.
+    (`mount_drive`). Everywhere it lets `s2o_lib.zoo.trained_model` take a run missing from the cache from the
+    profile's published bundle (`s2o_lib.suite.bundle.use_published_bundles`).
 
     Args:
         profile: ``"smoke"``, ``"class"``, ``"paper"``, or ``""`` for `choose_profile`'s default.
@@ -216,3 +217,6 @@ def set_up(*, profile: str = "", drive: bool = False) -> None:
             subprocess.run(install_command(missing), check=True)
         if drive:
             mount_drive()
+    from .bundle import use_published_bundles  # imports torch and the library: after the update and the installs
+
+    use_published_bundles()  # trained_model takes a run missing from the cache from the profile's published bundle

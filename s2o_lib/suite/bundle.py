@@ -16,15 +16,15 @@ its checkpoint records, the library version, and the sha256 and size of every fi
 Files are extracted into a temporary folder inside the cache root and verified there; only then is each run
 folder renamed into place (runs already in the cache are kept as they are). A bundle that fails a check raises a
 one-line `S2OError` and leaves the cache unchanged. A bundle that cannot be reached (offline, not published)
-raises `BundleUnavailable`, which `bundled_run` (the hook of `s2o_lib.zoo.trained_model`) turns into one printed
-line before training as usual.
+raises `BundleUnavailable`, which `bundled_run` (a source of `s2o_lib.zoo.trained_model` once
+`use_published_bundles` has added it) turns into one printed line before training as usual.
 
 Where the bundle lives: ``$S2O_ZOO_URL`` (``""`` or ``none`` turns the lookup off; ``{profile}`` in it is replaced
 by the profile's name), else the project's release asset, `default_url`. In the ``smoke`` profile (CPU, CI, no
 network) nothing is looked up unless ``S2O_ZOO_URL`` is set.
 
 Example:
-    >>> from s2o_lib.bundle import fetch, pack                                       # doctest: +SKIP
+    >>> from s2o_lib.suite.bundle import fetch, pack                                       # doctest: +SKIP
     >>> pack("class", out="s2o-class.tar")    # after run-notebooks --profile class, on a GPU  # doctest: +SKIP
     >>> fetch("class", url="https://example.org/s2o-class.tar")   # checks <url>.sha256        # doctest: +SKIP
 """
@@ -50,13 +50,14 @@ from typing import Any
 
 from torch import nn
 
-from . import __version__
-from .checkpoint import load_checkpoint
-from .config import Profile, get_profile
-from .errors import S2OError
-from .lock import FolderBusy, folder_lock
-from .models import device_of
-from .train import History
+from .. import __version__, zoo
+from ..checkpoint import load_checkpoint
+from ..config import Profile, get_profile
+from ..errors import S2OError
+from ..lock import FolderBusy, folder_lock
+from ..models import device_of
+from ..train import History
+from ..zoo import RUNS_ENV, fit_settings, runs_root
 
 URL_ENV = "S2O_ZOO_URL"
 MANIFEST = "manifest.json"
@@ -78,8 +79,6 @@ def _profile(profile: Profile | str | None) -> Profile:
 
 
 def _root(root: str | Path | None) -> Path:
-    from .zoo import runs_root  # zoo imports this module
-
     return Path(root) if root is not None else runs_root()
 
 
@@ -198,7 +197,6 @@ def _run_entry(folder: Path, *, profile: str) -> dict[str, Any]:
 
 def _no_runs(cache: Path, profile: str) -> S2OError:
     """The error of a profile cache with no run: where it looked, any other cache that holds runs, the way out."""
-    from .zoo import RUNS_ENV
 
     here = Path.cwd()
     elsewhere = [c for c in (here / "runs" / profile, here / "notebooks" / "runs" / profile)
@@ -446,7 +444,6 @@ def fetch(
     if not url:
         raise S2OError(f"no bundle URL: pass --url or set {URL_ENV} (it is off for {profile.name})")
     if expect is None:
-        from .zoo import fit_settings
 
         expect = {"": recorded_settings(fit_settings(profile))}
     base, expected = published_sha256(url, timeout=timeout)
@@ -506,7 +503,6 @@ def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: M
     marker = cache / INSTALLED
     done = marker.is_file() and _installed_url(marker) == url
     if key not in _TRIED and not done:
-        from .zoo import fit_settings
 
         expect = {folder.name: recorded_settings(settings), "": recorded_settings(fit_settings(profile))}
         try:
@@ -525,3 +521,11 @@ def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: M
         raise _unusable(err, url) from None
     history = History.from_dict(state["history"])
     return history if len(history.epoch) >= settings.get("epochs", 0) else None
+
+
+def use_published_bundles() -> None:
+    """Let `s2o_lib.zoo.trained_model` look a run missing from the cache up in the profile's bundle (`bundled_run`)
+    before training it. The notebooks' set-up (`s2o_lib.suite.project.set_up`) and the command line call it;
+    calling it again changes nothing."""
+    if bundled_run not in zoo.RUN_SOURCES:
+        zoo.RUN_SOURCES.append(bundled_run)

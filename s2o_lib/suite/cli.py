@@ -22,14 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import S2OError
+from ..errors import S2OError
 
 
 def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """What to train (arch, dataset, method, batch size) and `fit`'s settings: the profile's (the same mapping
     as the notebooks', `s2o_lib.zoo.fit_settings`), then the preset's, then the flags given."""
-    from .presets import get_preset
-    from .zoo import fit_settings
+    from ..presets import get_preset
+    from ..zoo import fit_settings
 
     what = {"arch": profile.arch, "dataset": profile.dataset, "method": "standard", "batch_size": profile.batch_size}
     flat: dict[str, Any] = {}
@@ -51,7 +51,7 @@ def _with_process_group(command: Any) -> Any:
     (``launch`` is then a `s2o_lib.distributed.Launch`), else with ``launch=None``: one process, as before."""
 
     def run(args: argparse.Namespace) -> int:
-        from .distributed import start, stop
+        from ..distributed import start, stop
 
         launch = start(backend=args.backend, device=args.device)
         try:
@@ -81,8 +81,8 @@ def check_output_folder(path: Path, *, flag: str) -> None:
 
 def _check_train_args(args: argparse.Namespace, what: dict[str, Any], settings: dict[str, Any]) -> None:
     """Every flag of ``train`` that can be checked before any data is read."""
-    from .checks import check_int
-    from .train import check_fit_options
+    from ..checks import check_int
+    from ..train import check_fit_options
 
     check_fit_options(method=what["method"], **settings)
     check_int(what["batch_size"], "--batch-size", minimum=1)
@@ -98,9 +98,9 @@ CLI_WAY_OUT = "pass --no-resume to start over there, or another --out"
 
 
 def _train(args: argparse.Namespace, launch: Any = None) -> int:
-    from .config import get_profile
-    from .lock import FolderBusy, folder_lock
-    from .train import SettingsChanged
+    from ..config import get_profile
+    from ..lock import FolderBusy, folder_lock
+    from ..train import SettingsChanged
 
     profile = get_profile(args.profile)
     what, settings = _train_settings(args, profile)
@@ -119,16 +119,16 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
                   launch: Any = None) -> int:
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .config import get_device, seed_everything
-    from .data import dataset_info, load_dataset, make_loader
-    from .fast import training_loader
-    from .models import build_model
-    from .train import fit
+    from ..checkpoint import load_checkpoint
+    from ..config import get_device, seed_everything
+    from ..data import dataset_info, load_dataset, make_loader
+    from ..fast import training_loader
+    from ..models import build_model
+    from ..train import fit
 
     dataset, arch = what["dataset"], what["arch"]
     if launch is not None:
-        from .distributed import check_shared_output_folder, per_process_batch
+        from ..distributed import check_shared_output_folder, per_process_batch
 
         per_process_batch(what["batch_size"], launch.world_size)
         check_shared_output_folder(args.out)
@@ -178,8 +178,8 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
 
 def _data_parallel(args: argparse.Namespace, launch: Any, model: Any, train: Any, batch_size: int) -> tuple[Any, Any]:
     """The DDP model and this process's DistributedSampler loader (B / N images), each rank seeded apart."""
-    from .config import seed_everything
-    from .distributed import distributed_loader, rank_seed, wrap_model
+    from ..config import seed_everything
+    from ..distributed import distributed_loader, rank_seed, wrap_model
 
     loader = distributed_loader(train, batch_size=batch_size, seed=args.seed, num_workers=args.workers)
     seed_everything(rank_seed(args.seed, launch.rank))  # the same initial weights, distinct attack starts
@@ -194,10 +194,10 @@ def _autoattack_radius(args: argparse.Namespace, profile: Any, eps: float) -> fl
 
 
 def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
-    from .checkpoint import load_model
-    from .config import get_device, get_profile
-    from .data import load_dataset
-    from .evaluate import robust_accuracy
+    from ..checkpoint import load_model
+    from ..config import get_device, get_profile
+    from ..data import load_dataset
+    from ..evaluate import robust_accuracy
 
     device = get_device(args.device) if launch is None else launch.device
     model, meta = load_model(args.checkpoint, map_location=device)
@@ -237,7 +237,7 @@ def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
 
 def _check_classes(meta: dict[str, Any], dataset: str) -> None:
     """Refuse a checkpoint whose model has another number of classes than the dataset's labels."""
-    from .data import dataset_info
+    from ..data import dataset_info
 
     classes, wanted = (meta.get("model") or {}).get("num_classes"), dataset_info(dataset).num_classes
     if classes is not None and classes != wanted:
@@ -247,13 +247,13 @@ def _check_classes(meta: dict[str, Any], dataset: str) -> None:
 
 
 def _shards(launch: Any) -> Any:
-    from .distributed import Shards
+    from ..distributed import Shards
 
     return Shards.from_process_group(launch.device)
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from .presets import PRESETS
+    from ..presets import PRESETS
 
     for preset in PRESETS.values():
         pub = preset.published
@@ -263,7 +263,7 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from ..data import load_dataset
 
     for split in ("train", "test"):
         dataset = load_dataset(args.dataset, split, root=args.data, download=True)
@@ -405,8 +405,8 @@ def _add_run_notebooks_parser(sub: Any) -> None:
 
 
 def _zoo(args: argparse.Namespace) -> int:
+    from ..zoo import runs_root
     from .bundle import fetch, pack
-    from .zoo import runs_root
 
     print(f"model cache: {(args.runs or runs_root()).resolve()}")
     if args.zoo_command == "pack":

@@ -20,11 +20,35 @@ import json
 import os
 import platform
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import NotebookResult
+Status = Literal["ok", "failed", "interrupted", "not run"]
+
+
+@dataclass
+class NotebookResult:
+    """How one notebook went.
+
+    Attributes:
+        name: file name, e.g. ``"03_attacks.ipynb"``.
+        status: ``"ok"``, ``"failed"``, ``"interrupted"`` (Ctrl-C) or ``"not run"`` (after an earlier failure).
+        seconds: wall-clock seconds of its execution (kernel start included); ``None`` if not run.
+        output_path: the executed (or partially executed) notebook; ``None`` if not run.
+        error: the short failure message; ``None`` unless failed.
+        kernel_log: the kernel process's own stdout/stderr (not the cells' outputs, which are in the
+            notebook): library warnings, crash messages; ``None`` if not run.
+    """
+
+    name: str
+    status: Status
+    seconds: float | None = None
+    output_path: Path | None = None
+    error: str | None = None
+    kernel_log: Path | None = None
+
+
 
 REPORT_TITLE = "S²O tutorials: run report"
 #: The cell tag that puts a report cell's outputs among the headline results.

@@ -37,12 +37,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from .errors import S2OError
-from .report import REPORT_TITLE, cell_text, clean_text, device_name, report_items, versions, write_report
+from ..errors import S2OError
+from .report import (
+    REPORT_TITLE,
+    NotebookResult,
+    cell_text,
+    clean_text,
+    device_name,
+    report_items,
+    versions,
+    write_report,
+)
 
 __all__ = ["NotebookFailed", "NotebookInterrupted", "NotebookResult", "RunReport", "discover_notebooks", "run_notebooks"]
 
@@ -50,7 +59,6 @@ PROFILE_ENV = "S2O_PROFILE"  # same name as s2o_lib.config.PROFILE_ENV (not impo
 NOTEBOOK_GLOB = "[0-9][0-9]*_*.ipynb"  # 06_s2o and 06b_s2o_training
 INSTALL_HINT = 'pip install "s2o-tutorials[notebooks]"'
 
-Status = Literal["ok", "failed", "interrupted", "not run"]
 
 
 class NotebookFailed(S2OError):
@@ -97,28 +105,6 @@ class NotebookInterrupted(KeyboardInterrupt):
     def __init__(self, where: str, report: RunReport) -> None:
         super().__init__(f"interrupted in {where}; partial report: {report.report_path}")
         self.where, self.report = where, report
-
-
-@dataclass
-class NotebookResult:
-    """How one notebook went.
-
-    Attributes:
-        name: file name, e.g. ``"03_attacks.ipynb"``.
-        status: ``"ok"``, ``"failed"``, ``"interrupted"`` (Ctrl-C) or ``"not run"`` (after an earlier failure).
-        seconds: wall-clock seconds of its execution (kernel start included); ``None`` if not run.
-        output_path: the executed (or partially executed) notebook; ``None`` if not run.
-        error: the short failure message; ``None`` unless failed.
-        kernel_log: the kernel process's own stdout/stderr (not the cells' outputs, which are in the
-            notebook): library warnings, crash messages; ``None`` if not run.
-    """
-
-    name: str
-    status: Status
-    seconds: float | None = None
-    output_path: Path | None = None
-    error: str | None = None
-    kernel_log: Path | None = None
 
 
 @dataclass
@@ -224,7 +210,7 @@ def _kernel_env(profile: str, extra: dict[str, str] | None = None) -> dict[str, 
     ``PYTHONPATH`` (so the notebooks import the same `s2o_lib` as the runner, also in a clone that was never
     ``pip install``-ed) and progress bars off unless the caller set ``TQDM_DISABLE`` (no one watches them);
     then ``extra`` (the dry run's variables)."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.environ.get("PYTHONPATH", "")
     if root not in pythonpath.split(os.pathsep):
         pythonpath = os.pathsep.join(p for p in (root, pythonpath) if p)
@@ -453,9 +439,9 @@ def _dry_run_setup(profile: Any, *, out: Path, data: str | os.PathLike[str] | No
     """The kernels' extra variables of a dry run (an emptied model cache under ``out``), and which data it uses."""
     import shutil
 
-    from .config import DRY_RUN_ENV
-    from .data import dataset_missing
-    from .zoo import DATA_ENV, RUNS_ENV
+    from ..config import DRY_RUN_ENV
+    from ..data import dataset_missing
+    from ..zoo import DATA_ENV, RUNS_ENV
 
     folder = Path(data if data is not None else "data").expanduser().resolve()
     runs = out.resolve() / "runs"
@@ -525,8 +511,8 @@ def run_notebooks(
         NotebookInterrupted: Ctrl-C; the partial notebook and the report (status ``interrupted``) were written.
         S2OError: bad arguments (unknown profile, missing notebook, ...), before anything runs.
     """
-    from .config import dry_run as shrink  # imports torch: only when actually running
-    from .config import get_profile
+    from ..config import dry_run as shrink  # imports torch: only when actually running
+    from ..config import get_profile
 
     chosen = shrink(get_profile(profile)) if dry_run else get_profile(profile)
     out = Path(out)
