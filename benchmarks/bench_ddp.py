@@ -7,7 +7,7 @@
 Every run trains the same model with `s2o_lib.defenses.training_step` (PGD-``steps`` training attack) on
 random 3×32×32 images at the same **global** batch: one process runs the plain single-process step (no process
 group, as without torchrun); N > 1 processes are started with ``torch.multiprocessing`` and each runs
-B / N images through `torch.nn.parallel.DistributedDataParallel` (`s2o_lib.distributed.wrap_model`: gloo on
+B / N images through `torch.nn.parallel.DistributedDataParallel` (`s2o_lib.torchrun.wrap_model`: gloo on
 CPUs, nccl on GPUs). After warm-up, the steps are timed between two barriers and the median of ``repeats``
 timings is kept.
 
@@ -35,9 +35,10 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from s2o_lib import distributed
+from s2o_lib import processes
 from s2o_lib.defenses import AWP, DefenseConfig, parse_method, training_step
 from s2o_lib.models import build_model
+from s2o_lib.suite import torchrun
 
 
 def _free_port() -> int:
@@ -61,17 +62,18 @@ def _worker(rank: int, world: int, port: int, options: dict, out: str) -> None:
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+        torchrun.use_process_group(device)
     torch.manual_seed(0)
     model = build_model(options["arch"], num_classes=10, in_channels=3).to(device)
     raw = model
     if world > 1:
-        launch = distributed.Launch(rank=rank, world_size=world, local_rank=rank, backend="", device=device)
-        model = distributed.wrap_model(model, launch=launch)
+        launch = torchrun.Launch(rank=rank, world_size=world, local_rank=rank, backend="", device=device)
+        model = torchrun.wrap_model(model, launch=launch)
     method = parse_method(options["method"])
     optimizer = torch.optim.SGD(raw.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     awp = AWP(raw, gamma=5e-3, lr=0.1) if method.awp else None
     if awp is not None:
-        distributed.average_gradients(awp.proxy)
+        processes.current().average_gradients(awp.proxy)
     per_process = options["batch"] // world
     generator = torch.Generator().manual_seed(rank)
     x = torch.rand(per_process, 3, 32, 32, generator=generator).to(device)
@@ -79,7 +81,7 @@ def _worker(rank: int, world: int, port: int, options: dict, out: str) -> None:
     config = DefenseConfig(steps=options["steps"])
 
     def step() -> None:
-        with distributed.global_batch_statistics(world > 1):
+        with processes.global_batch_statistics(world > 1):
             training_step(model, x, y, method=method, config=config, optimizer=optimizer, awp=awp)
 
     for _ in range(options["warmup"]):
@@ -87,12 +89,12 @@ def _worker(rank: int, world: int, port: int, options: dict, out: str) -> None:
     seconds = []
     for _ in range(options["repeats"]):
         _sync(device)
-        distributed.barrier()
+        torchrun.barrier()
         start = time.perf_counter()
         for _ in range(options["timed"]):
             step()
         _sync(device)
-        distributed.barrier()
+        torchrun.barrier()
         seconds.append(time.perf_counter() - start)
     if rank == 0:
         Path(out).write_text(json.dumps(seconds))

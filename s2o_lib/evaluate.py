@@ -50,9 +50,9 @@ from .attacks import CW_MARGIN, eval_mode, fgsm, frozen_parameters, pgd
 from .checks import check_eps, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
 from .config import dry_run_requested
 from .data import batch_slices, tensors
-from .distributed import Shards
 from .errors import S2OError, unknown_name
 from .models import device_of, dtype_of, model_spec
+from .processes import Shards
 
 AutoAttackVersion = Literal["standard", "fast"]
 #: How an attack's accuracy counts an image: ``"both"`` right on the clean input and under the attack (this
@@ -245,7 +245,7 @@ def chunk_generator(seed: int, name: str, chunk: int, device: torch.device) -> t
 
     Chunk 0 uses `attack_generator` itself; later chunks mix their index into the seed. Seeding per chunk
     (rather than one generator running through every batch) makes each sample's random start depend only on
-    (seed, attack, its chunk), so a run sharded over processes (`s2o_lib.distributed.Shards`) draws the same
+    (seed, attack, its chunk), so a run sharded over processes (`s2o_lib.processes.Shards`) draws the same
     starts, and forms the same batches, as one process: the same per-sample results.
     """
     generator = attack_generator(seed, name, device)
@@ -509,7 +509,7 @@ def robust_accuracy(
         device: where the data goes; ``None``: the device of the model's first parameter. The model is never
             moved, so a ``device`` other than the model's only works for a model that can run there.
         return_per_sample: also fill ``result.per_sample`` with a bool tensor (n,) per attack.
-        shards: split the chunks over a ``torchrun`` launch's processes (``Shards.from_process_group(device)``,
+        shards: split the chunks over a ``torchrun`` launch's processes (``Shards.of_current()``,
             every process calling alike) and gather the per-sample results (``None``: one process).
         counting: ``"both"`` (default): an image counts under an attack only if it is right on the clean input and
             under the attack; ``"adversarial"``: FGSM, PGD-N and CW-N count an image right on its adversarial

@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .distributed import batch_sum
 from .errors import S2OError
 from .laplace import kfac_factors, kronecker_correlation
+from .processes import batch_sum
 
 
 def default_off_diagonal_mass(num_classes: int) -> float:
@@ -80,7 +80,7 @@ def soft_target_matrix(logits: Tensor, *, off_diagonal_mass: float = 0.8) -> Ten
         raise S2OError(f"logits must have shape (B, C) with C >= 2, got {tuple(logits.shape)}")
     with torch.no_grad():
         z = logits.detach().float()
-        magnitude = batch_sum(z.T @ z).abs()  # summed over processes under torchrun (s2o_lib.distributed)
+        magnitude = batch_sum(z.T @ z).abs()  # summed over processes under torchrun (s2o_lib.processes)
         a = magnitude.amax(dim=1, keepdim=True) - magnitude
         a.fill_diagonal_(0.0)
         c = a.shape[0]

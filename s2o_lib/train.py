@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from . import distributed
+from . import processes
 from .checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -446,7 +446,7 @@ class _Training:
     meta: dict[str, Any]
     num_classes: int | None = None
     checked: bool = False
-    parallel: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (s2o_lib.distributed)
+    parallel: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (s2o_lib.suite.torchrun)
     scaler: torch.amp.GradScaler | None = None  # fp16's loss scaler (s2o_lib.fast.grad_scaler); disabled otherwise
 
     @property
@@ -481,12 +481,12 @@ class _Training:
 
     def _resume_rng(self, state: dict[str, Any]) -> None:
         """Each rank's random state from the checkpoint (rank 0's, then a rank seed, for ranks it lacks)."""
-        rank, size = distributed.world()
+        rank, size = processes.world()
         saved = state.get("rng_ranks") or [state["rng"]]
         _set_rng_state(saved[rank] if rank < len(saved) else saved[0], self.loader)
         if rank >= len(saved):
-            distributed.reseed_new_rank(int(torch.randint(2**31, (1,))), rank)
-        note = distributed.resume_note(saved_world=state["meta"].get("world_size", 1), world_size=size,
+            processes.reseed_new_rank(int(torch.randint(2**31, (1,))), rank)
+        note = processes.resume_note(saved_world=state["meta"].get("world_size", 1), world_size=size,
                                        per_process_batch=getattr(self.loader, "batch_size", None))
         if note and rank == 0:
             print(note, flush=True)
@@ -532,7 +532,7 @@ class _Training:
                 self.scheduler.step()
         if not self.per_batch:
             self.scheduler.step()
-        loss_sum, correct, total = distributed.sum_over_processes(loss_sum, correct, torch.tensor(float(seen)))
+        loss_sum, correct, total = processes.sum_over_processes(loss_sum, correct, torch.tensor(float(seen)))
         if total == 0 and skipped:
             raise S2OError(f"training diverged: every step of epoch {epoch} had non-finite fp16 gradients and the "
                            "loss scaler skipped them all; train with precision='fp32' or a lower learning rate")
@@ -560,7 +560,7 @@ class _Training:
         if loader is None:
             return None, None
         if self.parallel is not None:  # rank 0 evaluates the unwrapped model; every rank records its numbers
-            return distributed.from_main(self._evaluate_unwrapped(loader, evaluation) if distributed.is_main() else None)
+            return processes.from_main(self._evaluate_unwrapped(loader, evaluation) if processes.is_main() else None)
         return self._evaluate_unwrapped(loader, evaluation)
 
     def _evaluate_unwrapped(self, loader: DataLoader, evaluation: EvalConfig) -> tuple[float, float]:
@@ -591,8 +591,8 @@ class _Training:
 
     def save(self, folder: Path, epoch: int, *, improved: bool, keep_every: int) -> None:
         """The resumable checkpoint (atomic), ``best.pt`` when PGD accuracy improved, and the kept epochs."""
-        rng = distributed.gather_objects(_rng_state(self.loader))  # every rank's, for an exact resume
-        if not distributed.is_main():
+        rng = processes.gather_objects(_rng_state(self.loader))  # every rank's, for an exact resume
+        if not processes.is_main():
             return
         state = {
             "model": self.model.state_dict(),
@@ -684,7 +684,7 @@ def fit(
 
     Args:
         model: the model to train (e.g. from `s2o_lib.models.build_model`); a `DistributedDataParallel` model
-            (`s2o_lib.distributed.wrap_model`, under torchrun, with a `DistributedSampler` loader) trains
+            (`s2o_lib.suite.torchrun.wrap_model`, under torchrun, with a `DistributedSampler` loader) trains
             data-parallel: rank 0 evaluates and writes the checkpoints (``speed.compile`` is then not applied).
         train_loader: batches of (images in [0, 1], labels): a DataLoader or a `s2o_lib.fast.DeviceLoader`.
         method: ``standard``, ``at``, ``trades``, ``mart``, optionally ``+awp`` and ``+s2o``/``+s2o-kfac``.
@@ -709,8 +709,8 @@ def fit(
         metadata: extra facts stored in the checkpoint (e.g. ``{"dataset": "cifar10"}``).
     """
     parsed = parse_method(method)
-    model, parallel = distributed.unwrap(model)  # a DistributedDataParallel model trains data-parallel
-    distributed.check_method(parsed.name, parallel=parallel is not None)
+    model, parallel = processes.unwrap(model)  # a DistributedDataParallel model trains data-parallel
+    processes.check_method(parsed.name, parallel=parallel is not None)
     given = {"optim": optim, "attack": attack, "loss": loss, "awp": awp, "evaluation": evaluation, "speed": speed}
     configs = _resolved_configs(given, epochs=epochs, keep_every=keep_every, checkpoint_dir=checkpoint_dir)
     speed = configs["speed"]  # "auto" resolved for the model's device; fp16 on a CPU refused before any work
@@ -738,12 +738,12 @@ def fit(
 def _start_parallel(model: nn.Module, loader: DataLoader, parallel: nn.Module | None, *, method: Method,
                     configs: dict[str, Any], epochs: int, metadata: dict[str, Any] | None) -> _Training:
     """`_start`, then under torchrun the DistributedDataParallel wrapper as the model that steps (AWP's proxy
-    averages its gradients over the processes, `s2o_lib.distributed.average_gradients`)."""
+    averages its gradients over the processes, `s2o_lib.processes.Processes.average_gradients`)."""
     run = _start(model, loader, method=method, configs=configs, epochs=epochs, metadata=metadata)
     if parallel is not None:
-        run.step_model, run.parallel, run.meta["world_size"] = parallel, parallel, distributed.world()[1]
+        run.step_model, run.parallel, run.meta["world_size"] = parallel, parallel, processes.world()[1]
         if run.awp is not None:
-            distributed.average_gradients(run.awp.proxy)
+            processes.current().average_gradients(run.awp.proxy)
     return run
 
 
@@ -753,7 +753,7 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
     before saving it."""
     start = len(run.history.epoch)
     bar = None
-    if progress and start < epochs and distributed.is_main():
+    if progress and start < epochs and processes.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start, desc=run.method.name, unit="epoch")
@@ -761,8 +761,8 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
     try:
         for epoch in range(start + 1, epochs + 1):
             t0, lr = time.perf_counter(), run.optimizer.param_groups[0]["lr"]
-            distributed.set_epoch(run.loader, epoch)
-            with distributed.global_batch_statistics(run.parallel is not None):
+            processes.set_epoch(run.loader, epoch)
+            with processes.global_batch_statistics(run.parallel is not None):
                 train = run.train_epoch(epoch)
             _check_finite_loss(train[0], run.model, epoch=epoch, lr=lr, folder=folder)
             evaluated = run.evaluate(eval_loader, evaluation)

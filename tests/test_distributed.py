@@ -1,4 +1,4 @@
-"""torchrun data parallelism (`s2o_lib.distributed`): on CPUs with gloo, two processes against one.
+"""torchrun data parallelism (`s2o_lib.suite.torchrun`): on CPUs with gloo, two processes against one.
 
 Two processes are started either with ``torch.multiprocessing.spawn`` (library calls) or with
 ``python -m torch.distributed.run`` (the command line, as a user launches it).
@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from s2o_lib import defenses, distributed
+from s2o_lib import defenses, processes
 from s2o_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from s2o_lib.config import get_profile
 from s2o_lib.data import load_dataset
@@ -40,6 +40,7 @@ from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model, model_spec
 from s2o_lib.s2o import soft_target_matrix
+from s2o_lib.suite import torchrun
 from s2o_lib.train import fit, fit_options
 
 SMOKE = get_profile("smoke")
@@ -62,6 +63,7 @@ def _join(rank: int, world: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    torchrun.use_process_group()
 
 
 def _model_without_bn() -> nn.Module:
@@ -91,15 +93,15 @@ def _per_sample_starts(attack):
 def _train(method: str, *, world: int, rank: int) -> dict[str, torch.Tensor]:
     """A few steps of ``method`` on digits: global batch 32, as one of ``world`` processes."""
     train = load_dataset("digits", "train", subset=SUBSET, seed=0)
-    loader = distributed.distributed_loader(train, batch_size=GLOBAL_BATCH, seed=0, rank=rank, world_size=world)
+    loader = torchrun.distributed_loader(train, batch_size=GLOBAL_BATCH, seed=0, rank=rank, world_size=world)
     model = _model_without_bn()
     if world > 1:
-        launch = distributed.Launch(rank=rank, world_size=world, local_rank=rank, backend="gloo",
+        launch = torchrun.Launch(rank=rank, world_size=world, local_rank=rank, backend="gloo",
                                     device=torch.device("cpu"))
-        model = distributed.wrap_model(model, launch=launch)
+        model = torchrun.wrap_model(model, launch=launch)
     settings = fit_options(lr=0.05, eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=3, awp_warmup=0)
     fit(model, loader, method=method, epochs=1, progress=False, **settings)
-    return {k: v.detach().clone() for k, v in distributed.unwrap(model)[0].state_dict().items()}
+    return {k: v.detach().clone() for k, v in processes.unwrap(model)[0].state_dict().items()}
 
 
 def _equivalence_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -204,16 +206,16 @@ def test_bad_launches_get_one_line_errors(tmp_path):
 def test_nccl_on_a_cpu_and_other_bad_settings_are_refused():
     environ = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
     with pytest.raises(S2OError, match="backend nccl needs one CUDA GPU per process and this process has none"):
-        distributed.start(backend="nccl", device="cpu", environ=environ)
+        torchrun.start(backend="nccl", device="cpu", environ=environ)
     with pytest.raises(S2OError, match="unknown distributed backend 'mpi'"):
-        distributed.start(backend="mpi", environ=environ)  # type: ignore[arg-type]
-    assert distributed.start(environ={}) is None  # no torchrun: nothing happens
-    assert distributed.per_process_batch(128, 8) == 16
+        torchrun.start(backend="mpi", environ=environ)  # type: ignore[arg-type]
+    assert torchrun.start(environ={}) is None  # no torchrun: nothing happens
+    assert torchrun.per_process_batch(128, 8) == 16
     with pytest.raises(S2OError, match="batch size 128 does not divide over 3 processes; pass --batch-size 126 or 129"):
-        distributed.per_process_batch(128, 3)
-    launch = distributed.Launch(rank=0, world_size=2, local_rank=0, backend="gloo", device=torch.device("cpu"))
+        torchrun.per_process_batch(128, 3)
+    launch = torchrun.Launch(rank=0, world_size=2, local_rank=0, backend="gloo", device=torch.device("cpu"))
     with pytest.raises(S2OError, match="--sync-bn needs CUDA GPUs"):
-        distributed.wrap_model(nn.Linear(2, 2), launch=launch, sync_bn=True)
+        torchrun.wrap_model(nn.Linear(2, 2), launch=launch, sync_bn=True)
 
 
 # --------------------------------------------------------------------------------------------- global statistics
@@ -222,7 +224,7 @@ def _global_statistics_worker(rank: int, world: int, port: int) -> None:
     _join(rank, world, port)
     logits = torch.randn(32, 10, generator=torch.Generator().manual_seed(0)) * 3
     shard = slice(16 * rank, 16 * rank + 16)
-    with distributed.global_batch_statistics():
+    with processes.global_batch_statistics():
         targets = soft_target_matrix(logits[shard])
     assert (targets - soft_target_matrix(logits)).abs().max() < 1e-6
     assert (soft_target_matrix(logits[shard]) - soft_target_matrix(logits)).abs().max() > 1e-2  # outside: per shard
@@ -233,7 +235,7 @@ def _global_statistics_worker(rank: int, world: int, port: int) -> None:
     def perturbation(xs: torch.Tensor, ys: torch.Tensor, *, averaged: bool) -> dict[str, torch.Tensor]:
         awp = defenses.AWP(_model_without_bn(), gamma=5e-3, lr=0.1)
         if averaged:
-            distributed.average_gradients(awp.proxy)
+            processes.current().average_gradients(awp.proxy)
         return awp.perturbation(lambda m: F.cross_entropy(m(xs), ys))
 
     mine = perturbation(images[shard], labels[shard], averaged=True)
@@ -266,7 +268,7 @@ def _evaluation_worker(rank: int, world: int, port: int, checkpoint: str, out: s
     _join(rank, world, port)
     model, _ = load_model(checkpoint)
     for i, settings in enumerate(EVALS):
-        torch.save(_evaluate(model, settings, shards=distributed.Shards.from_process_group()),
+        torch.save(_evaluate(model, settings, shards=processes.Shards.of_current()),
                    Path(out) / f"eval{i}-rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -48,10 +48,10 @@ def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, A
 
 def _with_process_group(command: Any) -> Any:
     """Run ``command(args, launch)`` inside torchrun's process group when torchrun started this process
-    (``launch`` is then a `s2o_lib.distributed.Launch`), else with ``launch=None``: one process, as before."""
+    (``launch`` is then a `s2o_lib.suite.torchrun.Launch`), else with ``launch=None``: one process, as before."""
 
     def run(args: argparse.Namespace) -> int:
-        from ..distributed import start, stop
+        from .torchrun import start, stop
 
         launch = start(backend=args.backend, device=args.device)
         try:
@@ -128,7 +128,7 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
 
     dataset, arch = what["dataset"], what["arch"]
     if launch is not None:
-        from ..distributed import check_shared_output_folder, per_process_batch
+        from .torchrun import check_shared_output_folder, per_process_batch
 
         per_process_batch(what["batch_size"], launch.world_size)
         check_shared_output_folder(args.out)
@@ -179,7 +179,8 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
 def _data_parallel(args: argparse.Namespace, launch: Any, model: Any, train: Any, batch_size: int) -> tuple[Any, Any]:
     """The DDP model and this process's DistributedSampler loader (B / N images), each rank seeded apart."""
     from ..config import seed_everything
-    from ..distributed import distributed_loader, rank_seed, wrap_model
+    from ..processes import rank_seed
+    from .torchrun import distributed_loader, wrap_model
 
     loader = distributed_loader(train, batch_size=batch_size, seed=args.seed, num_workers=args.workers)
     seed_everything(rank_seed(args.seed, launch.rank))  # the same initial weights, distinct attack starts
@@ -247,9 +248,9 @@ def _check_classes(meta: dict[str, Any], dataset: str) -> None:
 
 
 def _shards(launch: Any) -> Any:
-    from ..distributed import Shards
+    from ..processes import Shards
 
-    return Shards.from_process_group(launch.device)
+    return Shards.of_current()
 
 
 def _presets(args: argparse.Namespace) -> int:
@@ -333,7 +334,7 @@ def _add_train_parser(sub: Any) -> None:
 
 
 def _add_distributed_arguments(parser: argparse.ArgumentParser, *, sync_bn: bool) -> None:
-    """Options that matter under ``torchrun`` (see `s2o_lib.distributed`); ignored in one process."""
+    """Options that matter under ``torchrun`` (see `s2o_lib.suite.torchrun`); ignored in one process."""
     parser.add_argument("--backend", choices=("auto", "gloo", "nccl"), default="auto",
                         help="torchrun only: process-group backend (default: nccl with CUDA GPUs, else gloo)")
     if sync_bn:

@@ -1,4 +1,7 @@
-"""Data-parallel training and sharded evaluation with PyTorch's own DDP, launched by ``torchrun``.
+"""The torchrun launcher: data-parallel training and sharded evaluation with PyTorch's own DDP.
+
+`start` joins torch's process group and installs `TorchrunProcesses` into the subject's seam,
+`s2o_lib.processes`, which is all that training and evaluation ever see of it.
 
 Nothing here is home-made: processes are started by ``torchrun`` (``python -m torch.distributed.run``), the
 process group is torch's (``gloo`` on CPUs, ``nccl`` on CUDA GPUs), the model is wrapped in
@@ -22,13 +25,13 @@ What is per process and what is global (global batch B, N processes, B/N images 
   single-GPU behaviour; torch runs it on GPUs only.
 - **S²O's soft targets** (`s2o_lib.s2o.soft_target_matrix`): global. They are built from ``M = ZᵀZ``, the
   sum over the batch of the logits' outer products; under DDP each process sums its shard and the C × C
-  matrices are all-reduced (`global_batch_statistics`), so every process uses the targets of the whole batch
+  matrices are all-reduced (`s2o_lib.processes.batch_sum` inside `global_batch_statistics`), so every process uses the targets of the whole batch
   B. This is faithful: the released scripts compute the regulariser on the whole batch (on one GPU, and on
   several under ``nn.DataParallel``, which gathers the logits before the loss), and per-shard targets would
   change with the number of processes (M from B/N samples is noisier). The cost is one C × C all-reduce.
 - **AWP's proxy step**: global. The proxy (a copy of the model, not wrapped in DDP) would otherwise take
   its ascent step on its shard's gradient only, and each process would perturb the weights differently;
-  `average_gradients` makes its gradients the all-reduced mean, so the perturbation is the one a single
+  `TorchrunProcesses.average_gradients` makes its gradients the all-reduced mean, so the perturbation is the one a single
   process computes from the whole batch (the released AWP scripts wrap the proxy in ``nn.DataParallel``,
   which does the same). The proxy's own forwards normalise per process (as above).
 - **The +s2o-kfac penalty** needs the last layer's inputs, which the DDP wrapper does not expose: refused.
@@ -40,7 +43,7 @@ exactly; the split of later epochs over processes, the random starts of the atta
 BatchNorm) the statistics depend on the number of processes, so the rest of the run is a different, equally
 valid, draw (`resume_note` says so at resume).
 
-Sharded evaluation (`Shards`): `s2o_lib.evaluate.robust_accuracy` splits its work into chunks of
+Sharded evaluation (`s2o_lib.processes.Shards`): `s2o_lib.evaluate.robust_accuracy` splits its work into chunks of
 ``batch_size`` images (the same chunks in every run), gives chunk j to rank ``j mod N``, seeds each chunk's
 random starts from (seed, attack, j) and all-reduces the per-sample correctness, so the per-sample results
 (and the worst case over attacks) equal a single-process run on the same images, seed and batch size.
@@ -53,13 +56,10 @@ Example (one machine, 8 GPUs; several machines: see the README)::
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import uuid
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,15 +69,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .checks import check_int
-from .errors import S2OError, unknown_name
+from ..checks import check_int
+from ..errors import S2OError, unknown_name
+from ..processes import Processes, install, world
 
 Backend = Literal["auto", "gloo", "nccl"]
 BACKENDS: tuple[str, ...] = ("auto", "gloo", "nccl")
 #: The environment variables ``torchrun`` sets in every process it starts.
 TORCHRUN_VARIABLES: tuple[str, ...] = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
-_GLOBAL_STATISTICS: ContextVar[bool] = ContextVar("s2o_global_statistics", default=False)
 
 
 # --------------------------------------------------------------------------------------------- the launch
@@ -103,6 +103,55 @@ class Launch:
     def is_main(self) -> bool:
         """Whether this is rank 0 (the process that evaluates during training and writes files)."""
         return self.rank == 0
+
+
+class TorchrunProcesses(Processes):
+    """`s2o_lib.processes.Processes` over torch's process group (gloo on CPUs, nccl on GPUs).
+
+    Args:
+        device: where the collectives run: this process's GPU with nccl, the CPU with gloo.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device(device)
+
+    def sum(self, value: Tensor) -> Tensor:
+        total = value.clone().to(self.device)  # nccl: on this process's GPU
+        dist.all_reduce(total)
+        return total.to(value.device)
+
+    def gather(self, value: Any) -> list[Any]:
+        values: list[Any] = [None] * self.size
+        dist.all_gather_object(values, value)
+        return values
+
+    def from_main(self, value: Any) -> Any:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def unwrap(self, model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+        return (model.module, model) if isinstance(model, DistributedDataParallel) else (model, None)
+
+    def average_gradients(self, module: nn.Module) -> None:
+        size = self.size
+
+        def mean(grad: Tensor) -> Tensor:
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            return grad / size
+
+        for parameter in module.parameters():
+            if parameter.requires_grad:
+                parameter.register_hook(mean)
+
+
+def use_process_group(device: torch.device | str = "cpu") -> None:
+    """Install the joined process group into `s2o_lib.processes` (`start` does; tests that join it themselves
+    call this). A no-op without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        install(TorchrunProcesses(device))
 
 
 def launched_by_torchrun(environ: Mapping[str, str] | None = None) -> bool:
@@ -157,25 +206,15 @@ def start(*, backend: Backend = "auto", device: str | None = None,
         torch.cuda.set_device(place)
     if not dist.is_initialized():
         dist.init_process_group(chosen, rank=rank, world_size=world)
+    use_process_group(place)
     return Launch(rank=rank, world_size=world, local_rank=local, backend=chosen, device=place)
 
 
 def stop() -> None:
     """Leave the process group (nothing to do without one)."""
+    install(None)
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process: ``(0, 1)`` without a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main() -> bool:
-    """Whether this process writes files: rank 0, or the only process."""
-    return world()[0] == 0
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -244,13 +283,6 @@ def check_shared_output_folder(folder: str | Path) -> Path:
     return path
 
 
-def check_method(method_name: str, *, parallel: bool) -> None:
-    """Refuse what DDP cannot run: ``+s2o-kfac`` needs the last layer's inputs, which DDP's wrapper hides."""
-    if parallel and method_name.endswith("+s2o-kfac"):
-        raise S2OError(f"{method_name} is not supported under torchrun yet (its penalty needs the model's "
-                       "features, hidden by DistributedDataParallel); train it in one process")
-
-
 # --------------------------------------------------------------------------------------------- training
 def wrap_model(model: nn.Module, *, launch: Launch, sync_bn: bool = False) -> DistributedDataParallel:
     """``model`` on this process's device in `DistributedDataParallel`, optionally with `SyncBatchNorm`.
@@ -296,149 +328,10 @@ def distributed_loader(dataset: Dataset, *, batch_size: int, seed: int = 0, num_
                       generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available())
 
 
-def set_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch`` on the loader's sampler when it has one (a `DistributedSampler`)."""
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-
-
-def unwrap(model: nn.Module) -> tuple[nn.Module, DistributedDataParallel | None]:
-    """``(the module, its DDP wrapper)`` for a `DistributedDataParallel` model, ``(model, None)`` otherwise."""
-    if isinstance(model, DistributedDataParallel):
-        return model.module, model
-    return model, None
-
-
-def average_gradients(module: nn.Module) -> None:
-    """Make every gradient of ``module`` the mean over processes as soon as backward computes it.
-
-    Used for AWP's proxy model, whose ascent step must see the gradient of the whole batch (see the module
-    docstring); a no-op without a process group.
-    """
-    _, size = world()
-    if size == 1:
-        return
-
-    def mean(grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad / size
-
-    for parameter in module.parameters():
-        if parameter.requires_grad:
-            parameter.register_hook(mean)
-
-
-@contextlib.contextmanager
-def global_batch_statistics(enabled: bool = True) -> Iterator[None]:
-    """Within the block, `batch_sum` all-reduces: batch statistics (S²O's ``ZᵀZ``) cover the global batch."""
-    token = _GLOBAL_STATISTICS.set(enabled and world()[1] > 1)
-    try:
-        yield
-    finally:
-        _GLOBAL_STATISTICS.reset(token)
-
-
-def batch_sum(value: Tensor) -> Tensor:
-    """``value`` (a sum over this process's batch) summed over every process inside `global_batch_statistics`;
-    ``value`` itself elsewhere (one process, evaluation, notebooks)."""
-    if not _GLOBAL_STATISTICS.get():
-        return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value
-
-
-def sum_over_processes(*values: Tensor) -> list[Tensor]:
-    """Each tensor summed over processes (themselves without a process group)."""
-    if world()[1] == 1:
-        return list(values)
-    stacked = torch.stack([v.detach().float().to(values[0].device) for v in values])  # nccl: on the GPU
-    dist.all_reduce(stacked)
-    return list(stacked.unbind())
-
-
-def from_main(value: Any) -> Any:
-    """Rank 0's ``value`` on every process (``value`` itself without a process group)."""
-    if world()[1] == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather_objects(value: Any) -> list[Any]:
-    """Every rank's ``value``, by rank (``[value]`` without a process group)."""
-    _, size = world()
-    if size == 1:
-        return [value]
-    values: list[Any] = [None] * size
-    dist.all_gather_object(values, value)
-    return values
-
-
 def barrier() -> None:
     """Wait for every process (a no-op without a process group)."""
     if world()[1] > 1:
         dist.barrier()
 
 
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank``'s random generators (its attack starts): ``seed`` for rank 0, distinct for others."""
-    return seed + 1_000_003 * rank
-
-
-def resume_note(*, saved_world: int, world_size: int, per_process_batch: int | None) -> str | None:
-    """What a resume with a different number of processes keeps and what it changes (``None``: same number)."""
-    if saved_world == world_size:
-        return None
-    batch = "" if per_process_batch is None else f" ({per_process_batch} images per process)"
-    return (f"resuming a {saved_world}-process run with {world_size} process(es){batch}: weights, optimiser, "
-            "schedule, epoch and history continue exactly; the shards and order of the data, the attacks' random "
-            "starts and per-process BatchNorm statistics of later epochs follow the new number of processes, "
-            "so the rest of the run is not bit-identical to an uninterrupted one")
-
-
-def reseed_new_rank(base: int, rank: int) -> None:
-    """Seed a rank that the checkpoint has no random state for (a resume with more processes)."""
-    seed = rank_seed(base, rank)
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------------------------- evaluation
-@dataclass(frozen=True)
-class Shards:
-    """Which evaluation chunks this process runs, and how the per-sample results are put back together.
-
-    Chunk j (of ``batch_size`` images) belongs to rank ``j mod world_size``; `gather` sums the disjoint
-    per-sample results of all ranks (an all-reduce), so every rank ends with every sample's result.
-
-    Attributes:
-        rank: this process's rank.
-        world_size: number of processes.
-        device: where the collectives run (the process's GPU with ``nccl``, the CPU with ``gloo``).
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @classmethod
-    def from_process_group(cls, device: torch.device | str = "cpu") -> Shards:
-        """The shards of the current process group (one shard without one)."""
-        rank, size = world()
-        return cls(rank=rank, world_size=size, device=torch.device(device))
-
-    def mine(self, chunk: int) -> bool:
-        """Whether this process runs chunk ``chunk``."""
-        return chunk % self.world_size == self.rank
-
-    def gather(self, values: Tensor) -> Tensor:
-        """The full per-sample bool tensor from each rank's part (``False`` outside its own chunks)."""
-        if self.world_size == 1:
-            return values
-        counts = values.to(self.device, torch.int32)
-        dist.all_reduce(counts)
-        return (counts > 0).cpu()
