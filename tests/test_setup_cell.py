@@ -1,6 +1,6 @@
 """The cell every notebook starts with, as students get it: built by ``tools/build_notebooks.py``, then run.
 
-It is at most 12 lines (the profile and Drive knobs, the Colab clone, ``s2o_lib.suite.project.set_up``). It runs in a fresh Python process that looks like Colab (a stub ``google.colab`` is imported
+It is at most 12 lines (the profile and Drive knobs, the Colab clone, ``s2o_lib.suite.notebook_setup.set_up``). It runs in a fresh Python process that looks like Colab (a stub ``google.colab`` is imported
 first) and clones a local clone of this repository (``S2O_REPO_URL=file://...``): no network, no GPU.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from s2o_lib.suite import project
+from s2o_lib.suite import notebook_setup, project
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]*_*.py"))
@@ -149,7 +149,7 @@ def test_setup_cell_knobs_choose_the_profile_mount_drive_and_point_s2o_runs_ther
     assert count == 1, 'the set-up cell must have one line `S2O_PROFILE = ""` for a student to edit'
     report, output = run_colab(edited, cwd=work, origin=origin)
     assert report["mounts"] == ["/content/drive"]
-    assert report["runs"] == project.DRIVE_RUNS and report["runs"].startswith("/content/drive/")
+    assert report["runs"] == notebook_setup.DRIVE_RUNS and report["runs"].startswith("/content/drive/")
     assert report["profile"] == "paper" and "profile: paper" in output  # the student's line wins over $S2O_PROFILE
 
 
@@ -206,7 +206,7 @@ def test_set_up_chooses_the_profile(monkeypatch, capsys, line, env, gpu, colab, 
         monkeypatch.delenv("S2O_PROFILE", raising=False)
     else:
         monkeypatch.setenv("S2O_PROFILE", env)
-    assert project.set_up(profile=line) is None  # the cell shows what it prints, no return value
+    assert notebook_setup.set_up(profile=line) is None  # the cell shows what it prints, no return value
     assert os.environ["S2O_PROFILE"] == expected
     out = capsys.readouterr().out
     assert f"profile: {expected}" in out

@@ -3,7 +3,7 @@
 Each notebook is written as ``notebooks/src/NN_name.py`` in jupytext's "percent" format (``# %%`` starts a
 code cell, ``# %% [markdown]`` a markdown cell whose lines start with ``# ``), which reviews well in
 diffs. This script turns a source into ``notebooks/NN_name.ipynb`` (a Colab badge on the title, then the
-set-up cell: at most 12 lines, the rest is `s2o_lib.suite.project.set_up`) and, with ``--execute``, runs it headless with ``S2O_PROFILE=smoke`` so that
+set-up cell: at most 12 lines, the rest is `s2o_lib.suite.notebook_setup.set_up`) and, with ``--execute``, runs it headless with ``S2O_PROFILE=smoke`` so that
 the committed outputs are what ``pytest --nbval`` checks.
 
     python tools/build_notebooks.py notebooks/src/01_adversarial_examples.py --execute
@@ -44,7 +44,7 @@ if "google.colab" in sys.modules and not (Path.cwd().parent / "s2o_lib").is_dir(
         subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, "s2o-tutorials"], check=True)
     os.chdir("s2o-tutorials/notebooks")
 sys.path.insert(0, str(Path.cwd().parent))  # the checkout's (or the clone's) s2o_lib, with no restart
-from s2o_lib.suite.project import set_up
+from s2o_lib.suite.notebook_setup import set_up
 set_up(profile=S2O_PROFILE, drive=USE_DRIVE)  # the profile; on Colab also: update the clone, install what it lacks'''
 MAX_SETUP_LINES = 12  # lines of code a student sees above the lecture
 
@@ -68,7 +68,7 @@ def colab_badge(repo: str, name: str) -> str:
 
 def setup_cell(repo: str) -> str:
     """The set-up cell, with ``repo`` as the repository to clone; the rest of the set-up is
-    `s2o_lib.suite.project.set_up`."""
+    `s2o_lib.suite.notebook_setup.set_up`."""
     cell = SETUP_CELL % {"url": json.dumps(repo)}
     assert code_lines(cell) <= MAX_SETUP_LINES, cell
     return cell

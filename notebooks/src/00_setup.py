@@ -10,7 +10,7 @@
 # Choose the profile in the **first code cell** of every notebook (`S2O_PROFILE = "class"`), or with the
 # environment variable `S2O_PROFILE` before starting Jupyter (`S2O_PROFILE=class jupyter lab`). Left empty, you
 # get `class` on a GPU and `smoke` on a CPU. The same cell makes `import s2o_lib` work — on Colab by cloning the
-# repository, locally by using your checkout — and `s2o_lib.suite.project.set_up` does the rest.
+# repository, locally by using your checkout — and `s2o_lib.suite.notebook_setup.set_up` does the rest.
 
 # %%
 import platform

@@ -525,7 +525,7 @@ def bundled_run(model: nn.Module, folder: Path, *, profile: Profile, settings: M
 
 def use_published_bundles() -> None:
     """Let `s2o_lib.zoo.trained_model` look a run missing from the cache up in the profile's bundle (`bundled_run`)
-    before training it. The notebooks' set-up (`s2o_lib.suite.project.set_up`) and the command line call it;
+    before training it. The notebooks' set-up (`s2o_lib.suite.notebook_setup.set_up`) and the command line call it;
     calling it again changes nothing."""
     if bundled_run not in zoo.RUN_SOURCES:
         zoo.RUN_SOURCES.append(bundled_run)
