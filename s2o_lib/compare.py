@@ -47,7 +47,7 @@ from .defenses import Method, parse_method
 from .errors import S2OError
 from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
 from .presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
-from .stats import SeedComparison, SeedSummary, by_seed, compare_seeds, summarize_seeds
+from .stats import SeedComparison, SeedSummary, by_seed, compare_seeds, p_text, summarize_seeds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -432,10 +432,10 @@ class ComparisonTable:
             counts = "–" if r["b"] is None else f"{r['b']} / {r['c']}"
             cells = [f"{r['base']} → {r['s2o']}", r["attack"]]
             if several:
-                cells += [str(r["seeds"]), f"{r['gain']:+.{digits}f}", interval, r["test"] or "–", _p_text(r["p"]),
-                          counts, _p_text(r["McNemar p"])]
+                cells += [str(r["seeds"]), f"{r['gain']:+.{digits}f}", interval, r["test"] or "–", p_text(r["p"]),
+                          counts, p_text(r["McNemar p"])]
             else:
-                cells += [f"{r['gain']:+.{digits}f}", interval, counts, _p_text(r["p"])]
+                cells += [f"{r['gain']:+.{digits}f}", interval, counts, p_text(r["p"])]
             lines.append("| " + " | ".join(cells + ["*" if r["significant"] else "", r["verdict"]]) + " |")
         lines += ["", ("b: images right with the base only, c: right with S²O only (McNemar's exact test on them; "
                        "interval: Newcombe's method 10).")]
@@ -477,12 +477,6 @@ def _check_alpha(alpha: float) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise S2OError(f"alpha (significance level) must be a number strictly between 0 and 1, e.g. 0.05; "
                        f"got {alpha!r}")
-
-
-def _p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _scaled(value: float | None, scale: float) -> float:

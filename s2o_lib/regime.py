@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import S2OError
 from .norms import compound_symmetry_logdet
-from .stats import NO_DIFFERENCE, SeedComparison, compare_seeds, holm, signed_rank_test, t_interval, t_test
+from .stats import NO_DIFFERENCE, SeedComparison, compare_seeds, holm, p_text, signed_rank_test, t_interval, t_test
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -206,7 +206,7 @@ class RegimeComparison:
         """In words, e.g. ``"lower: -8.21 points [-14.02, -2.40], Holm p = 0.012"`` or "no detectable difference..."."""
         low, high = self.interval
         p_name, p = ("Holm p", self.holm_p) if self.primary else ("p", self.p_value)
-        numbers = f"{self.difference:+.2f} points [{low:+.2f}, {high:+.2f}], {p_name} = {_p_text(p)}"
+        numbers = f"{self.difference:+.2f} points [{low:+.2f}, {high:+.2f}], {p_name} = {p_text(p)}"
         if self.significant():
             return f"{_direction(self)}: {numbers}"
         return f"{NO_DIFFERENCE} ({numbers})"
@@ -406,7 +406,7 @@ class RegimeAnalysis:
         lines += ["", ("Per-seed McNemar of the primary comparisons: difference in points (images right only with "
                        "the baseline / only with the treatment, exact p):"), ""]
         for c in primary:
-            cells = [f"s{s}: {100 * t.difference:+.1f} ({t.b}/{t.c}, p={_p_text(t.p_value)})"
+            cells = [f"s{s}: {100 * t.difference:+.1f} ({t.b}/{t.c}, p={p_text(t.p_value)})"
                      for s, t in zip(c.seeds, c.stats.per_seed, strict=True)]
             lines.append(f"- {c.treatment} − {c.base}: " + "; ".join(cells))
         return "\n".join(lines + self._mechanism_markdown())
@@ -423,7 +423,7 @@ class RegimeAnalysis:
             lines += ["", f"Last-layer statistics, {treatment} − {base} (mean over seeds, paired 95% t-interval):", "",
                       f"| statistic | {base} | {treatment} | difference | 95% t-CI | t-test p |", "|---" * 6 + "|"]
             lines += [f"| {row['what']} | {row[base]:.4g} | {row[treatment]:.4g} | {row['difference']:+.4g} | "
-                      f"[{row['low']:+.3g}, {row['high']:+.3g}] | {_p_text(row['p'])} |" for _, row in frame.iterrows()]
+                      f"[{row['low']:+.3g}, {row['high']:+.3g}] | {p_text(row['p'])} |" for _, row in frame.iterrows()]
         if lines:
             rho = self.rank_correlations()
             lines += ["", f"Spearman ρ with the robust gap, across all {self.models_with_statistics()} models: "
@@ -473,8 +473,8 @@ def _comparison_markdown(comparisons: Sequence[RegimeComparison], *, last: str) 
         d = c.stats.differences
         said = _direction(c) if c.significant() else (NO_DIFFERENCE if c.primary else "—")
         lines.append(f"| {c.treatment} − {c.base} | {c.endpoint} | {c.checkpoint} | {len(c.seeds)} | "
-                     f"{c.difference:+.2f} | [{low:+.2f}, {high:+.2f}] | {_p_text(c.p_value)} | "
-                     f"{'—' if c.holm_p is None else _p_text(c.holm_p)} | {_p_text(c.wilcoxon_p)} | "
+                     f"{c.difference:+.2f} | [{low:+.2f}, {high:+.2f}] | {p_text(c.p_value)} | "
+                     f"{'—' if c.holm_p is None else p_text(c.holm_p)} | {p_text(c.wilcoxon_p)} | "
                      f"{sum(x > 0 for x in d)}/{sum(x < 0 for x in d)} | {said} |")
     return lines
 
@@ -567,10 +567,6 @@ def _direction(c: RegimeComparison) -> str:
 
 def _matches(label: str, name: str) -> bool:
     return label == name or label.startswith(name + "[")
-
-
-def _p_text(p: float | None) -> str:
-    return "undefined" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
 def _compare(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], base: str, treatment: str, endpoint: str,

@@ -461,6 +461,12 @@ def signed_rank_test(values: Sequence[float]) -> float:
     return float(min(1.0, sps.wilcoxon(array).pvalue))
 
 
+def p_text(p: float | None) -> str:
+    """A p-value as the suite's tables and sentences print it: three decimals, two significant digits below
+    0.001 (``5.1e-04``), ``"–"`` when it is undefined (fewer than two seeds, no discordant pairs)."""
+    return "–" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the order given (Holm 1979).
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from s2o_lib.suite import notebook_setup, project
+from s2o_lib.suite import bundle, notebook_setup, project
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]*_*.py"))
@@ -196,8 +196,10 @@ def test_set_up_chooses_the_profile(monkeypatch, capsys, line, env, gpu, colab, 
     torch = types.ModuleType("torch")
     torch.cuda = types.SimpleNamespace(is_available=lambda: gpu)
     monkeypatch.setitem(sys.modules, "torch", torch)
-    monkeypatch.setattr(project, "update_clone", lambda: False)  # no git pull in this checkout
-    monkeypatch.setattr(project, "missing_requirements", list)
+    monkeypatch.setattr(notebook_setup, "update_clone", lambda: False)  # no git pull in this checkout
+    monkeypatch.setattr(notebook_setup, "missing_requirements", list)
+    registered = []  # the bundle source is added on every runtime, after any install
+    monkeypatch.setattr(bundle, "use_published_bundles", lambda: registered.append(True))
     if colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
@@ -207,7 +209,7 @@ def test_set_up_chooses_the_profile(monkeypatch, capsys, line, env, gpu, colab, 
     else:
         monkeypatch.setenv("S2O_PROFILE", env)
     assert notebook_setup.set_up(profile=line) is None  # the cell shows what it prints, no return value
-    assert os.environ["S2O_PROFILE"] == expected
+    assert os.environ["S2O_PROFILE"] == expected and registered == [True]
     out = capsys.readouterr().out
     assert f"profile: {expected}" in out
     assert ("Change runtime type" in out) == (colab and not gpu and not line and env is None)

@@ -20,6 +20,7 @@ from s2o_lib.stats import (
     holm,
     mcnemar_p_value,
     newcombe_interval,
+    p_text,
     paired_test,
     proportion,
     signed_rank_test,
@@ -298,3 +299,8 @@ def test_by_seed_reads_lists_and_mappings_and_rejects_bad_seeds():
     for bad, match in [([], "runs is empty"), ({-1: "a"}, "integers >= 0"), ({True: "a"}, "integers >= 0"),
                        ("ab", "must be a list with one run per seed")]:
         _one_line_error(lambda bad=bad: by_seed(bad, name="runs", what="run"), match)
+
+
+@pytest.mark.parametrize(("p", "text"), [(0.5, "0.500"), (0.001, "0.001"), (0.00051, "5.1e-04"), (None, "–")])
+def test_one_p_value_format_for_tables_and_sentences(p, text):
+    assert p_text(p) == text
