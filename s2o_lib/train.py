@@ -50,7 +50,7 @@ from .checks import (
 )
 from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
-from .evaluate import robust_accuracy
+from .evaluate import COUNTINGS, Counting, robust_accuracy
 from .fast import PRECISION_CHOICES, PrecisionChoice, autocast, grad_scaler, prepare_model, resolve_precision
 from .lock import folder_lock, writes_here
 from .models import device_of, dtype_of, model_spec
@@ -133,22 +133,28 @@ class AWPConfig:
 class EvalConfig:
     """The PGD evaluation after every epoch (with an ``eval_loader``), which picks ``best.pt``.
 
-    ``best.pt`` is the epoch with the best PGD accuracy on the first ``n`` images, over every epoch. The S²O
-    authors select differently: the best PGD-20 on the full test set among epochs 100–109 (100–199 for the AWP
-    runs). To select their way, keep every epoch (``fit(keep_every=1)``) and evaluate that window's
-    ``epoch_NNN.pt`` with `s2o_lib.evaluate.robust_accuracy`.
+    By default ``best.pt`` is the epoch with the best PGD-10 accuracy on the first 500 images, over every epoch,
+    counting an image only when it is right on the clean input and under attack. The S²O authors select their way:
+    the best PGD-20 on the full test set among epochs 100–110 (AT, TRADES) or 100–200 (AWP, MART), counted on x′
+    over all images: ``steps=20, n=None, window=(100, 110), counting="adversarial"``, what the `s2o_lib.presets`
+    runs use. (Picking on the test set is their protocol, not a held-out validation.)
 
     Attributes:
         eps: L∞ radius (``None``: the training attack's).
         alpha: step size (``None``: ``eps / 4``).
         steps: PGD steps (10).
         n: samples evaluated, the first ``n`` of the loader (``None``: all; 500).
+        window: ``(first, last)``, the epochs (counted from 1, as `History.epoch` and the released scripts do,
+            both included) among which ``best.pt`` is picked; every epoch is still evaluated (``None``: any epoch).
+        counting: how `s2o_lib.evaluate.robust_accuracy` counts (``"both"`` or ``"adversarial"``).
     """
 
     eps: float | None = None
     alpha: float | None = None
     steps: int = 10
     n: int | None = 500
+    window: tuple[int, int] | None = None
+    counting: Counting = "both"
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ FLAT_SETTINGS: dict[str, tuple[str, str]] = {
     "eps": ("attack", "eps"), "alpha": ("attack", "alpha"), "attack_steps": ("attack", "steps"),
     **{name: ("loss", name) for name in ("beta", "s2o_weight", "off_diagonal_mass", "kfac_weight")},
     "awp_gamma": ("awp", "gamma"), "awp_warmup": ("awp", "warmup"),
-    **{f"eval_{name}": ("evaluation", name) for name in ("eps", "alpha", "steps", "n")},
+    **{f"eval_{name}": ("evaluation", name) for name in ("eps", "alpha", "steps", "n", "window", "counting")},
     **{name: ("speed", name) for name in ("precision", "channels_last", "compile")},
 }
 _FIT_KEYWORDS = ("method", "epochs", "eval_loader", "checkpoint_dir", "resume", "keep_every", "progress", "metadata")
@@ -188,8 +194,8 @@ def fit_options(**settings: Any) -> dict[str, Any]:
 
     ``lr``, ``momentum``, ``weight_decay``, ``schedule``, ``milestones`` go to ``optim``; ``eps``, ``alpha``,
     ``attack_steps`` to ``attack``; ``beta``, ``s2o_weight``, ``off_diagonal_mass``, ``kfac_weight`` to
-    ``loss``; ``awp_gamma``, ``awp_warmup`` to ``awp``; ``eval_eps``, ``eval_alpha``, ``eval_steps``, ``eval_n``
-    to ``evaluation``; ``precision``, ``channels_last``, ``compile`` to ``speed``. `fit`'s other keywords
+    ``loss``; ``awp_gamma``, ``awp_warmup`` to ``awp``; ``eval_eps``, ``eval_alpha``, ``eval_steps``, ``eval_n``,
+    ``eval_window``, ``eval_counting`` to ``evaluation``; ``precision``, ``channels_last``, ``compile`` to ``speed``. `fit`'s other keywords
     (``epochs``, ``checkpoint_dir``, ...) and whole configs (``optim=OptimConfig(...)``) pass through; flat
     settings then replace fields of a config given whole.
 
@@ -348,6 +354,19 @@ def _defense_config(model: nn.Module, method: Method, attack: AttackConfig, loss
                          awp_gamma=awp.gamma, awp_warmup=awp.warmup).for_method(method)
 
 
+def _check_window(window: Any, *, epochs: int) -> None:
+    """``eval_window``: ``None`` or two epochs ``1 <= first <= last``, with ``first`` inside the run."""
+    if window is None:
+        return
+    if (not isinstance(window, (tuple, list)) or len(window) != 2
+            or any(isinstance(e, bool) or not isinstance(e, int) for e in window) or not 1 <= window[0] <= window[1]):
+        raise S2OError(f"eval_window must be two epochs (first, last) with 1 <= first <= last, e.g. (100, 110); "
+                       f"got {window!r}")
+    if window[0] > epochs:
+        raise S2OError(f"eval_window {tuple(window)} starts after the run's last epoch ({epochs}): no epoch could "
+                       "become best.pt; train that long or leave eval_window out (any epoch)")
+
+
 def _check_fit_args(*, epochs: int, configs: dict[str, Any], keep_every: int, checkpoint_dir: Any) -> None:
     for name, config in configs.items():
         if not isinstance(config, CONFIGS[name]):
@@ -364,6 +383,9 @@ def _check_fit_args(*, epochs: int, configs: dict[str, Any], keep_every: int, ch
         raise unknown_name("precision", configs["speed"].precision, PRECISION_CHOICES)
     if keep_every and checkpoint_dir is None:
         raise S2OError("keep_every needs a checkpoint_dir to write the per-epoch weights into")
+    _check_window(configs["evaluation"].window, epochs=epochs)
+    if configs["evaluation"].counting not in COUNTINGS:
+        raise unknown_name("eval_counting", configs["evaluation"].counting, COUNTINGS)
 
 
 def _check_evaluation(evaluation: EvalConfig) -> None:
@@ -569,12 +591,13 @@ class _Training:
         with autocast(self.device, self.speed.precision):
             result = robust_accuracy(model, loader, attacks=("clean", attack), eps=evaluation.eps,
                                      alpha=evaluation.alpha, n=evaluation.n, device=self.device,
+                                     counting=evaluation.counting,
                                      batch_size=getattr(loader, "batch_size", None) or 256)
         return result["clean"], result[attack]
 
     def record(self, epoch: int, *, lr: float, train: tuple[float, float], evaluated: tuple[float | None, float | None],
-               seconds: float) -> bool:
-        """Append one epoch to the history; whether it is the best so far under PGD."""
+               seconds: float, window: tuple[int, int] | None = None) -> bool:
+        """Append one epoch to the history; whether it is the best so far under PGD (within ``window``)."""
         h = self.history
         h.epoch.append(epoch)
         h.lr.append(lr)
@@ -584,7 +607,8 @@ class _Training:
         h.eval_robust.append(evaluated[1])
         h.seconds.append(seconds)
         robust = evaluated[1]
-        improved = robust is not None and (h.best_robust is None or robust > h.best_robust)
+        eligible = window is None or window[0] <= epoch <= window[1]
+        improved = robust is not None and eligible and (h.best_robust is None or robust > h.best_robust)
         if improved:
             h.best_epoch, h.best_robust = epoch, robust
         return improved
@@ -766,7 +790,8 @@ def _train(run: _Training, *, epochs: int, eval_loader: DataLoader | None, evalu
                 train = run.train_epoch(epoch)
             _check_finite_loss(train[0], run.model, epoch=epoch, lr=lr, folder=folder)
             evaluated = run.evaluate(eval_loader, evaluation)
-            improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0)
+            improved = run.record(epoch, lr=lr, train=train, evaluated=evaluated, seconds=time.perf_counter() - t0,
+                                  window=evaluation.window)
             if folder is not None:
                 run.save(folder, epoch, improved=improved, keep_every=keep_every)
             if bar is not None:

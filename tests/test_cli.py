@@ -40,6 +40,11 @@ def test_train_then_evaluate(tmp_path, capsys):
         (["train", "--preset", "paper-foo", "--out", "{tmp}"], "unknown preset"),
         (["train", "--method", "at", "--dataset", "digits", "--eps", "-0.1", "--epochs", "1", "--out", "{tmp}"], "eps must be"),
         (["evaluate", "{tmp}/missing.pt"], "no checkpoint at"),
+        # a paper preset cut to a few epochs: its selection window says what to do, before any data is loaded
+        (["train", "--preset", "paper-at-prn18", "--epochs", "2", "--out", "{tmp}", "--data", "{tmp}"],
+         "eval_window (100, 110) starts after the run's last epoch (2)"),
+        (["train", "--method", "at", "--dataset", "digits", "--eval-window", "100", "--out", "{tmp}"],
+         "--eval-window takes FIRST-LAST"),
     ],
 )
 def test_errors_are_one_clear_line(tmp_path, capsys, argv, message):

@@ -280,3 +280,43 @@ def test_the_per_epoch_evaluation_leaves_training_unchanged(digits):
     assert all(v is not None for v in history.eval_robust)
     for name, value in plain.items():
         assert torch.equal(value, evaluated[name]), name
+
+
+def test_eval_window_picks_best_pt_among_its_epochs_only(tmp_path, digits, monkeypatch):
+    """The authors' model selection: the best PGD accuracy among a window of epochs, not over every epoch."""
+    from s2o_lib import train as train_module
+
+    scripted = iter([0.9, 0.1, 0.5, 0.3])  # epoch 1 is the best overall; epoch 3 the best of epochs 2-4
+    counted = []
+
+    def fake_accuracy(model, loader, *, attacks, counting, **kwargs):
+        counted.append(counting)
+        return {"clean": 1.0, attacks[1]: next(scripted)}
+
+    monkeypatch.setattr(train_module, "robust_accuracy", fake_accuracy)
+    data = torch.utils.data.TensorDataset(*tensors(digits[0], n=64))
+    seed_everything(0)
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    history = fit(model, make_loader(data, batch_size=32, shuffle=True, seed=0), method="standard", epochs=4,
+                  eval_loader=make_loader(data, batch_size=32, shuffle=False), checkpoint_dir=tmp_path, keep_every=1,
+                  progress=False, **fit_options(lr=0.05, eval_window=(2, 4), eval_counting="adversarial"))
+    assert (history.best_epoch, history.best_robust) == (3, 0.5) and counted == ["adversarial"] * 4
+    best, meta = load_model(tmp_path / "best.pt")
+    third, _ = load_model(tmp_path / "epoch_003.pt")
+    assert meta["epoch"] == 3
+    for (name, a), b in zip(best.state_dict().items(), third.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("window", "match"), [((5, 6), "starts after the run's last epoch"),
+                                               ((0, 2), "1 <= first <= last"), ((3, 2), "1 <= first <= last"),
+                                               ("100", "two epochs")])
+def test_eval_window_errors_say_what_to_do(digits, window, match):
+    data = torch.utils.data.TensorDataset(*tensors(digits[0], n=32))
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    with pytest.raises(S2OError, match=match):
+        fit(model, make_loader(data, batch_size=32, shuffle=False), method="standard", epochs=3, progress=False,
+            **fit_options(eval_window=window))
+    with pytest.raises(S2OError, match="eval_counting"):
+        fit(model, make_loader(data, batch_size=32, shuffle=False), method="standard", epochs=3, progress=False,
+            **fit_options(eval_counting="x′"))

@@ -43,7 +43,19 @@ def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, A
     for key in ("epochs", "lr", "eps", "alpha", "attack_steps"):
         if getattr(args, key) is not None:
             flat[key] = getattr(args, key)
+    if args.eval_window is not None:
+        flat["eval_window"] = _window(args.eval_window)
     return what, fit_settings(profile, **flat)
+
+
+def _window(text: str) -> tuple[int, int] | None:
+    """``--eval-window``: ``"100-110"`` → ``(100, 110)``; ``"any"`` → ``None`` (every epoch may become best.pt)."""
+    if text.strip().lower() == "any":
+        return None
+    first, sep, last = text.partition("-")
+    if not sep or not first.strip().isdigit() or not last.strip().isdigit():
+        raise S2OError(f"--eval-window takes FIRST-LAST (e.g. 100-110) or 'any', not {text!r}")
+    return int(first), int(last)
 
 
 def _with_process_group(command: Any) -> Any:
@@ -318,6 +330,8 @@ def _add_train_parser(sub: Any) -> None:
     t.add_argument("--eps", type=float, help="L∞ radius of the training attack, e.g. 0.0314")
     t.add_argument("--alpha", type=float, help="step size of the training attack")
     t.add_argument("--attack-steps", type=int)
+    t.add_argument("--eval-window", help="the epochs among which best.pt is picked, e.g. 100-110 (the paper presets' "
+                                         "window), or 'any'")
     t.add_argument("--subset", type=int, help="train on this many images")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="output folder")
