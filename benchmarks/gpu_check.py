@@ -46,7 +46,8 @@ from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.defenses import AWP, DefenseConfig, training_step
 from s2o_lib.fast import DeviceLoader, autocast, grad_scaler, preferred_precision
 from s2o_lib.models import build_model
-from s2o_lib.train import CHECKPOINT_NAME, fit, fit_options
+from s2o_lib.settings import fit_options
+from s2o_lib.train import CHECKPOINT_NAME, fit
 
 SCHEMA = 1
 #: fp16 and fp32 losses of one step from the same weights and batch may differ by this fraction of the fp32 one.

@@ -63,8 +63,9 @@ from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.norms import mean_abs_correlation
 from s2o_lib.regime import METHOD_ORDER, RESULTS_DIR, analyse_regime, load_results
+from s2o_lib.settings import fit_options
 from s2o_lib.stats import paired_test, signed_rank_test, t_interval, t_test
-from s2o_lib.train import fit, fit_options
+from s2o_lib.train import fit
 
 OUT_DIR = Path("runs/regime")
 SMOKE = get_profile("smoke")

@@ -29,7 +29,8 @@ from .defenses import parse_method
 from .fast import training_loader
 from .lock import folder_lock
 from .models import build_model
-from .train import FLAT_SETTINGS, History, SettingsChanged, fit, fit_options
+from .settings import FLAT_SETTINGS, SettingsChanged, fit_options
+from .train import History, fit
 
 #: Where `trained_model` looks for a run missing from the cache before training it, in order: each source is
 #: called as ``source(model, folder, profile=..., settings=...)`` and returns the run's `History` once it has put
@@ -97,7 +98,7 @@ def fit_settings(profile: Profile, **overrides: Any) -> dict[str, Any]:
 
     Args:
         profile: the profile.
-        overrides: flat settings or `fit` keywords that replace the profile's (see `s2o_lib.train.fit_options`).
+        overrides: flat settings or `fit` keywords that replace the profile's (see `s2o_lib.settings.fit_options`).
     """
     flat = {
         "epochs": profile.epochs, "lr": profile.lr, "schedule": profile.schedule, "milestones": profile.milestones,

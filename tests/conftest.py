@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import load_dataset, make_loader, tensors
 from s2o_lib.models import build_model
-from s2o_lib.train import fit, fit_options
+from s2o_lib.settings import fit_options
+from s2o_lib.train import fit
 
 SMOKE = get_profile("smoke")
 
@@ -46,7 +47,7 @@ def digits_test_tensors(digits):
 
 def train_small(method: str, train, *, epochs: int, seed: int = 0, **kwargs) -> torch.nn.Module:
     """A small CNN trained on digits with the smoke profile's attack settings; ``kwargs`` are flat settings
-    (``lr=...``, ``beta=...``) or `fit` keywords, as `s2o_lib.train.fit_options` takes them."""
+    (``lr=...``, ``beta=...``) or `fit` keywords, as `s2o_lib.settings.fit_options` takes them."""
     seed_everything(seed)
     model = build_model("small-cnn", num_classes=10, in_channels=1)
     settings = dict(

@@ -17,7 +17,8 @@ from s2o_lib.defenses import AWP, DefenseConfig, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.fast import DeviceLoader, autocast, grad_scaler, preferred_precision, resolve_precision
 from s2o_lib.models import build_model
-from s2o_lib.train import CHECKPOINT_NAME, fit, fit_options
+from s2o_lib.settings import fit_options
+from s2o_lib.train import CHECKPOINT_NAME, fit
 from s2o_lib.zoo import fit_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,8 @@ from s2o_lib.config import PROFILES, get_profile, seed_everything
 from s2o_lib.data import make_loader
 from s2o_lib.errors import S2OError
 from s2o_lib.models import PreActResNet18, build_model, model_spec
-from s2o_lib.train import CHECKPOINT_NAME, AttackConfig, OptimConfig, fit, make_optimizer, make_scheduler
+from s2o_lib.settings import AttackConfig, OptimConfig
+from s2o_lib.train import CHECKPOINT_NAME, fit, make_optimizer, make_scheduler
 from s2o_lib.zoo import fit_settings
 
 from .conftest import SMOKE

@@ -40,8 +40,9 @@ from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model, model_spec
 from s2o_lib.s2o import soft_target_matrix
+from s2o_lib.settings import fit_options
 from s2o_lib.suite import torchrun
-from s2o_lib.train import fit, fit_options
+from s2o_lib.train import fit
 
 SMOKE = get_profile("smoke")
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from s2o_lib.evaluate import (
 )
 from s2o_lib.models import build_model
 from s2o_lib.sanity import Check, SanityReport, _at_most, mask_gradients, sanity_checks
-from s2o_lib.train import fit, fit_options
+from s2o_lib.settings import fit_options
+from s2o_lib.train import fit
 
 from .conftest import reference_pgd
 

@@ -13,7 +13,8 @@ from s2o_lib.defenses import AWP, DefenseConfig, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.fast import DeviceLoader, autocast, random_crop_flip, training_loader
 from s2o_lib.models import build_model
-from s2o_lib.train import AttackConfig, OptimConfig, SpeedConfig, fit, fit_options
+from s2o_lib.settings import AttackConfig, OptimConfig, SpeedConfig, fit_options
+from s2o_lib.train import fit
 
 from .conftest import write_fake_cifar10
 

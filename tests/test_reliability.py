@@ -26,9 +26,10 @@ from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.lock import FolderBusy, folder_lock
 from s2o_lib.models import build_model
+from s2o_lib.settings import SettingsChanged, fit_options
 from s2o_lib.suite.cli import main
 from s2o_lib.suite.runner import cell_position
-from s2o_lib.train import SettingsChanged, fit, fit_options
+from s2o_lib.train import fit
 from s2o_lib.zoo import overrides_key, run_folder, trained_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,18 +14,8 @@ from s2o_lib.data import make_loader, tensors
 from s2o_lib.defenses import parse_method
 from s2o_lib.errors import S2OError
 from s2o_lib.models import build_model
-from s2o_lib.train import (
-    AttackConfig,
-    AWPConfig,
-    EvalConfig,
-    LossConfig,
-    OptimConfig,
-    _defense_config,
-    fit,
-    fit_options,
-    make_optimizer,
-    make_scheduler,
-)
+from s2o_lib.settings import AttackConfig, AWPConfig, EvalConfig, LossConfig, OptimConfig, fit_options
+from s2o_lib.train import _defense_config, fit, make_optimizer, make_scheduler
 from s2o_lib.zoo import fit_settings
 
 from .conftest import SMOKE
@@ -320,3 +310,12 @@ def test_eval_window_errors_say_what_to_do(digits, window, match):
     with pytest.raises(S2OError, match="eval_counting"):
         fit(model, make_loader(data, batch_size=32, shuffle=False), method="standard", epochs=3, progress=False,
             **fit_options(eval_counting="x′"))
+
+
+def test_one_diff_of_two_runs_settings():
+    """Resume, the zoo and the bundles compare settings through `settings_diff`: JSON round trips are equal."""
+    from s2o_lib.settings import settings_diff
+
+    recorded = {"lr": 0.1, "milestones": [100, 150], "beta": 6.0, "eval_window": [100, 110]}
+    asked = {"lr": 0.1 + 1e-13, "milestones": (100, 150), "beta": 3.0, "eval_window": (100, 200), "new": 1}
+    assert settings_diff(recorded, asked) == [("beta", 6.0, 3.0), ("eval_window", [100, 110], (100, 200))]

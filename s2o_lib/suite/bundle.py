@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import tarfile
@@ -56,6 +55,7 @@ from ..config import Profile, get_profile
 from ..errors import S2OError
 from ..lock import FolderBusy, folder_lock
 from ..models import device_of
+from ..settings import settings_diff
 from ..train import History
 from ..zoo import RUNS_ENV, fit_settings, runs_root
 
@@ -162,21 +162,15 @@ def recorded_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def settings_mismatch(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
-    """The first setting in which a run's recorded settings differ from the expected ones, as ``"lr=0.1 (not 0.05)"``.
+    """The first setting in which a run's recorded settings differ from the expected ones, as ``"lr=0.1 (not 0.05)"``
+    (`s2o_lib.settings.settings_diff`, the comparison resume uses too).
 
     Args:
         recorded: a checkpoint's ``meta["settings"]``.
         expected: flat expected settings (`recorded_settings`); keys the run does not record are skipped.
     """
-    for key, want in expected.items():
-        if key not in recorded:
-            continue
-        have = recorded[key]
-        same = (math.isclose(have, want, rel_tol=1e-9, abs_tol=1e-12)
-                if isinstance(have, (int, float)) and isinstance(want, (int, float)) else have == want)
-        if not same:
-            return f"{key}={have!r} (this library: {want!r})"
-    return None
+    differing = settings_diff(recorded, expected)
+    return None if not differing else f"{differing[0][0]}={differing[0][1]!r} (this library: {differing[0][2]!r})"
 
 
 # --------------------------------------------------------------------------------------------- pack

@@ -94,7 +94,7 @@ def check_output_folder(path: Path, *, flag: str) -> None:
 def _check_train_args(args: argparse.Namespace, what: dict[str, Any], settings: dict[str, Any]) -> None:
     """Every flag of ``train`` that can be checked before any data is read."""
     from ..checks import check_int
-    from ..train import check_fit_options
+    from ..settings import check_fit_options
 
     check_fit_options(method=what["method"], **settings)
     check_int(what["batch_size"], "--batch-size", minimum=1)
@@ -112,7 +112,7 @@ CLI_WAY_OUT = "pass --no-resume to start over there, or another --out"
 def _train(args: argparse.Namespace, launch: Any = None) -> int:
     from ..config import get_profile
     from ..lock import FolderBusy, folder_lock
-    from ..train import SettingsChanged
+    from ..settings import SettingsChanged
 
     profile = get_profile(args.profile)
     what, settings = _train_settings(args, profile)
