@@ -177,3 +177,51 @@ def kronecker_summaries(R_A: Tensor, R_G: Tensor) -> KroneckerSummaries:
     spectral = torch.linalg.eigvalsh(R_G)[-1] * torch.linalg.eigvalsh(R_A)[-1]
     logdet = d * torch.linalg.slogdet(R_G)[1] + c * torch.linalg.slogdet(R_A)[1]
     return KroneckerSummaries(fro=fro, spectral=spectral, logdet=logdet, dim=c * d)
+
+
+@dataclass(frozen=True)
+class LastLayerLaplace:
+    """The Kronecker-factored Laplace correlation ``R = R_G ⊗ R_A`` of the last layer, its norms and log-determinant.
+
+    Attributes:
+        R_A: input-side correlation factor (D × D), float64.
+        R_G: class-side correlation factor (C × C), float64.
+        fro: ‖R‖_F.
+        spectral: ‖R‖₂ (≥ 1 for a correlation matrix).
+        logdet: log det R (≤ 0, 0 only for R = I).
+        dim: C·D.
+    """
+
+    R_A: Tensor
+    R_G: Tensor
+    fro: float
+    spectral: float
+    logdet: float
+    dim: int
+
+
+def last_layer_laplace(features: Tensor, probs: Tensor, *, damping: float = 0.1) -> LastLayerLaplace:
+    """The last layer's Laplace correlation from its inputs and the softmax outputs (R is never formed).
+
+    Uses `kfac_factors`, `kronecker_correlation` and `kronecker_summaries`, in float64.
+
+    Args:
+        features: inputs of the last linear layer, shape (m, D).
+        probs: softmax probabilities, shape (m, C).
+        damping: relative damping of both K-FAC factors (> 0).
+
+    Returns:
+        A `LastLayerLaplace`.
+
+    Example:
+        >>> lap = last_layer_laplace(torch.randn(64, 8), torch.softmax(torch.randn(64, 3), 1))
+        >>> lap.spectral >= 1.0 and lap.logdet <= 0.0
+        True
+    """
+    A, G = kfac_factors(features.detach().double(), probs.detach().double(), damping=damping)
+    R_A, R_G = kronecker_correlation(A, G)
+    summary = kronecker_summaries(R_A, R_G)
+    return LastLayerLaplace(
+        R_A=R_A, R_G=R_G, fro=float(summary.fro), spectral=float(summary.spectral),
+        logdet=float(summary.logdet), dim=int(summary.dim),
+    )

@@ -15,19 +15,22 @@ from s2o_lib.attacks import margins, pgd
 from s2o_lib.bounds import (
     TABLE_ROWS,
     BoundReport,
-    _NoisyHeadAccuracy,
     compare_reports,
     estimate_bound,
     jin_posterior_terms,
-    last_layer_laplace,
-    noisy_accuracy,
     reports_to_rows,
-    sigma_search,
 )
 from s2o_lib.data import load_dataset, tensors
 from s2o_lib.errors import S2OError
-from s2o_lib.laplace import correlation_from_covariance, kfac_factors, kronecker_correlation, kronecker_summaries
+from s2o_lib.laplace import (
+    correlation_from_covariance,
+    kfac_factors,
+    kronecker_correlation,
+    kronecker_summaries,
+    last_layer_laplace,
+)
 from s2o_lib.models import ARCHITECTURES, build_model
+from s2o_lib.noise import NoisyHeadAccuracy, noisy_accuracy, sigma_search
 from s2o_lib.norms import compound_symmetry, compound_symmetry_logdet, mean_abs_correlation
 
 EPS = 0.05
@@ -105,7 +108,7 @@ def test_correlated_noise_has_covariance_R():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     x, y = torch.rand(5, 1, 2, 2), torch.randint(0, 3, (5,))
     lap = last_layer_laplace(torch.randn(50, 4), torch.softmax(torch.randn(50, 3), 1))
-    noise = _NoisyHeadAccuracy(model, x, y, batch_size=8)
+    noise = NoisyHeadAccuracy(model, x, y, batch_size=8)
     drawn = noise.directions("correlated", (lap.R_A, lap.R_G), 1, 7, project_shift=False)[0]
     E = torch.randn(3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     L_A, L_G = torch.linalg.cholesky(lap.R_A), torch.linalg.cholesky(lap.R_G)
@@ -124,7 +127,7 @@ def test_projected_noise_keeps_unit_variance_per_weight():
     """E‖noise‖_F² = C·D for every kind, projected or not: σ keeps its meaning (relative to the weights' RMS)."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
     x, y = torch.rand(5, 1, 2, 2), torch.randint(0, 5, (5,))
-    noise = _NoisyHeadAccuracy(model, x, y, batch_size=8)
+    noise = NoisyHeadAccuracy(model, x, y, batch_size=8)
     R_A = torch.eye(4, dtype=torch.float64)
     for correlation in (None, (R_A, compound_symmetry(0.6, 5))):
         kind = "isotropic" if correlation is None else "correlated"
