@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from released_steps import RELEASED
 
-from s2o_lib.defenses import AWP, DefenseConfig, parse_method, training_step
+from s2o_lib.awp import AWP
+from s2o_lib.defenses import DefenseConfig, parse_method, training_step
 from s2o_lib.fast import autocast, prepare_model
 from s2o_lib.models import build_model
 

@@ -41,9 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from class_budget import count_unit, step_passes  # benchmarks/ is on sys.path when this script runs
 
 from s2o_lib import fast
+from s2o_lib.awp import AWP
 from s2o_lib.checkpoint import load_checkpoint
 from s2o_lib.config import get_profile, seed_everything
-from s2o_lib.defenses import AWP, DefenseConfig, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.fast import DeviceLoader, autocast, grad_scaler, preferred_precision
 from s2o_lib.models import build_model
 from s2o_lib.settings import fit_options

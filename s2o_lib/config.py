@@ -53,7 +53,7 @@ class Profile:
         lr: initial learning rate.
         milestones: epochs at which the learning rate is multiplied by 0.1.
         awp_warmup: the epoch (from 1) at which AWP starts perturbing weights (``None``: the base method's
-            default from `s2o_lib.defenses.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
+            default from `s2o_lib.awp.AWP_DEFAULTS`, as the AWP scripts: AT 0, TRADES 10).
         aa_eps: L∞ radius of AutoAttack (``None``: ``eval_eps``; see `autoattack_eps`). The paper reports AutoAttack
             at 8/255 (the default of AutoAttack's own example and of the AWP evaluation script; the S²O repository
             has no AutoAttack script), while its PGD-20/CW-20 use ``eval_eps`` = 0.031.

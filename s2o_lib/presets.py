@@ -14,7 +14,7 @@ of the authors' README (``Alexkael/S2O``), with their published clean / PGD-20 /
   (×0.1 at 75, 90, 100), step 0.007.
 - ``at-awp-prn18`` and ``trades-awp-wrn`` follow the AWP authors' ``AT_AWP/train_cifar10.py`` and
   ``trades_AWP/train_trades_cifar.py``; their AWP γ, warm-up and proxy learning rate are
-  `s2o_lib.defenses.AWP_DEFAULTS` (AT: 1e-2, none, 0.01; TRADES: 5e-3, 10 epochs, 0.1). The AT-AWP script
+  `s2o_lib.awp.AWP_DEFAULTS` (AT: 1e-2, none, 0.01; TRADES: 5e-3, 10 epochs, 0.1). The AT-AWP script
   normalises inputs with CIFAR-10's mean and std inside its model; the library's PreAct ResNet-18 takes
   inputs in [0, 1] unnormalised, as the S²O scripts do. Two more departures from that script: it lowers the
   learning rate per iteration, reaching 0.01 at the last batch of epoch 100, where the library's piecewise
@@ -43,7 +43,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .defenses import AWP_DEFAULTS, DefenseConfig
+from .awp import AWP_DEFAULTS
+from .defenses import DefenseConfig
 from .errors import unknown_name
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from . import processes
+from .awp import AWP
 from .checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -44,7 +45,7 @@ from .checks import (
     check_labels,
     check_model_input,
 )
-from .defenses import AWP, DefenseConfig, Method, parse_method, training_step
+from .defenses import DefenseConfig, Method, parse_method, training_step
 from .errors import S2OError, unknown_name
 from .evaluate import robust_accuracy
 from .fast import autocast, grad_scaler, prepare_model, resolve_precision
@@ -193,7 +194,7 @@ def make_scheduler(
 def _defense_config(model: nn.Module, method: Method, attack: AttackConfig, loss: LossConfig,
                     awp: AWPConfig) -> DefenseConfig:
     """The `DefenseConfig` of a run, resolved for ``method``: AWP's ``None`` fields take the base method's
-    values from `s2o_lib.defenses.AWP_DEFAULTS` (AT: γ 1e-2, no warm-up; TRADES: γ 5e-3, warm-up 10)."""
+    values from `s2o_lib.awp.AWP_DEFAULTS` (AT: γ 1e-2, no warm-up; TRADES: γ 5e-3, warm-up 10)."""
     num_classes = getattr(getattr(model, "head", None), "out_features", 10)
     mass = default_off_diagonal_mass(num_classes) if loss.off_diagonal_mass is None else loss.off_diagonal_mass
     return DefenseConfig(eps=attack.eps, alpha=attack.alpha, steps=attack.steps, beta=loss.beta,

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from s2o_lib import attacks, fast
+from s2o_lib.awp import AWP
 from s2o_lib.checkpoint import load_checkpoint
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import tensors
-from s2o_lib.defenses import AWP, DefenseConfig, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.fast import DeviceLoader, autocast, grad_scaler, preferred_precision, resolve_precision
 from s2o_lib.models import build_model

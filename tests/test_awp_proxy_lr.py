@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from s2o_lib.awp import AWP
 from s2o_lib.data import make_loader, tensors
-from s2o_lib.defenses import AWP
 from s2o_lib.models import build_model
 from s2o_lib.settings import AWPConfig, fit_options
 from s2o_lib.train import fit

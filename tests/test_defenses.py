@@ -11,13 +11,11 @@ from torch import nn
 
 from s2o_lib import defenses
 from s2o_lib.attacks import pgd
+from s2o_lib.awp import AWP, AWP_DEFAULTS, AWPSettings
 from s2o_lib.config import seed_everything
 from s2o_lib.data import tensors
 from s2o_lib.defenses import (
-    AWP,
-    AWP_DEFAULTS,
     METHODS,
-    AWPSettings,
     DefenseConfig,
     Method,
     adversarial_examples,

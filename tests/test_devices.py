@@ -357,7 +357,7 @@ def test_plots_and_widgets_accept_cuda_and_cpu_tensors(fake_cuda, model, batch):
 # ============================================================================================ training
 @pytest.mark.parametrize("method", ["standard", "at", "trades", "mart+s2o", "at+awp+s2o-kfac", "avmixup"])
 def test_training_step_moves_the_batch(fake_cuda, model, batch, method):
-    from s2o_lib.defenses import AWP
+    from s2o_lib.awp import AWP
 
     x, y = batch
     config = DefenseConfig(eps=0.1, alpha=0.05, steps=1).for_method(method)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s2o_lib import defenses, processes
+from s2o_lib.awp import AWP
 from s2o_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from s2o_lib.config import get_profile
 from s2o_lib.data import load_dataset
@@ -234,7 +235,7 @@ def _global_statistics_worker(rank: int, world: int, port: int) -> None:
     labels = torch.tensor([load_dataset("digits", "test")[i][1] for i in range(32)])
 
     def perturbation(xs: torch.Tensor, ys: torch.Tensor, *, averaged: bool) -> dict[str, torch.Tensor]:
-        awp = defenses.AWP(_model_without_bn(), gamma=5e-3, lr=0.1)
+        awp = AWP(_model_without_bn(), gamma=5e-3, lr=0.1)
         if averaged:
             processes.current().average_gradients(awp.proxy)
         return awp.perturbation(lambda m: F.cross_entropy(m(xs), ys))

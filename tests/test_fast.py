@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from s2o_lib.awp import AWP
 from s2o_lib.config import seed_everything
 from s2o_lib.data import load_dataset, tensors
-from s2o_lib.defenses import AWP, DefenseConfig, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.fast import DeviceLoader, autocast, random_crop_flip, training_loader
 from s2o_lib.models import build_model

@@ -272,3 +272,14 @@ def _cells_by_hand(text: str) -> list[tuple[str, str, dict]]:
 @pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.stem)
 def test_jupytext_reads_each_source_cell_for_cell_as_before(source):
     assert build_tool.read_cells(source) == _cells_by_hand(source.read_text())
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_each_committed_notebook_holds_its_source_cell_for_cell(source):
+    """An edit to a source reaches its .ipynb (the build writes both): cell types, sources and tags agree."""
+    nb = nbformat.read(source.parents[1] / f"{source.stem}.ipynb", as_version=4)
+    cells = build_tool.read_cells(source)
+    assert nb.cells[0].source.endswith(cells[0][1]) and len(nb.cells) == len(cells) + 1
+    for i, ((kind, text, meta), cell) in enumerate(zip(cells[1:], nb.cells[2:], strict=True), start=2):
+        assert (cell.cell_type, cell.source) == (kind, text), f"{source.name}: cell {i}"
+        assert {k: cell.metadata.get(k) for k in meta} == meta, f"{source.name}: cell {i}"

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from s2o_lib.attacks import pgd
+from s2o_lib.awp import AWP
 from s2o_lib.compare import published_table
 from s2o_lib.config import get_profile
 from s2o_lib.data import tensors
-from s2o_lib.defenses import AWP, DefenseConfig, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import device_of
 from s2o_lib.regime import analyse_regime, load_results
@@ -60,7 +61,7 @@ print(profile.notes)
 #
 # The weight perturbation $v$ is **relative**: for every layer $l$ its norm is at most γ times that layer's
 # weight norm (the AWP authors use γ = 10⁻² in their AT script and 5·10⁻³ in their TRADES script;
-# `s2o_lib.defenses.AWP_DEFAULTS` holds both), so it means the same for big and small layers. Like the inner attack, the inner
+# `s2o_lib.awp.AWP_DEFAULTS` holds both), so it means the same for big and small layers. Like the inner attack, the inner
 # max is approximated — with a **single** ascent step:
 #
 # 1. copy the model to a **proxy**, take one SGD step on the proxy that *increases* the loss (learning rate
@@ -133,7 +134,7 @@ print("perturbed tensors:", ", ".join(mine))
 #    the unperturbed weights.
 #
 # (The released AWP code steps at $w + v$ and then subtracts $v$; the two differ only in where weight decay is
-# evaluated — see `s2o_lib.defenses.AWP`.) We run this by hand and `training_step(..., method="at+awp")` from the
+# evaluated — see `s2o_lib.awp.AWP`.) We run this by hand and `training_step(..., method="at+awp")` from the
 # same weights, the same random start of PGD and the same optimiser settings, and compare the weights after one
 # step.
 
