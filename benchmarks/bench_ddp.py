@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s2o_lib import processes
 from s2o_lib.awp import AWP
-from s2o_lib.defenses import DefenseConfig, parse_method, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
+from s2o_lib.methods import parse_method
 from s2o_lib.models import build_model
 from s2o_lib.suite import torchrun
 

@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from released_steps import RELEASED
 
 from s2o_lib.awp import AWP
-from s2o_lib.defenses import DefenseConfig, parse_method, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.fast import autocast, prepare_model
+from s2o_lib.methods import parse_method
 from s2o_lib.models import build_model
 
 METHODS = ("at", "at+s2o", "trades", "trades+s2o", "trades+awp+s2o")

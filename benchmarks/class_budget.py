@@ -75,11 +75,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s2o_lib.awp import AWP
-from s2o_lib.compare import COMPARISON_METHODS
 from s2o_lib.config import Profile, get_profile
-from s2o_lib.defenses import DefenseConfig, parse_method, training_step
+from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import parse_attack
+from s2o_lib.methods import COMPARISON_METHODS, parse_method
 from s2o_lib.models import ARCHITECTURES, PreActResNet18, build_model
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000

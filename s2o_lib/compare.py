@@ -43,25 +43,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from .attacks import check_eps
 from .config import Profile
-from .defenses import Method, parse_method
 from .errors import S2OError
 from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
+from .methods import COMPARISON_METHODS, Method, parse_method
 from .presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
 from .stats import SeedComparison, SeedSummary, by_seed, compare_seeds, p_text, summarize_seeds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-#: The methods notebook 09 compares: each base method, then the same with S²O.
-COMPARISON_METHODS: tuple[str, ...] = (
-    "standard",
-    "at", "at+s2o",
-    "trades", "trades+s2o",
-    "mart", "mart+s2o",
-    "avmixup", "avmixup+s2o",
-    "at+awp", "at+awp+s2o",
-    "trades+awp", "trades+awp+s2o",
-)
 
 def comparison_methods(profile: Profile, *, root: str | Path | None = None) -> tuple[str, ...]:
     """The methods notebook 09 compares in ``profile``, in the order of `COMPARISON_METHODS`.

@@ -24,6 +24,7 @@ import torch
 
 from .checks import check_int
 from .errors import S2OError, unknown_name
+from .methods import COMPARISON_METHODS
 
 PROFILE_ENV = "S2O_PROFILE"
 #: Set to 1 (``run-notebooks --dry-run`` does) to get every profile at `dry_run` sizes from `get_profile`.
@@ -118,8 +119,7 @@ class Profile:
 
 #: The methods notebook 09 trains in `smoke` and `class`: 11 of the 13 (not AVMixup and AVMixup+S²O), to fit the
 #: time budgets (benchmarks/RESULTS.md); cached or bundled models of the other two join the table.
-SMALL_COMPARISON: tuple[str, ...] = ("standard", "at", "at+s2o", "trades", "trades+s2o", "mart", "mart+s2o",
-                                     "at+awp", "at+awp+s2o", "trades+awp", "trades+awp+s2o")
+SMALL_COMPARISON: tuple[str, ...] = tuple(m for m in COMPARISON_METHODS if not m.startswith("avmixup"))
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(

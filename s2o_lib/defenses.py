@@ -58,18 +58,18 @@ the hard label: AT+S²O uses R(f(x), f(x′), y) beside CE(f(x′), y). The libr
 ``avmixup+s2o = 0.9·softCE(f(x̃), ỹ) + 0.1·R(f(x), f(x̃), y)``, with x̃ the AVMixup mixture (w = 0.1 as for
 AT, AVMixup being PGD-AT on mixed inputs). This is our composition, not the authors' code.
 
+Method names are `s2o_lib.methods`'.
+
 Example:
-    >>> from s2o_lib.defenses import parse_method
-    >>> parse_method("trades+awp+s2o")
-    Method(base='trades', awp=True, s2o='official')
+    >>> from s2o_lib.defenses import DefenseConfig
+    >>> DefenseConfig().for_method("trades+awp+s2o").awp_gamma
+    0.005
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -78,89 +78,13 @@ from torch import Tensor, nn
 from .attacks import pgd, trades_kl_attack
 from .awp import AWP, AWP_DEFAULTS, AWPSettings
 from .errors import S2OError
+from .methods import BASE_INPUTS, BASES, SOFT_TARGET_VARIANTS, Method, parse_method
 from .models import device_of
 from .s2o import kfac_correlation_penalty, label_smoothing_regulariser, s2o_regulariser
 
-Base = Literal["standard", "at", "trades", "mart", "avmixup"]
-S2OVariant = Literal["official", "kfac", "ls"]
-BASES: tuple[str, ...] = ("standard", "at", "trades", "mart", "avmixup")
-_SUFFIX = {"s2o": "official", "s2o-kfac": "kfac", "ls": "ls"}
 # The regularisers that reweight the primary term, (1 − w)·primary + w·R: the released S²O and its control.
 _SOFT_TARGET_TERMS = {"official": s2o_regulariser, "ls": label_smoothing_regulariser}
-# The inputs each base loss is computed on: "clean" (x) and/or "adv" (x′; AVMixup: the mixture x̃).
-_BASE_INPUTS: dict[str, tuple[str, ...]] = {
-    "standard": ("clean",), "at": ("adv",), "trades": ("clean", "adv"), "mart": ("clean", "adv"),
-    "avmixup": ("adv",),
-}
-
-
-@dataclass(frozen=True)
-class Method:
-    """A parsed training method.
-
-    Attributes:
-        base: ``standard``, ``at``, ``trades``, ``mart`` or ``avmixup``.
-        awp: whether adversarial weight perturbation wraps the step.
-        s2o: ``None``, ``"official"`` (the released regulariser), ``"kfac"`` (the library's KFAC-Laplace
-            reading of the paper's objective) or ``"ls"`` (the label-smoothing control of the released one).
-    """
-
-    base: str
-    awp: bool = False
-    s2o: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The canonical name, e.g. ``trades+awp+s2o``."""
-        parts = [self.base] + (["awp"] if self.awp else [])
-        if self.s2o is not None:
-            parts.append({v: k for k, v in _SUFFIX.items()}[self.s2o])
-        return "+".join(parts)
-
-    @property
-    def adversarial(self) -> bool:
-        """Whether the step needs adversarial examples."""
-        return self.base != "standard"
-
-    @property
-    def needs_clean_logits(self) -> bool:
-        """Whether the step forwards the clean batch (the base loss uses it, or the released S²O term or its
-        control)."""
-        return "clean" in _BASE_INPUTS[self.base] or self.s2o in _SOFT_TARGET_TERMS
-
-
-def _all_method_names() -> tuple[str, ...]:
-    names = ["standard"]
-    for base, awp, s2o in itertools.product(BASES[1:], (False, True), (None, "official", "kfac", "ls")):
-        names.append(Method(base, awp, s2o).name)
-    return tuple(names)
-
-
-METHODS: tuple[str, ...] = _all_method_names()
-
-
-def parse_method(name: str | Method) -> Method:
-    """Parse a method name such as ``"trades+awp+s2o"`` (order of suffixes does not matter).
-
-    Args:
-        name: the method name, or an already parsed `Method`.
-    """
-    if isinstance(name, Method):
-        return name
-    parts = [p.strip().lower() for p in str(name).split("+") if p.strip()]
-    error = S2OError(
-        f"unknown training method {name!r}; valid methods are: {', '.join(METHODS)} "
-        "(a base method, then optionally +awp and +s2o or +s2o-kfac)"
-    )
-    if not parts or parts[0] not in BASES:
-        raise error
-    base, suffixes = parts[0], parts[1:]
-    if len(set(suffixes)) != len(suffixes) or any(s not in ("awp", *_SUFFIX) for s in suffixes):
-        raise error
-    variants = [_SUFFIX[s] for s in suffixes if s in _SUFFIX]
-    if len(variants) > 1 or (base == "standard" and suffixes):
-        raise error
-    return Method(base=base, awp="awp" in suffixes, s2o=variants[0] if variants else None)
+assert set(_SOFT_TARGET_TERMS) == set(SOFT_TARGET_VARIANTS)
 
 
 def forward_order(method: Method | str) -> tuple[str, ...]:
@@ -427,7 +351,7 @@ def method_loss(
         if features is None:
             raise S2OError("+s2o-kfac needs the last-layer features; use a model from s2o_lib.models")
         named = {"clean": logits_clean, "adv": logits_adv}
-        logits = torch.cat([named[name] for name in _BASE_INPUTS[method.base]])
+        logits = torch.cat([named[name] for name in BASE_INPUTS[method.base]])
         with torch.autocast(features.device.type, enabled=False):  # its Gram matrices and inverses in fp32
             penalty = kfac_correlation_penalty(features.float(), logits.float(), damping=config.kfac_damping)
         loss = loss + config.kfac_weight * penalty
@@ -556,7 +480,7 @@ def _loss_on(
     if inputs.mix is not None:
         soft = avmixup_labels(inputs.y, inputs.mix, num_classes=logits_adv.shape[1],
                               lambda1=config.avmixup_lambda1, lambda2=config.avmixup_lambda2)
-    used = [features.get(name) for name in _BASE_INPUTS[method.base]]
+    used = [features.get(name) for name in BASE_INPUTS[method.base]]
     feats = torch.cat(used) if want_features and all(f is not None for f in used) else None
     loss = method_loss(method, config, inputs.y, logits_clean=logits_clean, logits_adv=logits_adv,
                        features=feats, soft_labels=soft)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .errors import S2OError
+from .methods import METHODS
 from .norms import compound_symmetry_logdet
 from .stats import NO_DIFFERENCE, SeedComparison, compare_seeds, holm, p_text, signed_rank_test, t_interval, t_test
 
@@ -52,8 +53,8 @@ WORST_ALL = "worst_case"
 #: The attacks behind each worst-case endpoint.
 WORST_OF: dict[str, tuple[str, ...]] = {WORST: ("pgd20", "cw20"), WORST_ALL: ("pgd20", "cw20", "autoattack")}
 Checkpoint = Literal["last", "best"]
-METHOD_ORDER = ("standard", "at", "at+s2o", "at+ls", "at+awp", "trades", "trades+s2o", "trades+ls", "mart",
-                "mart+s2o", "mart+ls")
+#: The order of methods in the tables: the one method list's (`s2o_lib.methods.METHODS`).
+METHOD_ORDER: tuple[str, ...] = METHODS
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .checks import check_int, check_linf_eps, check_positive, check_step_size
-from .defenses import Method, parse_method
 from .errors import S2OError, unknown_name
 from .evaluate import COUNTINGS, Counting
 from .fast import PRECISION_CHOICES, PrecisionChoice
+from .methods import Method, parse_method
 
 __all__ = [
     "CONFIGS", "FIT_WAY_OUT", "FLAT_SETTINGS", "PER_BATCH_SCHEDULES", "SCHEDULES", "AWPConfig", "AttackConfig",

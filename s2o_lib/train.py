@@ -45,11 +45,12 @@ from .checks import (
     check_labels,
     check_model_input,
 )
-from .defenses import DefenseConfig, Method, parse_method, training_step
+from .defenses import DefenseConfig, training_step
 from .errors import S2OError, unknown_name
 from .evaluate import robust_accuracy
 from .fast import autocast, grad_scaler, prepare_model, resolve_precision
 from .lock import folder_lock, writes_here
+from .methods import Method, parse_method
 from .models import device_of, dtype_of, model_spec
 from .s2o import default_off_diagonal_mass
 from .settings import (

@@ -25,9 +25,9 @@ from torch import nn
 from .checks import check_int
 from .config import Profile, dry_run_requested, get_device, get_profile, seed_everything
 from .data import dataset_info, dataset_missing, download_reachable, load_dataset, make_loader, stand_in_dataset
-from .defenses import parse_method
 from .fast import training_loader
 from .lock import folder_lock
+from .methods import parse_method
 from .models import build_model
 from .settings import FLAT_SETTINGS, SettingsChanged, fit_options
 from .train import History, fit

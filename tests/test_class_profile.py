@@ -137,7 +137,8 @@ def test_one_cycle_resumes_exactly_and_refuses_another_length(tmp_path, digits, 
 
 
 def test_notebook_09_compares_the_profiles_methods_and_cached_others(tmp_path):
-    from s2o_lib.compare import COMPARISON_METHODS, comparison_methods
+    from s2o_lib.compare import comparison_methods
+    from s2o_lib.methods import COMPARISON_METHODS
 
     cls = get_profile("class")
     assert comparison_methods(get_profile("paper"), root=tmp_path) == COMPARISON_METHODS

@@ -15,7 +15,6 @@ from torch import nn
 
 from s2o_lib.compare import (
     AUTHORS_SOURCE,
-    COMPARISON_METHODS,
     RELEASED_LOG_SOURCE,
     ROBUSTBENCH_SOURCE,
     ComparisonTable,
@@ -23,9 +22,9 @@ from s2o_lib.compare import (
     compare_models,
     published_table,
 )
-from s2o_lib.defenses import parse_method
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import EvalResult, robust_accuracy
+from s2o_lib.methods import COMPARISON_METHODS, parse_method
 from s2o_lib.presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
 from s2o_lib.stats import NO_DIFFERENCE, compare_seeds, paired_test, wilson_interval
 

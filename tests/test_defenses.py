@@ -15,18 +15,16 @@ from s2o_lib.awp import AWP, AWP_DEFAULTS, AWPSettings
 from s2o_lib.config import seed_everything
 from s2o_lib.data import tensors
 from s2o_lib.defenses import (
-    METHODS,
     DefenseConfig,
-    Method,
     adversarial_examples,
     avmixup_labels,
     forward_order,
     method_loss,
-    parse_method,
     soft_cross_entropy,
     training_step,
 )
 from s2o_lib.errors import S2OError
+from s2o_lib.methods import METHODS, Method, parse_method
 from s2o_lib.models import build_model
 from s2o_lib.s2o import kfac_correlation_penalty, label_smoothing_regulariser, s2o_regulariser
 

@@ -40,9 +40,10 @@ from torch.utils._pytree import tree_flatten, tree_map
 from s2o_lib.attacks import fgsm, pgd, trades_kl_attack
 from s2o_lib.bounds import estimate_bound
 from s2o_lib.compare import accuracy_vs_eps, compare_models
-from s2o_lib.defenses import DefenseConfig, adversarial_examples, parse_method, training_inputs, training_step
+from s2o_lib.defenses import DefenseConfig, adversarial_examples, training_inputs, training_step
 from s2o_lib.evaluate import correct_predictions, robust_accuracy
 from s2o_lib.laplace import kfac_factors, kronecker_correlation
+from s2o_lib.methods import parse_method
 from s2o_lib.models import build_model, device_of
 from s2o_lib.noise import noisy_accuracy, sigma_search
 from s2o_lib.norms import layer_norms

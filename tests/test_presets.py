@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from s2o_lib.awp import AWP_DEFAULTS
-from s2o_lib.defenses import DefenseConfig, parse_method
+from s2o_lib.defenses import DefenseConfig
 from s2o_lib.errors import S2OError
+from s2o_lib.methods import parse_method
 from s2o_lib.presets import AVMIXUP_SETTINGS, BASELINES, PRESETS, get_preset
 
 

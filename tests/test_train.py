@@ -11,8 +11,8 @@ from s2o_lib.attacks import pgd
 from s2o_lib.checkpoint import load_checkpoint, load_model, save_checkpoint
 from s2o_lib.config import seed_everything
 from s2o_lib.data import make_loader, tensors
-from s2o_lib.defenses import parse_method
 from s2o_lib.errors import S2OError
+from s2o_lib.methods import parse_method
 from s2o_lib.models import build_model
 from s2o_lib.settings import AttackConfig, AWPConfig, EvalConfig, LossConfig, OptimConfig, fit_options
 from s2o_lib.train import _defense_config, fit, make_optimizer, make_scheduler

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from s2o_lib.attacks import pgd, trades_kl_attack
 from s2o_lib.config import get_profile
 from s2o_lib.data import make_loader
-from s2o_lib.defenses import DefenseConfig, method_loss, parse_method
+from s2o_lib.defenses import DefenseConfig, method_loss
 from s2o_lib.evaluate import robust_accuracy
+from s2o_lib.methods import parse_method
 from s2o_lib.models import device_of
 from s2o_lib.zoo import profile_data, trained_model
 
