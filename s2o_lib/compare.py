@@ -9,7 +9,7 @@ them. The table reports every attack and the per-sample worst case, each accurac
 the S²O gain: for every base method whose ``base+s2o`` is in the table too, S²O minus base in percentage points
 with its confidence interval, its p-value and a significance marker set only when p < α (`s2o_lib.stats`:
 McNemar's exact test on the per-image outcomes with one seed, the paired t-test across seeds with several).
-`accuracy_vs_eps` gives a robustness-versus-ε curve, and `published_table` the authors' released CIFAR-10
+`accuracy_vs_eps` gives a robustness-versus-ε curve, and `s2o_lib.presets.published_table` the authors' released CIFAR-10
 numbers (from `s2o_lib.presets`, never typed in here) with RobustBench entries for context.
 
 Example:
@@ -46,8 +46,9 @@ from .config import Profile
 from .errors import S2OError
 from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
 from .methods import COMPARISON_METHODS, Method, parse_method
-from .presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
-from .stats import SeedComparison, SeedSummary, by_seed, compare_seeds, p_text, summarize_seeds
+from .presets import ARCH_NAMES, PRESETS, PUBLISHED_ATTACKS
+from .seeds import SeedComparison, SeedSummary, compare_seeds, summarize_seeds
+from .stats import by_seed, p_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -75,15 +76,6 @@ def comparison_methods(profile: Profile, *, root: str | Path | None = None) -> t
               if (folder / profile.name / f"{parse_method(m).name}-seed0" / "checkpoint.pt").is_file()}
     return tuple(m for m in COMPARISON_METHODS if m in chosen or m in cached)
 
-
-#: Display names of the architectures that appear in the published numbers.
-ARCH_NAMES: dict[str, str] = {"preact-resnet18": "PreAct ResNet-18", "wrn-34-10": "WRN-34-10",
-                              "small-cnn": "small CNN", "small-cnn-w24": "small CNN (width 24)",
-                              "preact-resnet18-w32": "PreAct ResNet-18 (width 32)"}
-AUTHORS_SOURCE = "authors' figures (Jin et al., released S²O results)"
-ROBUSTBENCH_SOURCE = "RobustBench (context, not S²O)"
-RELEASED_LOG_SOURCE = "Rice et al. 2020, released training log (PGD-10, no AutoAttack)"
-PUBLISHED_ATTACKS: tuple[str, ...] = ("clean", "pgd20", "autoattack")
 
 Data = Dataset | DataLoader | tuple[Tensor, Tensor]
 #: One model per method, or several (one per training seed) as a list or ``{seed: model}``.
@@ -213,7 +205,7 @@ class ComparisonTable:
             confidence: confidence level of the intervals (use ``1 − α`` to match a test at level α).
 
         Returns:
-            ``{base method: {attack: SeedComparison}}`` (`s2o_lib.stats.compare_seeds`): per seed McNemar's exact
+            ``{base method: {attack: SeedComparison}}`` (`s2o_lib.seeds.compare_seeds`): per seed McNemar's exact
             test and Newcombe's interval; with several seeds the t-interval and paired t-test across seeds (the
             primary test) and McNemar pooled over all (seed, image) pairs. ``mean_difference`` is a fraction.
 
@@ -648,49 +640,3 @@ def accuracy_vs_eps(
     name = f"pgd{steps}"
     return [robust_accuracy(model, data, attacks=(name,), eps=e, alpha=alpha_ratio * e, n=n, seed=seed,
                             batch_size=batch_size)[name] for e in radii]
-
-
-# ============================================================================================ published numbers
-def _split_robustbench(entry: str) -> tuple[str, str]:
-    """``"TRADES WRN-34-10"`` → ``("TRADES", "WRN-34-10")`` (the architecture is the entry's known suffix)."""
-    for arch in ARCH_NAMES.values():
-        if entry.endswith(" " + arch):
-            return entry[: -len(arch) - 1].strip(), arch
-    return entry, ""
-
-
-def published_table(*, include_context: bool = True) -> list[dict[str, Any]]:
-    """The authors' released CIFAR-10 results of S²O, and optionally RobustBench entries for context.
-
-    Every number comes from `s2o_lib.presets` (``Preset.published``, ``ROBUSTBENCH_CONTEXT`` and
-    ``RELEASED_LOG_BASES``): CIFAR-10, L∞ ε = 8/255, in percent. They are the authors', RobustBench's and Rice et
-    al.'s figures, not reproduced here.
-
-    Args:
-        include_context: also add the base rows: RobustBench's (clean and AutoAttack; PGD-20 is ``None``) and the
-            one read off a released training log (clean and ``pgd10``; AutoAttack is ``None``).
-
-    Returns:
-        One dict per row: ``source``, ``method``, ``arch``, ``dataset``, ``clean``, ``pgd20``, ``autoattack``
-        (and ``pgd10`` on the released-log row).
-
-    Example:
-        >>> rows = published_table(include_context=False)
-        >>> rows[0]["method"], rows[0]["arch"], rows[0]["source"].startswith("authors")
-        ('at+s2o', 'PreAct ResNet-18', True)
-    """
-    rows = []
-    for preset in PRESETS.values():
-        rows.append({"source": AUTHORS_SOURCE, "method": preset.method,
-                     "arch": ARCH_NAMES.get(preset.arch, preset.arch), "dataset": preset.dataset,
-                     **{attack: preset.published.get(attack) for attack in PUBLISHED_ATTACKS}})
-    if include_context:
-        for entry, numbers in ROBUSTBENCH_CONTEXT.items():
-            method, arch = _split_robustbench(entry)
-            rows.append({"source": ROBUSTBENCH_SOURCE, "method": method, "arch": arch, "dataset": "cifar10",
-                         **{attack: numbers.get(attack) for attack in PUBLISHED_ATTACKS}})
-        for entry, numbers in RELEASED_LOG_BASES.items():
-            method, arch = _split_robustbench(entry)
-            rows.append({"source": RELEASED_LOG_SOURCE, "method": method, "arch": arch, "dataset": "cifar10",
-                         **{attack: numbers.get(attack) for attack in PUBLISHED_ATTACKS}, "pgd10": numbers["pgd10"]})
-    return rows

@@ -174,6 +174,61 @@ RELEASED_LOG_BASES: dict[str, dict[str, float]] = {
 }
 
 
+#: Display names of the architectures that appear in the published numbers.
+ARCH_NAMES: dict[str, str] = {"preact-resnet18": "PreAct ResNet-18", "wrn-34-10": "WRN-34-10",
+                              "small-cnn": "small CNN", "small-cnn-w24": "small CNN (width 24)",
+                              "preact-resnet18-w32": "PreAct ResNet-18 (width 32)"}
+AUTHORS_SOURCE = "authors' figures (Jin et al., released S²O results)"
+ROBUSTBENCH_SOURCE = "RobustBench (context, not S²O)"
+RELEASED_LOG_SOURCE = "Rice et al. 2020, released training log (PGD-10, no AutoAttack)"
+PUBLISHED_ATTACKS: tuple[str, ...] = ("clean", "pgd20", "autoattack")
+
+
+def _split_robustbench(entry: str) -> tuple[str, str]:
+    """``"TRADES WRN-34-10"`` → ``("TRADES", "WRN-34-10")`` (the architecture is the entry's known suffix)."""
+    for arch in ARCH_NAMES.values():
+        if entry.endswith(" " + arch):
+            return entry[: -len(arch) - 1].strip(), arch
+    return entry, ""
+
+
+def published_table(*, include_context: bool = True) -> list[dict[str, Any]]:
+    """The authors' released CIFAR-10 results of S²O, and optionally RobustBench entries for context.
+
+    Every number comes from this module (``Preset.published``, ``ROBUSTBENCH_CONTEXT`` and
+    ``RELEASED_LOG_BASES``): CIFAR-10, L∞ ε = 8/255, in percent. They are the authors', RobustBench's and Rice et
+    al.'s figures, not reproduced here.
+
+    Args:
+        include_context: also add the base rows: RobustBench's (clean and AutoAttack; PGD-20 is ``None``) and the
+            one read off a released training log (clean and ``pgd10``; AutoAttack is ``None``).
+
+    Returns:
+        One dict per row: ``source``, ``method``, ``arch``, ``dataset``, ``clean``, ``pgd20``, ``autoattack``
+        (and ``pgd10`` on the released-log row).
+
+    Example:
+        >>> rows = published_table(include_context=False)
+        >>> rows[0]["method"], rows[0]["arch"], rows[0]["source"].startswith("authors")
+        ('at+s2o', 'PreAct ResNet-18', True)
+    """
+    rows = []
+    for preset in PRESETS.values():
+        rows.append({"source": AUTHORS_SOURCE, "method": preset.method,
+                     "arch": ARCH_NAMES.get(preset.arch, preset.arch), "dataset": preset.dataset,
+                     **{attack: preset.published.get(attack) for attack in PUBLISHED_ATTACKS}})
+    if include_context:
+        for entry, numbers in ROBUSTBENCH_CONTEXT.items():
+            method, arch = _split_robustbench(entry)
+            rows.append({"source": ROBUSTBENCH_SOURCE, "method": method, "arch": arch, "dataset": "cifar10",
+                         **{attack: numbers.get(attack) for attack in PUBLISHED_ATTACKS}})
+        for entry, numbers in RELEASED_LOG_BASES.items():
+            method, arch = _split_robustbench(entry)
+            rows.append({"source": RELEASED_LOG_SOURCE, "method": method, "arch": arch, "dataset": "cifar10",
+                         **{attack: numbers.get(attack) for attack in PUBLISHED_ATTACKS}, "pgd10": numbers["pgd10"]})
+    return rows
+
+
 def get_preset(name: str) -> Preset:
     """Look a preset up by name (`PRESETS`, then `BASELINES`), with a clear error listing the valid ones."""
     known = {**PRESETS, **BASELINES}

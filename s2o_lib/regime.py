@@ -39,7 +39,8 @@ import numpy as np
 from .errors import S2OError
 from .methods import METHODS
 from .norms import compound_symmetry_logdet
-from .stats import NO_DIFFERENCE, SeedComparison, compare_seeds, holm, p_text, signed_rank_test, t_interval, t_test
+from .seeds import SeedComparison, compare_seeds
+from .stats import NO_DIFFERENCE, holm, p_text, signed_rank_test, t_interval, t_test
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -11,11 +11,11 @@ import torch
 
 import s2o_lib.train
 from s2o_lib.checkpoint import load_model, save_checkpoint
-from s2o_lib.compare import ARCH_NAMES
 from s2o_lib.config import PROFILES, get_profile, seed_everything
 from s2o_lib.data import make_loader
 from s2o_lib.errors import S2OError
 from s2o_lib.models import PreActResNet18, build_model, model_spec
+from s2o_lib.presets import ARCH_NAMES
 from s2o_lib.settings import AttackConfig, OptimConfig
 from s2o_lib.train import CHECKPOINT_NAME, fit, make_optimizer, make_scheduler
 from s2o_lib.zoo import fit_settings

@@ -13,20 +13,21 @@ import pytest
 import torch
 from torch import nn
 
-from s2o_lib.compare import (
-    AUTHORS_SOURCE,
-    RELEASED_LOG_SOURCE,
-    ROBUSTBENCH_SOURCE,
-    ComparisonTable,
-    accuracy_vs_eps,
-    compare_models,
-    published_table,
-)
+from s2o_lib.compare import ComparisonTable, accuracy_vs_eps, compare_models
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import EvalResult, robust_accuracy
 from s2o_lib.methods import COMPARISON_METHODS, parse_method
-from s2o_lib.presets import PRESETS, RELEASED_LOG_BASES, ROBUSTBENCH_CONTEXT
-from s2o_lib.stats import NO_DIFFERENCE, compare_seeds, paired_test, wilson_interval
+from s2o_lib.presets import (
+    AUTHORS_SOURCE,
+    PRESETS,
+    RELEASED_LOG_BASES,
+    RELEASED_LOG_SOURCE,
+    ROBUSTBENCH_CONTEXT,
+    ROBUSTBENCH_SOURCE,
+    published_table,
+)
+from s2o_lib.seeds import compare_seeds
+from s2o_lib.stats import NO_DIFFERENCE, paired_test, wilson_interval
 
 EPS, ALPHA = 0.15, 0.02  # the smoke profile's evaluation radius and step
 CHEAP = ("clean", "fgsm", "pgd5")

@@ -12,11 +12,11 @@ from scipy import stats as sps
 
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import EvalResult
+from s2o_lib.seeds import compare_seeds, summarize_seeds
 from s2o_lib.stats import (
     NO_DIFFERENCE,
     as_outcomes,
     by_seed,
-    compare_seeds,
     holm,
     mcnemar_p_value,
     newcombe_interval,
@@ -24,7 +24,6 @@ from s2o_lib.stats import (
     paired_test,
     proportion,
     signed_rank_test,
-    summarize_seeds,
     t_interval,
     t_test,
     wilson_interval,

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 
 from s2o_lib.attacks import pgd
 from s2o_lib.awp import AWP
-from s2o_lib.compare import published_table
 from s2o_lib.config import get_profile
 from s2o_lib.data import tensors
 from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import device_of
+from s2o_lib.presets import published_table
 from s2o_lib.regime import analyse_regime, load_results
 from s2o_lib.zoo import profile_data, trained_model
 
