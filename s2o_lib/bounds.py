@@ -130,7 +130,7 @@ from .noise import (
     check_search_args,
     forward_pass,
 )
-from .norms import LayerNorms, compound_symmetry, compound_symmetry_logdet, layer_norms
+from .norms import LayerNorms, compound_symmetry, jin_posterior_terms, layer_norms
 
 ConvSpectral = Literal["true", "reshaped"]
 #: The σ searches of `estimate_bound`: isotropic, KFAC-Laplace correlated, Jin et al. 2020's correlated.
@@ -422,26 +422,6 @@ def _norm_terms(norms: Sequence[LayerNorms], conv_spectral: str) -> dict[str, An
     }
 
 
-def jin_posterior_terms(layers: Sequence[LayerNorms]) -> tuple[float, float]:
-    """``maxᵢ‖Sᵢ‖₂`` and ``−Σᵢ ln det Sᵢ`` of Jin et al. 2020's posterior, Sᵢ = I_{n_in} ⊗ S(ρᵢ) per layer.
-
-    Args:
-        layers: the layers' norms (`s2o_lib.norms.layer_norms`), each with its ρ (mean |cos| between neurons).
-
-    Returns:
-        ``(max_S_spectral, neg_logdet_S)``: ``maxᵢ (1 + (n_out − 1)·ρᵢ)`` and
-        ``Σᵢ −n_in·[(n_out − 1)·ln(1 − ρᵢ) + ln(1 + (n_out − 1)·ρᵢ)]`` with n_out the layer's neurons (filters)
-        and n_in the weights of one neuron.
-    """
-    spectral, neg_logdet = 1.0, 0.0
-    for layer in layers:
-        n_out = layer.weight_shape[0]
-        n_in = math.prod(layer.weight_shape[1:])
-        spectral = max(spectral, 1.0 + (n_out - 1) * layer.rho)
-        neg_logdet -= compound_symmetry_logdet(layer.rho, n_out=n_out, n_in=n_in)
-    return spectral, neg_logdet
-
-
 def _sigmas(
     evaluator: NoisyHeadAccuracy, laplace: LastLayerLaplace, head_rho: float, *, max_drop: float, draws: int,
     iters: int, seed: int, project_shift: bool,
@@ -569,16 +549,6 @@ def _bound_report(
 
 
 # ============================================================================================ tables
-#: The rows of `compare_reports`, in order.
-TABLE_ROWS: tuple[str, ...] = (
-    "m", "depth", "width", "input_norm", "eps", "eps_l2", "gamma", "robust_margin_loss", "clean_train_acc",
-    "robust_train_acc", "log10_spectral_product", "sum_fro_over_spec", "R_fro", "R_spectral", "R_logdet",
-    "jin_S_spectral", "jin_neg_logdet", "log10_q_independent", "log10_q_correlated", "log10_q_jin",
-    "log10_bound_independent", "log10_bound_correlated", "log10_bound_jin", "sigma_isotropic", "sigma_correlated",
-    "sigma_jin",
-)
-
-
 def _check_reports(reports: Mapping[str, BoundReport]) -> None:
     if not isinstance(reports, Mapping) or not reports:
         raise S2OError("reports must be a non-empty mapping {model name: BoundReport}")
@@ -587,41 +557,6 @@ def _check_reports(reports: Mapping[str, BoundReport]) -> None:
             raise S2OError(
                 f"reports[{name!r}] must be a BoundReport (from estimate_bound), got {type(report).__name__}"
             )
-
-
-def _format_cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def compare_reports(reports: Mapping[str, BoundReport], *, rows: Sequence[str] = TABLE_ROWS) -> str:
-    """A markdown table of bound terms: one column per model, one row per term.
-
-    Args:
-        reports: ``{model name: BoundReport}``.
-        rows: the `BoundReport` fields to show (default `TABLE_ROWS`).
-
-    Returns:
-        The table as a markdown string.
-
-    Example:
-        >>> print(compare_reports({"at": report_at, "at+s2o": report_s2o}))  # doctest: +SKIP
-    """
-    _check_reports(reports)
-    valid = {f.name for f in fields(BoundReport)} - {"layers"}
-    for row in rows:
-        if row not in valid:
-            raise unknown_name("BoundReport field", row, valid)
-    names = list(reports)
-    lines = ["| term | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for row in rows:
-        lines.append(f"| {row} | " + " | ".join(_format_cell(getattr(reports[k], row)) for k in names) + " |")
-    return "\n".join(lines)
 
 
 def reports_to_rows(

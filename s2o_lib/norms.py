@@ -463,3 +463,23 @@ def compound_symmetry_logdet(rho: float, *, n_out: int, n_in: int = 1) -> float:
         raise S2OError(f"rho must lie in ({low:.4g}, 1) for a positive-definite {n_out}×{n_out} compound-symmetry "
                        f"matrix, e.g. a mean |cosine similarity| such as 0.1; got {rho!r}")
     return n_in * ((n_out - 1) * math.log1p(-rho) + math.log1p((n_out - 1) * rho))
+
+
+def jin_posterior_terms(layers: Sequence[LayerNorms]) -> tuple[float, float]:
+    """``maxᵢ‖Sᵢ‖₂`` and ``−Σᵢ ln det Sᵢ`` of Jin et al. 2020's posterior, Sᵢ = I_{n_in} ⊗ S(ρᵢ) per layer.
+
+    Args:
+        layers: the layers' norms (`s2o_lib.norms.layer_norms`), each with its ρ (mean |cos| between neurons).
+
+    Returns:
+        ``(max_S_spectral, neg_logdet_S)``: ``maxᵢ (1 + (n_out − 1)·ρᵢ)`` and
+        ``Σᵢ −n_in·[(n_out − 1)·ln(1 − ρᵢ) + ln(1 + (n_out − 1)·ρᵢ)]`` with n_out the layer's neurons (filters)
+        and n_in the weights of one neuron.
+    """
+    spectral, neg_logdet = 1.0, 0.0
+    for layer in layers:
+        n_out = layer.weight_shape[0]
+        n_in = math.prod(layer.weight_shape[1:])
+        spectral = max(spectral, 1.0 + (n_out - 1) * layer.rho)
+        neg_logdet -= compound_symmetry_logdet(layer.rho, n_out=n_out, n_in=n_in)
+    return spectral, neg_logdet

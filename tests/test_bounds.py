@@ -13,11 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from s2o_lib.attacks import margins, pgd
 from s2o_lib.bounds import (
-    TABLE_ROWS,
     BoundReport,
-    compare_reports,
     estimate_bound,
-    jin_posterior_terms,
     reports_to_rows,
 )
 from s2o_lib.data import load_dataset, tensors
@@ -31,7 +28,7 @@ from s2o_lib.laplace import (
 )
 from s2o_lib.models import ARCHITECTURES, build_model
 from s2o_lib.noise import NoisyHeadAccuracy, noisy_accuracy, sigma_search
-from s2o_lib.norms import compound_symmetry, compound_symmetry_logdet, mean_abs_correlation
+from s2o_lib.norms import compound_symmetry, compound_symmetry_logdet, jin_posterior_terms, mean_abs_correlation
 
 EPS = 0.05
 
@@ -374,12 +371,8 @@ def test_finite_terms_for_every_architecture(arch):
 
 
 # ============================================================================================ tables
-def test_compare_reports_and_rows(report):
+def test_reports_as_rows(report):
     other = BoundReport(**{**report.scalars(), "gamma": 2 * report.gamma, "layers": report.layers})
-    table = compare_reports({"first": report, "second": other})
-    lines = table.splitlines()
-    assert lines[0] == "| term | first | second |" and len(lines) == 2 + len(TABLE_ROWS)
-    assert any(line.startswith("| gamma |") for line in lines)
     wide = reports_to_rows({"first": report, "second": other})
     assert [row["model"] for row in wide] == ["first", "second"] and wide[1]["gamma"] == 2 * report.gamma
     long = reports_to_rows({"first": report}, form="long")
@@ -387,10 +380,10 @@ def test_compare_reports_and_rows(report):
     layers = reports_to_rows({"first": report, "second": other}, form="layers")
     assert len(layers) == 2 * report.depth and layers[0]["name"] == "body.0"
     assert report.as_dict()["layers"][0]["kind"] == "conv"
-    with pytest.raises(S2OError):
-        compare_reports({"first": report}, rows=("no_such_term",))
-    with pytest.raises(S2OError):
-        compare_reports({})
+    with pytest.raises(S2OError, match="rows form"):
+        reports_to_rows({"first": report}, form="table")  # type: ignore[arg-type]
+    with pytest.raises(S2OError, match="non-empty mapping"):
+        reports_to_rows({})
 
 
 # ============================================================================================ bad input
