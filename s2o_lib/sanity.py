@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ from .evaluate import (
 )
 from .models import device_of
 
+Data = Dataset | DataLoader | tuple[Tensor, Tensor]
 MaskMethod = Literal["saturate", "quantize"]
 MASK_METHODS: tuple[str, ...] = ("saturate", "quantize")
 
@@ -360,8 +361,59 @@ def _check_sanity_args(
         check_eps(e, name="eps_grid entries")
 
 
+def accuracy_vs_eps(
+    model: nn.Module,
+    data: Data,
+    *,
+    eps_values: Sequence[float],
+    steps: int = 20,
+    alpha_ratio: float = 0.25,
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[float]:
+    """PGD-``steps`` accuracy (clean-and-adversarial correct) at each radius, for a robustness-vs-ε plot.
+
+    Each point is ``robust_accuracy(model, data, attacks=(f"pgd{steps}",), eps=e, alpha=alpha_ratio * e, ...)``:
+    the step size scales with the radius, so every point runs the same attack in a bigger or smaller ball. With
+    the same ``n``, ``seed`` and ratio these are exactly the numbers of the ``eps_monotone`` check of
+    `s2o_lib.evaluate.sanity_checks`.
+
+    Args:
+        model: classifier mapping images in [0, 1] to logits.
+        data: a Dataset, a DataLoader or an ``(X, y)`` tuple, as for `robust_accuracy`.
+        eps_values: the radii (≥ 0), in the order the accuracies are returned; at 0 the accuracy is clean.
+        steps: PGD steps (20: PGD-20).
+        alpha_ratio: step size divided by the radius (0.25: ε/4, `robust_accuracy`'s default).
+        n: evaluate the first ``n`` samples (``None``: all).
+        seed: seed of the random starts.
+        batch_size: images per forward pass.
+
+    Returns:
+        The accuracies (Python floats in [0, 1]), one per radius; the data is moved to the model's device.
+
+    Example:
+        >>> accuracy_vs_eps(model, test_set, eps_values=[0, 2/255, 4/255, 8/255], n=500)   # doctest: +SKIP
+        [0.84, 0.75, 0.66, 0.48]
+    """
+    radii = eps_values.tolist() if hasattr(eps_values, "tolist") else eps_values  # NumPy / torch arrays too
+    if isinstance(radii, (str, bytes)) or not isinstance(radii, Iterable) or not (radii := list(radii)):
+        raise S2OError("eps_values must be a non-empty sequence of radii >= 0, e.g. [0, 0.01, 0.03]; "
+                       f"got {eps_values!r}")
+    for e in radii:
+        check_eps(e, name="every entry of eps_values")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise S2OError(f"steps must be an integer >= 1 (20 for PGD-20), got {steps!r}")
+    if isinstance(alpha_ratio, bool) or not isinstance(alpha_ratio, (int, float)) or not math.isfinite(alpha_ratio) \
+            or alpha_ratio <= 0:
+        raise S2OError(f"alpha_ratio (step size / eps) must be a finite number > 0, e.g. 0.25; got {alpha_ratio!r}")
+    name = f"pgd{steps}"
+    return [robust_accuracy(model, data, attacks=(name,), eps=e, alpha=alpha_ratio * e, n=n, seed=seed,
+                            batch_size=batch_size)[name] for e in radii]
+
+
 def sanity_checks(
-    model: nn.Module, data: Dataset | DataLoader | tuple[Tensor, Tensor], *, eps: float, n: int = 200,
+    model: nn.Module, data: Data, *, eps: float, n: int = 200,
     surrogate: nn.Module | None = None, seed: int = 0, alpha: float | None = None,
     eps_grid: Sequence[float] | None = None, large_eps: float = 0.5, large_eps_max_acc: float = 0.1,
     steps: tuple[int, int] = (10, 50), restarts: int = 5, autoattack_version: AutoAttackVersion | None = "fast",

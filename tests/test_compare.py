@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from s2o_lib.compare import ComparisonTable, accuracy_vs_eps, compare_models
+from s2o_lib.compare import ComparisonTable, compare_models
 from s2o_lib.errors import S2OError
 from s2o_lib.evaluate import EvalResult, robust_accuracy
 from s2o_lib.methods import COMPARISON_METHODS, parse_method
@@ -26,6 +26,7 @@ from s2o_lib.presets import (
     ROBUSTBENCH_SOURCE,
     published_table,
 )
+from s2o_lib.sanity import accuracy_vs_eps
 from s2o_lib.seeds import compare_seeds
 from s2o_lib.stats import NO_DIFFERENCE, paired_test, wilson_interval
 

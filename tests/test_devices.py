@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from s2o_lib.attacks import fgsm, pgd, trades_kl_attack
 from s2o_lib.bounds import estimate_bound
-from s2o_lib.compare import accuracy_vs_eps, compare_models
+from s2o_lib.compare import compare_models
 from s2o_lib.defenses import DefenseConfig, adversarial_examples, training_inputs, training_step
 from s2o_lib.evaluate import correct_predictions, robust_accuracy
 from s2o_lib.laplace import kfac_factors, kronecker_correlation
@@ -48,7 +48,7 @@ from s2o_lib.models import build_model, device_of
 from s2o_lib.noise import noisy_accuracy, sigma_search
 from s2o_lib.norms import layer_norms
 from s2o_lib.s2o import kfac_correlation_penalty, s2o_regulariser, soft_targets
-from s2o_lib.sanity import sanity_checks
+from s2o_lib.sanity import accuracy_vs_eps, sanity_checks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
