@@ -16,7 +16,7 @@ Sub-commands (every number of benchmarks/REGIME.md comes from one of these comma
     python benchmarks/regime_search.py time --subset 200 --epochs 40 --threads 2
 
 ``report`` reads the committed copies in ``benchmarks/results/regime/`` (``--dir runs/regime`` for a round being
-run); ``report --plan`` carries out REGIME.md's pre-registered analysis with `s2o_lib.regime` / `s2o_lib.stats`.
+run); ``report --plan`` carries out REGIME.md's pre-registered analysis with `benchmarks/regime.py` / `s2o_lib.stats`.
 ``run`` appends one JSON line per finished (regime, method, seed) to ``runs/regime/<round>.jsonl`` and skips
 runs already there; a run that is cut off resumes from its checkpoint folder (``fit`` resumes exactly) and
 its partial curve (``curve.jsonl`` beside the checkpoint). Run it at low priority on one thread
@@ -56,13 +56,13 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.regime import METHOD_ORDER, RESULTS_DIR, analyse_regime, load_results
 from s2o_lib.bounds import estimate_bound
 from s2o_lib.config import get_profile, seed_everything
 from s2o_lib.data import load_dataset, make_loader, tensors
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.norms import mean_abs_correlation
-from s2o_lib.regime import METHOD_ORDER, RESULTS_DIR, analyse_regime, load_results
 from s2o_lib.settings import fit_options
 from s2o_lib.stats import paired_test, signed_rank_test, t_interval, t_test
 from s2o_lib.train import fit

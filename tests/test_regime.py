@@ -1,4 +1,4 @@
-"""Tests for `s2o_lib.regime`: the pre-registered analysis of the small-data regime, on constructed records (whose
+"""Tests for `benchmarks/regime.py`: the pre-registered analysis of the small-data regime, on constructed records (whose
 answers are known by hand) and on the committed results (shape and sanity only: never which method wins)."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from s2o_lib.errors import S2OError
-from s2o_lib.regime import (
+from benchmarks.regime import (
     PLANS,
     RESULTS_DIR,
     WORST,
@@ -22,6 +21,7 @@ from s2o_lib.regime import (
     method_label,
     regime_key,
 )
+from s2o_lib.errors import S2OError
 from s2o_lib.stats import NO_DIFFERENCE, holm
 
 N = 20  # images per constructed evaluation

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.regime import analyse_regime, load_results
 from s2o_lib.checkpoint import load_model
 from s2o_lib.config import get_device, get_profile, seed_everything
 from s2o_lib.data import dataset_info, make_loader
@@ -29,7 +30,6 @@ from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.plots import plot_history
-from s2o_lib.regime import analyse_regime, load_results
 from s2o_lib.zoo import profile_data, runs_root, trained_model
 
 # %% [markdown]
@@ -191,7 +191,7 @@ assert acc_best["pgd20"] <= acc_best["clean"]
 # training images that happens on a CPU too. The suite trained PGD-AT offline on **100 training digits for 80
 # epochs** (learning rate ×0.1 at epochs 40 and 60), eight training seeds, and recorded PGD-10 accuracy on the
 # training images, on 300 held-out validation images and on the 360 test images every 8 epochs
-# (`benchmarks/regime_search.py`; `s2o_lib.regime` reads the committed results — nothing is trained here).
+# (`benchmarks/regime_search.py`; `benchmarks/regime.py` reads the committed results — nothing is trained here).
 
 # %%
 regime = analyse_regime(load_results("confirm"))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.regime import analyse_regime, load_results
 from s2o_lib.attacks import pgd
 from s2o_lib.awp import AWP
 from s2o_lib.config import get_profile
@@ -31,7 +32,6 @@ from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import device_of
 from s2o_lib.presets import published_table
-from s2o_lib.regime import analyse_regime, load_results
 from s2o_lib.zoo import profile_data, trained_model
 
 # %% [markdown]
@@ -367,7 +367,7 @@ assert abs(gaps["AT+AWP"] - gaps["PGD-AT"]) <= 0.05, gaps
 # ## What eight training seeds say about AWP
 # One pair of smoke models cannot tell whether AWP helps: above, the two gaps differ by a few images, and
 # which is the smaller changes with the training seed (and even with the CPU's arithmetic). The suite therefore ran a pre-registered experiment offline
-# (`benchmarks/REGIME.md`; nothing is trained here, `s2o_lib.regime` recomputes every number from the committed
+# (`benchmarks/REGIME.md`; nothing is trained here, `benchmarks/regime.py` recomputes every number from the committed
 # results): 100 training digits for 80 epochs — a large robust generalisation gap for AWP to close — eight
 # training seeds per method, every model attacked on all 360 test digits, AT-AWP with the AWP authors' AT
 # settings (γ = 10⁻², no warm-up), compared seed by seed with AT by a paired t-test (Holm-corrected over the

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from IPython.display import HTML, display
 
+from benchmarks.regime import analyse_regime, load_results
 from s2o_lib.config import get_profile
 from s2o_lib.data import dataset_info, make_loader, tensors
 from s2o_lib.defenses import DefenseConfig, training_step
 from s2o_lib.laplace import kfac_factors, kronecker_correlation, kronecker_summaries
 from s2o_lib.norms import mean_abs_correlation, weight_correlation
 from s2o_lib.plots import correlation_heatmap, plot_history
-from s2o_lib.regime import analyse_regime, load_results
 from s2o_lib.s2o import default_off_diagonal_mass, kfac_correlation_penalty
 from s2o_lib.zoo import profile_data, trained_model
 

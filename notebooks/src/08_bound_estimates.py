@@ -19,6 +19,7 @@ import torch
 from IPython.display import HTML, display
 from torch.utils.data import Subset
 
+from benchmarks.regime import STATISTICS, analyse_regime, load_results
 from s2o_lib.bounds import estimate_bound, reports_to_rows
 from s2o_lib.checkpoint import load_model
 from s2o_lib.config import get_profile, seed_everything
@@ -27,7 +28,6 @@ from s2o_lib.evaluate import robust_accuracy
 from s2o_lib.models import build_model
 from s2o_lib.noise import sigma_search
 from s2o_lib.norms import compound_symmetry_logdet
-from s2o_lib.regime import STATISTICS, analyse_regime, load_results
 from s2o_lib.train import epoch_checkpoint_name, fit
 from s2o_lib.zoo import fit_settings, profile_data, runs_root, trained_model
 

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from IPython.display import HTML, Markdown, display
 
+from benchmarks.regime import analyse_regime, load_results
 from s2o_lib.compare import compare_models, comparison_methods
 from s2o_lib.config import get_profile
 from s2o_lib.defenses import DefenseConfig, method_loss
 from s2o_lib.evaluate import ATTACKS, WORST_CASE, describe_protocol, robust_accuracy
 from s2o_lib.methods import parse_method
 from s2o_lib.presets import published_table
-from s2o_lib.regime import analyse_regime, load_results
 from s2o_lib.sanity import accuracy_vs_eps, mask_gradients, sanity_checks
 from s2o_lib.stats import NO_DIFFERENCE, paired_test
 from s2o_lib.zoo import profile_data, trained_model

@@ -15,11 +15,11 @@ notebooks print the same numbers without training anything:
   last-layer statistics, the robust gap and the bound (`STATISTICS`), with t-intervals.
 
 Every comparison is the paired t-test on the per-seed differences (same seed, same images) with its 95%
-t-interval (`stats.compare_seeds`); Wilcoxon's signed-rank test on the same differences, McNemar per seed, each
+t-interval (`s2o_lib.seeds.compare_seeds`); Wilcoxon's signed-rank test on the same differences, McNemar per seed, each
 attack alone and the best-on-validation checkpoint are reported beside it.
 
 Example:
-    >>> from s2o_lib.regime import analyse_regime, load_results          # doctest: +SKIP
+    >>> from benchmarks.regime import analyse_regime, load_results          # doctest: +SKIP
     >>> analysis = analyse_regime(load_results("control"))
     >>> [c.verdict() for c in analysis.primary()]
 """
@@ -36,17 +36,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .errors import S2OError
-from .methods import METHODS
-from .norms import compound_symmetry_logdet
-from .seeds import SeedComparison, compare_seeds
-from .stats import NO_DIFFERENCE, holm, p_text, signed_rank_test, t_interval, t_test
+from s2o_lib.errors import S2OError
+from s2o_lib.methods import METHODS
+from s2o_lib.norms import compound_symmetry_logdet
+from s2o_lib.seeds import SeedComparison, compare_seeds
+from s2o_lib.stats import NO_DIFFERENCE, holm, p_text, signed_rank_test, t_interval, t_test
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Where the committed result lines live (a checkout's ``benchmarks/results/regime``).
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "regime"
+#: Where the committed result lines live: beside this file, ``benchmarks/results/regime``.
+RESULTS_DIR = Path(__file__).resolve().parent / "results" / "regime"
 #: The per-image worst case over PGD-20 and CW-20 (an image counts only if both attacks fail on it).
 WORST = "worst_pgd20_cw20"
 #: The per-image worst case over PGD-20, CW-20 and AutoAttack: the robust accuracy notebook 09 teaches to report.
