@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from .attacks import check_eps
 from .config import Profile
 from .errors import S2OError
-from .evaluate import ATTACKS, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
+from .evaluate import ATTACKS, AutoAttackBudget, AutoAttackVersion, EvalResult, describe_protocol, robust_accuracy
 from .methods import COMPARISON_METHODS, Method, parse_method
 from .presets import ARCH_NAMES, PRESETS, PUBLISHED_ATTACKS
 from .seeds import SeedComparison, SeedSummary, compare_seeds, summarize_seeds
@@ -541,6 +541,7 @@ def compare_models(
     attacks: Sequence[str] = ATTACKS,
     n: int | None = None,
     autoattack_version: AutoAttackVersion = "standard",
+    autoattack_budget: AutoAttackBudget = "full",
     aa_eps: float | None = None,
     seed: int = 0,
     batch_size: int = 256,
@@ -560,6 +561,7 @@ def compare_models(
         n: evaluate the first ``n`` samples (``None``: all).
         autoattack_version: ``"standard"`` (the number to report) or ``"fast"`` (a declared cheaper subset).
         aa_eps: AutoAttack's L∞ radius (``None``: ``eps``; the paper: 8/255 beside PGD/CW's 0.031).
+        autoattack_budget: ``"full"`` or ``"dry-run"`` (`s2o_lib.evaluate.robust_accuracy`).
         seed: attack seed (random starts and AutoAttack), the same for every model; not a training seed.
         batch_size: images per forward pass.
         return_per_sample: keep each result's per-sample correctness (``result.per_sample``), which the intervals
@@ -583,7 +585,8 @@ def compare_models(
         check_eps(alpha, name="alpha (step size)")
     describe_protocol(attacks, eps=eps, alpha=alpha, autoattack_version=autoattack_version, aa_eps=aa_eps)
     settings = {"attacks": attacks, "eps": eps, "alpha": alpha, "n": n, "autoattack_version": autoattack_version,
-                "aa_eps": aa_eps, "seed": seed, "batch_size": batch_size, "return_per_sample": return_per_sample}
+                "aa_eps": aa_eps, "seed": seed, "batch_size": batch_size, "return_per_sample": return_per_sample,
+                "autoattack_budget": autoattack_budget}
     runs = {name: {s: robust_accuracy(model, data, **settings) for s, model in by_seed.items()}
             for name, by_seed in seeded.items()}
     first = next(iter(next(iter(runs.values())).values()))

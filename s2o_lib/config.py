@@ -66,6 +66,8 @@ class Profile:
             cached, e.g. from a pretrained bundle (`s2o_lib.compare.comparison_methods`).
         dry_run: the profile's code path at tiny sizes (`dry_run`): stand-in data when the real set is
             missing, models cached apart from real ones.
+        autoattack_budget: ``"full"``, or ``"dry-run"`` in a dry run: the notebooks pass it to
+            `s2o_lib.evaluate.robust_accuracy`, so AutoAttack runs its attacks at a tiny budget.
         precision: the training precision (`s2o_lib.train.SpeedConfig`): ``"fp32"``, or ``"auto"`` for
             `s2o_lib.fast.preferred_precision` of the device (``class``: bf16 on Ampere and later GPUs, fp16 with
             a loss scaler on a T4, fp32 on a CPU). A speed setting: a bundle or a resumed run may differ in it.
@@ -94,6 +96,7 @@ class Profile:
     schedule: Literal["piecewise", "constant", "onecycle"] = "piecewise"
     compare_methods: tuple[str, ...] | None = None
     dry_run: bool = False
+    autoattack_budget: Literal["full", "dry-run"] = "full"
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
 
     @property
@@ -246,7 +249,7 @@ def dry_run(profile: Profile) -> Profile:
     """
     return profile.with_(
         epochs=1, batch_size=16, train_subset=64, test_subset=40, train_steps=1, eval_steps=2, eval_n=20,
-        awp_warmup=1, dry_run=True,
+        awp_warmup=1, dry_run=True, autoattack_budget="dry-run",
         notes=f"DRY RUN of {profile.name}: its code path at tiny sizes (64 training and 40 test images, one "
               "epoch, PGD-1 training, attacks on 20 images, AutoAttack at 5 iterations and 20 Square queries); the "
               "numbers mean nothing. " + profile.notes,

@@ -48,7 +48,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from .attacks import CW_MARGIN, eval_mode, fgsm, frozen_parameters, pgd
 from .checks import check_eps, check_int, check_labels, check_linf_eps, check_model_input, check_step_size
-from .config import dry_run_requested
 from .data import batch_slices, tensors
 from .errors import S2OError, unknown_name
 from .models import device_of, dtype_of, model_spec
@@ -63,6 +62,10 @@ COUNTINGS: tuple[str, ...] = ("both", "adversarial")
 #: The default attacks, weakest first. ``pgdN`` / ``cwN`` with any N ≥ 1 are accepted too.
 ATTACKS: tuple[str, ...] = ("clean", "fgsm", "pgd20", "cw20", "autoattack")
 AUTOATTACK_VERSIONS: tuple[str, ...] = ("standard", "fast")
+#: AutoAttack's budget: ``"full"`` (its own iterations and queries) or ``"dry-run"`` (`DRY_RUN_AUTOATTACK`: every
+#: attack of the version, at a tiny budget; what a dry-run profile passes, `s2o_lib.config.Profile.autoattack_budget`).
+AutoAttackBudget = Literal["full", "dry-run"]
+AUTOATTACK_BUDGETS: tuple[str, ...] = ("full", "dry-run")
 WORST_CASE = "worst_case"
 
 #: What each AutoAttack version runs (pyautoattack, L∞). ``fast`` is a declared cheaper subset: no FAB-T and
@@ -296,7 +299,7 @@ class _CollectWarnings(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-#: AutoAttack's budget in a dry run (``run-notebooks --dry-run``, ``S2O_DRY_RUN=1``): every attack of the version
+#: AutoAttack's budget in a dry run (``autoattack_budget="dry-run"``, as ``run-notebooks --dry-run``'s profile passes it): every attack of the version
 #: runs, with these iterations and Square queries. A dry-run model trained one epoch on stand-in data predicts
 #: one class whatever the input, so no attack moves it and Square would spend its 5000 queries on every image.
 DRY_RUN_AUTOATTACK = {"iterations": 5, "square_queries": 20}
@@ -311,7 +314,7 @@ def _dry_run_budget(attack: Any) -> None:
 
 def _run_autoattack(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, version: str, seed: int, batch_size: int,
-    device: torch.device, num_classes: int,
+    device: torch.device, num_classes: int, budget: str = "full",
 ) -> tuple[Tensor, list[str]]:
     """Adversarial images from pyautoattack for (x, y) (CPU tensors), and the warnings it logged.
 
@@ -335,7 +338,7 @@ def _run_autoattack(
         attack = AutoAttack(model, device=device, eps=eps, norm="Linf", version="standard", seed=seed)
         attack.apgd_targeted.n_target_classes = min(_STANDARD_TARGET_CLASSES, num_classes - 1)
         attack.fab.n_target_classes = min(_STANDARD_TARGET_CLASSES, num_classes - 1)
-    if dry_run_requested():
+    if budget == "dry-run":
         _dry_run_budget(attack)
     attack.verbose = False  # no per-attack debug lines; its warnings still reach the handler below
     logger = logging.getLogger("auto-attack")
@@ -371,6 +374,7 @@ class _Protocol:
     device: torch.device
     shards: Shards
     counting: Counting = "both"
+    autoattack_budget: str = "full"
 
 
 def _check_eval_args(
@@ -411,7 +415,8 @@ def _robust_under(
                 continue
             x_adv, messages = _run_autoattack(
                 model, x_all[idx[s]], y_all[idx[s]], eps=protocol.aa_eps, version=protocol.autoattack_version,
-                seed=protocol.seed, batch_size=batch_size, device=device, num_classes=num_classes)
+                seed=protocol.seed, batch_size=batch_size, device=device, num_classes=num_classes,
+                budget=protocol.autoattack_budget)
             notes += [f"AutoAttack: {m}" for m in messages if f"AutoAttack: {m}" not in notes]
             correct[idx[s]] = correct_predictions(model, x_adv, y_all[idx[s]], device=device, batch_size=batch_size)
     else:
@@ -478,6 +483,7 @@ def robust_accuracy(
     return_per_sample: bool = False,
     shards: Shards | None = None,
     counting: Counting = "both",
+    autoattack_budget: AutoAttackBudget = "full",
 ) -> EvalResult:
     """Accuracy under clean inputs and L∞ attacks, counted per sample (worst case over clean and attack).
 
@@ -517,6 +523,8 @@ def robust_accuracy(
             (``correct += pred(x').eq(y)`` over every image): equal or higher, since the clean-correct images get
             the same attack as with ``"both"`` and the misclassified ones are attacked too (their own seeded
             starts). AutoAttack counts its own way (``"both"``) in either; ``worst_case`` always includes clean.
+        autoattack_budget: ``"full"``, or ``"dry-run"``: the version's attacks at `DRY_RUN_AUTOATTACK` (a dry run
+            checks the code path; its numbers mean nothing).
 
     Returns:
         An `EvalResult`: ``{attack name: accuracy in [0, 1]}`` (floats) plus ``"worst_case"``, with ``.protocol``
@@ -530,12 +538,14 @@ def robust_accuracy(
                              autoattack_version=autoattack_version, seed=seed)
     if counting not in COUNTINGS:
         raise unknown_name("counting", counting, COUNTINGS)
+    if autoattack_budget not in AUTOATTACK_BUDGETS:
+        raise unknown_name("AutoAttack budget", autoattack_budget, AUTOATTACK_BUDGETS)
     step = eps / 4 if alpha is None else alpha
     aa_eps = _aa_radius(eps, aa_eps)
     protocol = _Protocol(eps=eps, aa_eps=aa_eps, step=step, restarts=restarts, autoattack_version=autoattack_version,
                          seed=seed, batch_size=batch_size,
                          device=device_of(model) if device is None else torch.device(device), shards=shards or Shards(),
-                         counting=counting)
+                         counting=counting, autoattack_budget=autoattack_budget)
     x_all, y_all = tensors(data, n=n)
     _check_data_fits(model, x_all, y_all, device=protocol.device)
     per_sample: dict[str, Tensor] = {}
@@ -564,7 +574,8 @@ def _eval_result(per_sample: dict[str, Tensor], clean: Tensor, *, specs: Sequenc
                                     aa_eps=protocol.aa_eps)
     settings = {"eps": protocol.eps, "aa_eps": protocol.aa_eps, "alpha": protocol.step, "restarts": protocol.restarts,
                 "seed": protocol.seed, "n": len(clean), "norm": "linf", "counting": protocol.counting,
-                "autoattack_version": protocol.autoattack_version, "attacks": description}
+                "autoattack_version": protocol.autoattack_version, "attacks": description,
+                **({"autoattack_budget": "dry-run"} if protocol.autoattack_budget == "dry-run" else {})}
     accuracies = {name: value.float().mean().item() for name, value in per_sample.items()}
     return EvalResult(accuracies, per_sample=per_sample if return_per_sample else None, protocol=settings,
                       notes=notes)

@@ -117,9 +117,10 @@ def test_cli_evaluate_paper_profile_uses_8_over_255(aa_radii, model_xy, tmp_path
     assert aa_radii[-1] == 0.05
 
 
-@pytest.mark.parametrize("dry_run", ["", "1"])
-def test_a_dry_run_runs_every_autoattack_attack_at_a_tiny_budget(monkeypatch, dry_run):
-    """`run-notebooks --dry-run` (S2O_DRY_RUN=1): the standard version's four attacks, at DRY_RUN_AUTOATTACK."""
+@pytest.mark.parametrize("budget", ["full", "dry-run"])
+def test_a_dry_run_runs_every_autoattack_attack_at_a_tiny_budget(monkeypatch, budget):
+    """``autoattack_budget="dry-run"`` (a dry-run profile's, `run-notebooks --dry-run`): the standard version's four
+    attacks at DRY_RUN_AUTOATTACK; the environment is not read (S2O_DRY_RUN set changes nothing)."""
     import pyautoattack
 
     from s2o_lib.evaluate import DRY_RUN_AUTOATTACK
@@ -133,12 +134,26 @@ def test_a_dry_run_runs_every_autoattack_attack_at_a_tiny_budget(monkeypatch, dr
             return (x.clone(),)
 
     monkeypatch.setattr(pyautoattack, "AutoAttack", Recording)
-    monkeypatch.setenv("S2O_DRY_RUN", dry_run)
+    monkeypatch.setenv("S2O_DRY_RUN", "1" if budget == "full" else "")  # the parameter decides, not the variable
     model = build_model("small-cnn", num_classes=10, in_channels=1).eval()
     x = torch.rand(4, 1, 16, 16)
     with torch.no_grad():
         y = model(x).argmax(1)                          # every image clean-correct: AutoAttack runs on all
-    robust_accuracy(model, (x, y), attacks=("autoattack",), eps=0.1, autoattack_version="standard")
-    iterations, queries = (DRY_RUN_AUTOATTACK["iterations"], DRY_RUN_AUTOATTACK["square_queries"]) if dry_run \
-        else (100, 5000)
+    result = robust_accuracy(model, (x, y), attacks=("autoattack",), eps=0.1, autoattack_version="standard",
+                             autoattack_budget=budget)
+    iterations, queries = (DRY_RUN_AUTOATTACK["iterations"], DRY_RUN_AUTOATTACK["square_queries"]) \
+        if budget == "dry-run" else (100, 5000)
+    assert result.protocol.get("autoattack_budget", "full") == budget
     assert budgets == [(["apgd-ce", "apgd-t", "fab-t", "square"], iterations, iterations, iterations, queries)]
+
+
+def test_a_dry_run_profile_passes_the_tiny_budget(monkeypatch):
+    from s2o_lib.config import get_profile
+
+    monkeypatch.setenv("S2O_DRY_RUN", "1")
+    assert get_profile("class").autoattack_budget == "dry-run"
+    monkeypatch.delenv("S2O_DRY_RUN")
+    assert get_profile("class").autoattack_budget == "full"
+    with pytest.raises(S2OError, match="AutoAttack budget"):
+        robust_accuracy(build_model("small-cnn", num_classes=10, in_channels=1), (torch.rand(2, 1, 16, 16),
+                        torch.tensor([0, 1])), attacks=("clean",), eps=0.1, autoattack_budget="tiny")

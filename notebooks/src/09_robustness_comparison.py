@@ -112,7 +112,7 @@ def worst_case_by_hand(per_sample, attacks):
 start = time.perf_counter()
 table = compare_models(models, test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
                        autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0,
-                       return_per_sample=True)
+                       autoattack_budget=profile.autoattack_budget, return_per_sample=True)
 print(f"{len(models)} models × {len(ATTACKS)} attacks in {time.perf_counter() - start:.1f} s")
 print(table.protocol_line())
 
@@ -147,7 +147,8 @@ for name, result in table.results.items():
 
 # %% jupyter={"source_hidden": true}
 alone = robust_accuracy(models["standard"], test_set, eps=profile.eval_eps, alpha=profile.eval_alpha, n=n_eval,
-                        autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0)
+                        autoattack_version=profile.autoattack, aa_eps=profile.autoattack_eps, seed=0,
+                        autoattack_budget=profile.autoattack_budget)
 assert dict(alone) == dict(table.results["standard"]), "the table must equal robust_accuracy for the same protocol"
 assert alone.protocol == table.protocol
 
