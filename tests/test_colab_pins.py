@@ -87,3 +87,13 @@ def test_the_colab_step_writes_no_version_by_hand():
     for script in (COLAB / "run", ROOT / ".ci" / "run"):
         assert not re.search(r"[A-Za-z0-9]==\s*\d", script.read_text()), f"{script}: versions belong in the freeze"
     assert "bash .ci/colab/run" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_names_the_colab_runtime_last_tested():
+    readme = (ROOT / "README.md").read_text()
+    tested = readme[readme.index("**Last tested Colab runtime**"):].split("\n\n")[0]
+    commit = re.search(r"commit\s+`([0-9a-f]{40})`", (COLAB / "README.md").read_text()).group(1)
+    assert f"`{commit[:7]}`" in tested
+    colab = pins.colab_versions()
+    for name in ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "ipython", "ipykernel", "ipywidgets"):
+        assert re.search(rf"{name} {re.escape(colab[name])}\b", tested, flags=re.IGNORECASE), name
