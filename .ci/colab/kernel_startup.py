@@ -1,7 +1,7 @@
 """IPython start-up file of the Colab pass's kernels (`run` copies it into ``$IPYTHONDIR/profile_default/startup``).
 
 Colab's kernel has imported ``google.colab`` before the first cell runs, which is how the set-up cell and
-`s2o_lib.project.on_colab` know they are on Colab; the stand-in (``google/colab`` beside this file, which `run`
+`s2o_lib.suite.notebook_setup.on_colab` know they are on Colab; the stand-in (``google/colab`` beside this file, which `run`
 puts into the venv's site-packages where Colab has its own) is imported here the same way. After the first cell
 that leaves ``s2o_lib`` imported (the set-up cell) the kernel writes one line to ``$S2O_COLAB_LOG``: where
 ``s2o_lib`` came from and the versions it runs with, which `run` checks and prints.
