@@ -35,6 +35,12 @@ from .errors import S2OError, unknown_name
 from .fast import fp16_active
 from .models import device_of, dtype_of, model_spec
 
+__all__ = [
+    "CW_MARGIN", "FP16_ATTACK_SCALE", "INITS", "LOSSES", "NORMS", "AttackLoss", "Init", "Norm", "cw_margin_loss",
+    "eval_mode", "fgsm", "frozen_parameters", "margins", "pgd", "project", "trades_kl_attack",
+]
+
+
 Norm = Literal["linf", "l2"]
 AttackLoss = Literal["ce", "cw"]
 Init = Literal["uniform", "gaussian", "none"]

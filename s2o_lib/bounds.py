@@ -132,6 +132,12 @@ from .noise import (
 )
 from .norms import LayerNorms, compound_symmetry, jin_posterior_terms, layer_norms
 
+__all__ = [
+    "CONV_SPECTRAL", "SIGMA_POSTERIORS", "BoundReport", "BoundValue", "ConvSpectral", "estimate_bound",
+    "reports_to_rows", "robust_bound",
+]
+
+
 ConvSpectral = Literal["true", "reshaped"]
 #: The σ searches of `estimate_bound`: isotropic, KFAC-Laplace correlated, Jin et al. 2020's correlated.
 SIGMA_POSTERIORS: tuple[str, ...] = ("isotropic", "correlated", "jin")

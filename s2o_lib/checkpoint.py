@@ -24,6 +24,12 @@ from . import __version__
 from .errors import S2OError
 from .models import build_from_spec, model_spec
 
+__all__ = [
+    "BEST_NAME", "CHECKPOINT_NAME", "FORMAT_VERSION", "TEMPORARY_SUFFIX", "architecture_mismatch",
+    "load_checkpoint", "load_model", "load_weights", "remove_stale_temporaries", "restore_best", "save_checkpoint",
+]
+
+
 FORMAT_VERSION = 1
 TEMPORARY_SUFFIX = ".tmp"
 #: The files of a run folder (`s2o_lib.train.fit`): the resumable checkpoint and the best-robust weights.

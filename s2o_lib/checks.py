@@ -23,6 +23,12 @@ from torch import Tensor
 
 from .errors import S2OError
 
+__all__ = [
+    "check_eps", "check_fraction", "check_images", "check_int", "check_integer_labels", "check_labels",
+    "check_linf_eps", "check_model_input", "check_open_unit", "check_positive", "check_step_size",
+]
+
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -52,6 +52,11 @@ from .stats import by_seed, p_text
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+__all__ = [
+    "ComparisonTable", "Data", "Models", "compare_models", "comparison_methods",
+]
+
+
 def comparison_methods(profile: Profile, *, root: str | Path | None = None) -> tuple[str, ...]:
     """The methods notebook 09 compares in ``profile``, in the order of `COMPARISON_METHODS`.
 

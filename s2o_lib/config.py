@@ -26,6 +26,12 @@ from .checks import check_int
 from .errors import S2OError, unknown_name
 from .methods import COMPARISON_METHODS
 
+__all__ = [
+    "DRY_RUN_ENV", "PROFILES", "PROFILE_ENV", "SMALL_COMPARISON", "Profile", "dry_run", "dry_run_requested",
+    "get_device", "get_profile", "seed_everything",
+]
+
+
 PROFILE_ENV = "S2O_PROFILE"
 #: Set to 1 (``run-notebooks --dry-run`` does) to get every profile at `dry_run` sizes from `get_profile`.
 DRY_RUN_ENV = "S2O_DRY_RUN"

@@ -28,6 +28,13 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from .checks import check_images, check_int, check_integer_labels
 from .errors import S2OError, unknown_name
 
+__all__ = [
+    "DATASETS", "ORDERS", "DatasetInfo", "Order", "Rows", "Split", "batch_slices", "dataset_info",
+    "dataset_missing", "download_reachable", "holds_uint8_images", "is_augmented", "load_dataset", "make_loader",
+    "stand_in_dataset", "tensors",
+]
+
+
 Split = Literal["train", "test"]
 Order = Literal["first", "random"]
 ORDERS: tuple[str, ...] = ("first", "random")

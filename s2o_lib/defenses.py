@@ -82,6 +82,13 @@ from .methods import BASE_INPUTS, BASES, SOFT_TARGET_VARIANTS, Method, parse_met
 from .models import device_of
 from .s2o import kfac_correlation_penalty, label_smoothing_regulariser, s2o_regulariser
 
+__all__ = [
+    "DefenseConfig", "StepInputs", "StepResult", "adversarial_examples", "avmixup_inputs", "avmixup_labels",
+    "base_terms", "forward_order", "mart_terms", "method_loss", "smoothed_labels", "soft_cross_entropy",
+    "training_inputs", "training_step",
+]
+
+
 # The regularisers that reweight the primary term, (1 − w)·primary + w·R: the released S²O and its control.
 _SOFT_TARGET_TERMS = {"official": s2o_regulariser, "ls": label_smoothing_regulariser}
 assert set(_SOFT_TARGET_TERMS) == set(SOFT_TARGET_VARIANTS)

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+__all__ = [
+    "S2OError", "unknown_name",
+]
+
+
 
 class S2OError(ValueError):
     """Bad input to the S²O library: the message says what was wrong and how to fix it."""

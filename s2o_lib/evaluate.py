@@ -53,6 +53,14 @@ from .errors import S2OError, unknown_name
 from .models import device_of, dtype_of, model_spec
 from .processes import Shards
 
+__all__ = [
+    "ATTACKS", "AUTOATTACK_BUDGETS", "AUTOATTACK_PROTOCOLS", "AUTOATTACK_VERSIONS", "COUNTINGS",
+    "DRY_RUN_AUTOATTACK", "WORST_CASE", "AttackSpec", "AutoAttackBudget", "AutoAttackVersion", "Counting",
+    "EvalResult", "attack_generator", "chunk_generator", "correct_predictions", "describe_protocol",
+    "parse_attack", "robust_accuracy",
+]
+
+
 AutoAttackVersion = Literal["standard", "fast"]
 #: How an attack's accuracy counts an image: ``"both"`` right on the clean input and under the attack (this
 #: library, AutoAttack); ``"adversarial"`` right on the adversarial input alone (the S²O/AWP/TRADES scripts).

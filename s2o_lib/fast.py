@@ -37,6 +37,13 @@ from .checks import check_int
 from .data import holds_uint8_images, is_augmented, make_loader, tensors
 from .errors import S2OError, unknown_name
 
+__all__ = [
+    "BF16_CAPABILITY", "CPU_FP16_ENV", "PRECISIONS", "PRECISION_CHOICES", "DeviceLoader", "Precision",
+    "PrecisionChoice", "autocast", "fp16_active", "grad_scaler", "preferred_precision", "prepare_model",
+    "random_crop_flip", "resolve_precision", "training_loader",
+]
+
+
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: A precision, or ``"auto"``: `preferred_precision` of the device that trains.

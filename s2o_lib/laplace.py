@@ -54,6 +54,12 @@ from torch import Tensor
 
 from .errors import S2OError
 
+__all__ = [
+    "KroneckerSummaries", "LastLayerLaplace", "class_factor", "correlation_from_covariance", "damp",
+    "kfac_factors", "kronecker_correlation", "kronecker_summaries", "last_layer_laplace", "ones_complement_basis",
+]
+
+
 
 def damp(matrix: Tensor, damping: float) -> Tensor:
     """Add ``damping · mean(diag)`` to the diagonal (scale-free Tikhonov damping)."""

@@ -25,6 +25,11 @@ from pathlib import Path
 
 from .errors import S2OError
 
+__all__ = [
+    "LOCK_NAME", "FolderBusy", "folder_lock", "lock_holder", "writes_here",
+]
+
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows

@@ -22,6 +22,13 @@ from torch import Tensor, nn
 
 from .errors import S2OError, unknown_name
 
+__all__ = [
+    "ARCHITECTURES", "Classifier", "Normalize", "NormalizedClassifier", "PreActBlock", "PreActResNet18",
+    "SmallCNN", "WideBasic", "WideResNet", "build_from_spec", "build_model", "device_of", "dtype_of",
+    "hidden_layer", "last_linear", "model_spec",
+]
+
+
 
 class Normalize(nn.Module):
     """Per-channel standardisation inside the model, so attacks work on [0, 1] images."""

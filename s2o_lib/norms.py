@@ -42,6 +42,13 @@ from .checks import check_int
 from .errors import S2OError
 from .models import device_of, dtype_of
 
+__all__ = [
+    "LayerKind", "LayerNorms", "compound_symmetry", "compound_symmetry_logdet", "conv_operator",
+    "conv_spectral_norm", "jin_posterior_terms", "layer_norms", "matrix_spectral_norm", "mean_abs_correlation",
+    "power_iteration", "reshaped_spectral_norm", "weight_correlation",
+]
+
+
 LayerKind = Literal["conv", "linear"]
 
 

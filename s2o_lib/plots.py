@@ -21,6 +21,11 @@ from matplotlib.figure import Figure
 
 from .train import History
 
+__all__ = [
+    "correlation_heatmap", "image_grid", "plot_accuracy_vs_eps", "plot_history",
+]
+
+
 
 def image_grid(
     rows: Mapping[str, torch.Tensor],

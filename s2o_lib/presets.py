@@ -47,6 +47,13 @@ from .awp import AWP_DEFAULTS
 from .defenses import DefenseConfig
 from .errors import unknown_name
 
+__all__ = [
+    "ARCH_NAMES", "AUTHORS_SOURCE", "AVMIXUP_SETTINGS", "BASELINES", "PRESETS", "PUBLISHED_ATTACKS",
+    "RELEASED_LOG_BASES", "RELEASED_LOG_SOURCE", "ROBUSTBENCH_CONTEXT", "ROBUSTBENCH_SOURCE", "Preset",
+    "get_preset", "published_table",
+]
+
+
 
 @dataclass(frozen=True)
 class Preset:

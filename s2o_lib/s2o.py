@@ -58,6 +58,12 @@ from .errors import S2OError
 from .laplace import kfac_factors, kronecker_correlation
 from .processes import batch_sum
 
+__all__ = [
+    "default_off_diagonal_mass", "kfac_correlation_penalty", "label_smoothing_regulariser", "s2o_regulariser",
+    "soft_target_kl", "soft_target_matrix", "soft_targets", "uniform_targets",
+]
+
+
 
 def default_off_diagonal_mass(num_classes: int) -> float:
     """The authors' choice of m: 0.8 for 10 classes, 0.98 for 100 classes (CIFAR-100)."""

@@ -40,6 +40,12 @@ from .evaluate import (
 )
 from .models import device_of
 
+__all__ = [
+    "MASK_METHODS", "Check", "Data", "GradientMaskedModel", "MaskMethod", "SanityReport", "accuracy_vs_eps",
+    "mask_gradients", "sanity_checks",
+]
+
+
 Data = Dataset | DataLoader | tuple[Tensor, Tensor]
 MaskMethod = Literal["saturate", "quantize"]
 MASK_METHODS: tuple[str, ...] = ("saturate", "quantize")

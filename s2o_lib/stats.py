@@ -74,6 +74,14 @@ from torch import Tensor
 from .errors import S2OError
 from .evaluate import EvalResult
 
+__all__ = [
+    "NO_DIFFERENCE", "Outcomes", "PairedTest", "PrimaryTest", "Proportion", "Runs", "as_outcomes", "as_runs",
+    "by_seed", "check_level", "holm", "mcnemar_p_value", "newcombe_interval", "p_text", "paired_counts",
+    "paired_from_counts", "paired_test", "proportion", "signed_rank_test", "t_interval", "t_test",
+    "wilson_interval",
+]
+
+
 #: Per-image outcomes of one model: a bool vector (n,) (torch, NumPy or a list of 0/1), or an `EvalResult`
 #: evaluated with ``return_per_sample=True`` (its ``per_sample[attack]`` is used).
 Outcomes = Tensor | np.ndarray | Sequence[bool] | EvalResult

@@ -69,6 +69,11 @@ from .settings import (
     settings_changes,
 )
 
+__all__ = [
+    "History", "epoch_checkpoint_name", "fit", "make_optimizer", "make_scheduler",
+]
+
+
 
 def epoch_checkpoint_name(epoch: int) -> str:
     """The file name of the weights kept after ``epoch`` (see ``fit(..., keep_every=k)``)."""

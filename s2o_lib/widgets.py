@@ -23,6 +23,11 @@ from .attacks import fgsm, pgd
 from .errors import S2OError
 from .models import device_of
 
+__all__ = [
+    "EpsilonExplorer", "ExplorerAttack", "epsilon_explorer", "epsilon_figure",
+]
+
+
 ExplorerAttack = Literal["fgsm", "pgd"]
 _STEPS = 30  # slider positions from 0 to max_eps
 

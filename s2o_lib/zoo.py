@@ -32,6 +32,12 @@ from .models import build_model
 from .settings import FLAT_SETTINGS, SettingsChanged, fit_options
 from .train import History, fit
 
+__all__ = [
+    "CHECKOUT_RUNS", "DATA_ENV", "RUNS_ENV", "RUN_SOURCES", "cache_home", "fit_settings", "overrides_key",
+    "profile_data", "run_folder", "runs_root", "trained_model",
+]
+
+
 #: Where `trained_model` looks for a run missing from the cache before training it, in order: each source is
 #: called as ``source(model, folder, profile=..., settings=...)`` and returns the run's `History` once it has put
 #: the run into ``folder`` and its weights into ``model``, else ``None``. Empty here; the suite adds the profile's

@@ -53,3 +53,16 @@ def test_the_drawing_is_read_right():
     """The check above can fail: the suite's own bundle imports the subject's zoo, and the CLI the suite's runner."""
     assert "s2o_lib.zoo" in _imported(PACKAGE / "suite" / "bundle.py")
     assert "s2o_lib.suite.runner" in _imported(PACKAGE / "suite" / "cli.py")
+
+
+@pytest.mark.parametrize("path", [*SUBJECT, *sorted((PACKAGE / "suite").glob("*.py"))], ids=lambda p: p.stem)
+def test_every_module_declares_what_it_exports(path):
+    import importlib
+
+    if path.stem == "__init__":
+        return
+    module = importlib.import_module(("s2o_lib." if path.parent == PACKAGE else "s2o_lib.suite.") + path.stem)
+    exported = getattr(module, "__all__", None)
+    assert exported, f"{path.name} has no __all__"
+    assert [name for name in exported if not hasattr(module, name)] == []
+    assert not [name for name in exported if name.startswith("_")]

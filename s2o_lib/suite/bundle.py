@@ -59,6 +59,13 @@ from ..settings import settings_diff
 from ..train import History
 from ..zoo import RUNS_ENV, fit_settings, runs_root
 
+__all__ = [
+    "FORMAT_VERSION", "INSTALLED", "MANIFEST", "TIMEOUT", "URL_ENV", "BundleUnavailable", "bundle_url",
+    "bundled_run", "default_url", "fetch", "pack", "published_sha256", "recorded_settings", "settings_mismatch",
+    "sha256_of", "use_published_bundles",
+]
+
+
 URL_ENV = "S2O_ZOO_URL"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -24,6 +24,11 @@ from typing import Any
 
 from ..errors import S2OError
 
+__all__ = [
+    "CLI_WAY_OUT", "build_parser", "check_output_folder", "main",
+]
+
+
 
 def _train_settings(args: argparse.Namespace, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """What to train (arch, dataset, method, batch size) and `fit`'s settings: the profile's (the same mapping

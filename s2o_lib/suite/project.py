@@ -26,6 +26,12 @@ from typing import Any
 
 from ..errors import S2OError
 
+__all__ = [
+    "DISTRIBUTION", "IMPORT_NAMES", "NEVER_INSTALL", "PYPROJECT", "REPO_URL_ENV", "ROOT", "install_command",
+    "missing_requirements", "project_urls", "repo_url", "requirement_name", "requirements",
+]
+
+
 DISTRIBUTION = "s2o-tutorials"
 REPO_URL_ENV = "S2O_REPO_URL"
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,6 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+__all__ = [
+    "HEADLINE_TAG", "REPORT_TITLE", "NotebookResult", "Status", "cell_text", "clean_text", "device_name",
+    "format_seconds", "report_caption", "report_items", "versions", "write_report",
+]
+
+
 Status = Literal["ok", "failed", "interrupted", "not run"]
 
 

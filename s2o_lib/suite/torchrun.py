@@ -73,6 +73,13 @@ from ..checks import check_int
 from ..errors import S2OError, unknown_name
 from ..processes import Processes, install, world
 
+__all__ = [
+    "BACKENDS", "TORCHRUN_VARIABLES", "Backend", "Launch", "TorchrunProcesses", "agree", "barrier",
+    "check_shared_output_folder", "distributed_loader", "launched_by_torchrun", "per_process_batch", "start",
+    "stop", "use_process_group", "wrap_model",
+]
+
+
 Backend = Literal["auto", "gloo", "nccl"]
 BACKENDS: tuple[str, ...] = ("auto", "gloo", "nccl")
 #: The environment variables ``torchrun`` sets in every process it starts.
