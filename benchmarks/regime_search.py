@@ -12,7 +12,7 @@ Sub-commands (every number of benchmarks/REGIME.md comes from one of these comma
     python benchmarks/regime_search.py run --round explore1 --subsets 100 200 400 --epochs 40 80 \\
         --methods standard at --seeds 0 1
     python benchmarks/regime_search.py report --round explore1
-    python benchmarks/regime_search.py report --round confirm --plan     # REGIME.md's analysis (s2o_lib.regime)
+    python benchmarks/regime_search.py report --round confirm --plan     # REGIME.md's analysis (benchmarks/regime.py)
     python benchmarks/regime_search.py time --subset 200 --epochs 40 --threads 2
 
 ``report`` reads the committed copies in ``benchmarks/results/regime/`` (``--dir runs/regime`` for a round being
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where the round files are (default: the committed benchmarks/results/regime; "
                           "runs/regime for a round being run)")
     rep.add_argument("--plan", action="store_true",
-                     help="the pre-registered analysis of REGIME.md (s2o_lib.regime): primary t-tests with Holm, "
+                     help="the pre-registered analysis of REGIME.md (benchmarks/regime.py): primary t-tests with Holm, "
                           "secondary Wilcoxon/McNemar/CW/AutoAttack/best checkpoint")
     rep.add_argument("--key", nargs="*", help="only these regime keys")
     rep.add_argument("--which", choices=("last", "best"), default="last", help="last epoch or best-on-validation")
