@@ -166,3 +166,10 @@ def test_fp16_figures_are_the_mixed_run_and_its_pessimistic_discount():
     assert tf["fp16-low"] == pytest.approx(tf["fp16"] * tf["fp32-low"] / tf["fp32"])
     measured = cb.throughputs(3.0, 7.0)
     assert (measured["fp32"], measured["fp32-low"], measured["fp16"], measured["fp16-low"]) == (3.0, 3.0, 7.0, 7.0)
+
+
+def test_the_class_lab_from_an_empty_cache_fits_45_t4_minutes_at_the_pessimistic_fp16_figure(capsys):
+    """Issue 22's goal, from the FLOP count (no GPU): the whole suite, no bundle, Drive cache filling as it goes."""
+    cb.main([])
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.endswith(f"fits ≤ {cb.BUDGET_SUITE_FP16_MIN:g}"), verdict
