@@ -85,7 +85,7 @@ from .s2o import kfac_correlation_penalty, label_smoothing_regulariser, s2o_regu
 __all__ = [
     "DefenseConfig", "StepInputs", "StepResult", "adversarial_examples", "avmixup_inputs", "avmixup_labels",
     "base_terms", "forward_order", "mart_terms", "method_loss", "smoothed_labels", "soft_cross_entropy",
-    "training_inputs", "training_step",
+    "trades_loss", "training_inputs", "training_step",
 ]
 
 
@@ -322,6 +322,21 @@ def base_terms(
             raise S2OError("avmixup needs its soft labels; compute them with avmixup_labels(y, mix, ...)")
         return soft_cross_entropy(logits_adv, soft_labels), None
     raise S2OError(f"unknown base method {base!r}; choose one of {', '.join(BASES)}")
+
+
+def trades_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, *, beta: float = 6.0) -> Tensor:
+    """TRADES' loss (Zhang et al. 2019, ``trades.py`` lines 79-86): CE(f(x), y) + β·KL(f(x) ‖ f(x′)), batch means.
+
+    The ``trades`` case of `method_loss`, one call for notebook 04's check.
+
+    Args:
+        logits_clean: (B, C) logits on x.
+        logits_adv: (B, C) logits on x′ (the KL attack's, `s2o_lib.attacks.trades_kl_attack`).
+        y: (B,) labels.
+        beta: the weight β of the robust term (6, the paper's).
+    """
+    primary, robust = base_terms("trades", logits_clean, logits_adv, y)
+    return primary + beta * robust
 
 
 def method_loss(

@@ -364,3 +364,16 @@ def test_every_base_and_modifier_trains_and_beats_standard_under_pgd(method, sma
             return (m(x_adv).argmax(1) == y).float().mean().item()
 
     assert robust(model) > robust(standard_small) + 0.05
+
+
+@pytest.mark.parametrize("beta", [0.5, 6.0])
+def test_trades_loss_is_method_losss_trades_case(beta):
+    """Notebook 04 checks its written-out loss against `trades_loss`: the same number `fit` trains on."""
+    from s2o_lib.defenses import trades_loss
+
+    torch.manual_seed(0)
+    logits_clean, logits_adv, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    full = method_loss(parse_method("trades"), DefenseConfig(beta=beta), y, logits_clean=logits_clean,
+                       logits_adv=logits_adv)
+    assert torch.equal(trades_loss(logits_clean, logits_adv, y, beta=beta), full)
+    assert not torch.equal(trades_loss(logits_clean, logits_adv, y, beta=beta + 1), full)

@@ -7,7 +7,7 @@
 # **Learning goals.** After this notebook you can
 #
 # - describe the **robustness–accuracy trade-off** and where TRADES' two terms come from,
-# - write the **TRADES loss** yourself and check it against `s2o_lib.defenses.method_loss`,
+# - write the **TRADES loss** yourself and check it against `s2o_lib.defenses.trades_loss`,
 # - write TRADES' **KL attack** yourself, check it against `s2o_lib.attacks.trades_kl_attack`, and explain why
 #   it needs no labels, starts next to $x$ — and why PGD on the cross-entropy can reach a *larger* KL,
 # - run a **β sweep** and read the clean-versus-PGD plot it produces.
@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from s2o_lib.attacks import pgd, trades_kl_attack
 from s2o_lib.config import get_profile
 from s2o_lib.data import make_loader
-from s2o_lib.defenses import DefenseConfig, method_loss
+from s2o_lib.defenses import trades_loss
 from s2o_lib.evaluate import robust_accuracy
-from s2o_lib.methods import parse_method
 from s2o_lib.models import device_of
 from s2o_lib.zoo import profile_data, trained_model
 
@@ -89,8 +88,7 @@ with torch.no_grad():
     logits_clean, logits_adv = model_trades(x), model_trades(x_kl)
     for beta in (0.5, 2.0, 6.0):
         mine = trades_loss_by_hand(model_trades, x, x_kl, y, beta)
-        library = method_loss(parse_method("trades"), DefenseConfig(beta=beta), y,
-                              logits_clean=logits_clean, logits_adv=logits_adv)
+        library = trades_loss(logits_clean, logits_adv, y, beta=beta)
         assert torch.allclose(mine, library, atol=1e-6), (beta, mine, library)
 
 # %% [markdown]
@@ -354,7 +352,7 @@ else:
 #   next to x.
 # - β sets the trade-off: larger β, more robust and less accurate on clean inputs. β = 6 is the default of
 #   the TRADES paper, of MART and of S²O's code.
-# - The written-out loss matches `method_loss(parse_method("trades"), DefenseConfig(beta=β), ...)`.
+# - The written-out loss matches `trades_loss(logits_clean, logits_adv, y, beta=β)`.
 # - Report clean *and* robust accuracy, with a strong attack (Carlini et al. 2019); one number alone hides the
 #   trade-off.
 #
