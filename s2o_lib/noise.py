@@ -23,8 +23,8 @@ from .errors import S2OError, unknown_name
 from .models import device_of, dtype_of, last_linear
 
 __all__ = [
-    "NOISE_KINDS", "SIGMA_RANGE", "ForwardOutputs", "NoiseKind", "NoisyHeadAccuracy", "check_search_args", "forward_pass",
-    "noisy_accuracy", "sigma_search",
+    "NOISE_KINDS", "SIGMA_RANGE", "ForwardOutputs", "NoiseKind", "NoisyHeadAccuracy", "check_search_args",
+    "forward_pass", "noisy_accuracy", "sigma_search",
 ]
 
 NoiseKind = Literal["isotropic", "correlated"]
@@ -225,7 +225,8 @@ def noisy_accuracy(
         draws: number of noise draws averaged (draw k uses seed ``seed + k``).
         seed: seed of the draws.
         batch_size: batch size of the forward passes.
-        project_shift: remove the softmax-shift component ``1 vᵀ`` of every draw (see the module docstring).
+        project_shift: remove the softmax-shift component ``1 vᵀ`` of every draw (why: `s2o_lib.bounds`' module
+            docstring).
 
     Returns:
         The mean accuracy over the draws, in [0, 1] (a float; ``x`` and ``y`` go to the model's device batch by batch).
@@ -272,7 +273,8 @@ def sigma_search(
         sigma_range: ``(low, high)`` bracket of σ (relative to the weights' RMS).
         seed: seed of the draws.
         batch_size: batch size of the forward passes.
-        project_shift: remove the softmax-shift component ``1 vᵀ`` of every draw (see the module docstring).
+        project_shift: remove the softmax-shift component ``1 vᵀ`` of every draw (why: `s2o_lib.bounds`' module
+            docstring).
 
     Returns:
         σ (relative to ‖W‖_F/√(C·D)), a float; ``x`` and ``y`` go to the model's device batch by batch.

@@ -101,7 +101,8 @@ class SeedComparison:
         a: A's `SeedSummary`.
         b: B's `SeedSummary`.
         per_seed: one `PairedTest` (McNemar, Newcombe) per seed, in seed order.
-        pooled: McNemar and Newcombe on all (seed, image) pairs pooled (secondary: see the module docstring).
+        pooled: McNemar and Newcombe on all (seed, image) pairs pooled (secondary: why, in `s2o_lib.stats`' module
+            docstring).
         low: lower end of the t-interval of the mean per-seed difference (``None`` with one seed).
         high: upper end (``None`` with one seed).
         t_p_value: paired t-test across seeds (``None`` with one seed, or when every seed differs equally).
@@ -139,7 +140,7 @@ class SeedComparison:
 
     @property
     def primary(self) -> PrimaryTest:
-        """``"t-test across seeds"`` with two or more seeds, else ``"McNemar"`` (why: the module docstring)."""
+        """``"t-test across seeds"`` with two or more seeds, else ``"McNemar"`` (why: `s2o_lib.stats`' docstring)."""
         return "t-test across seeds" if len(self.per_seed) > 1 else "McNemar"
 
     @property
@@ -181,8 +182,8 @@ def compare_seeds(
     Seed s of A is paired with seed s of B (same training seed, same images). The per-seed differences
     ``d_s = acc_s(B) − acc_s(A)`` give the primary result: their mean, a Student-t interval
     ``mean ± t_{k−1} · sd / sqrt(k)`` and the paired t-test. McNemar on all (seed, image) pairs pooled is
-    reported beside them (see the module docstring for why it is secondary). With one seed this reduces to
-    `paired_test`.
+    reported beside them (`s2o_lib.stats`' module docstring says why it is secondary). With one seed this
+    reduces to `paired_test`.
 
     Args:
         runs_a: A's per-image outcomes, one per seed: a list (seeds 0, 1, ...) or ``{seed: outcomes}``; each an

@@ -173,9 +173,9 @@ def fit_options(**settings: Any) -> dict[str, Any]:
     ``lr``, ``momentum``, ``weight_decay``, ``schedule``, ``milestones`` go to ``optim``; ``eps``, ``alpha``,
     ``attack_steps`` to ``attack``; ``beta``, ``s2o_weight``, ``off_diagonal_mass``, ``kfac_weight`` to
     ``loss``; ``awp_gamma``, ``awp_warmup`` to ``awp``; ``eval_eps``, ``eval_alpha``, ``eval_steps``, ``eval_n``,
-    ``eval_window``, ``eval_counting`` to ``evaluation``; ``precision``, ``channels_last``, ``compile`` to ``speed``. `fit`'s other keywords
-    (``epochs``, ``checkpoint_dir``, ...) and whole configs (``optim=OptimConfig(...)``) pass through; flat
-    settings then replace fields of a config given whole.
+    ``eval_window``, ``eval_counting`` to ``evaluation``; ``precision``, ``channels_last``, ``compile`` to
+    ``speed``. `fit`'s other keywords (``epochs``, ``checkpoint_dir``, ...) and whole configs
+    (``optim=OptimConfig(...)``) pass through; flat settings then replace fields of a config given whole.
 
     Args:
         settings: flat settings and `fit` keywords.

@@ -25,15 +25,15 @@ What is per process and what is global (global batch B, N processes, B/N images 
   single-GPU behaviour; torch runs it on GPUs only.
 - **S²O's soft targets** (`s2o_lib.s2o.soft_target_matrix`): global. They are built from ``M = ZᵀZ``, the
   sum over the batch of the logits' outer products; under DDP each process sums its shard and the C × C
-  matrices are all-reduced (`s2o_lib.processes.batch_sum` inside `global_batch_statistics`), so every process uses the targets of the whole batch
-  B. This is faithful: the released scripts compute the regulariser on the whole batch (on one GPU, and on
+  matrices are all-reduced (`s2o_lib.processes.batch_sum` inside `global_batch_statistics`), so every process
+  uses the targets of the whole batch B. This is faithful: the released scripts compute the regulariser on the whole batch (on one GPU, and on
   several under ``nn.DataParallel``, which gathers the logits before the loss), and per-shard targets would
   change with the number of processes (M from B/N samples is noisier). The cost is one C × C all-reduce.
 - **AWP's proxy step**: global. The proxy (a copy of the model, not wrapped in DDP) would otherwise take
   its ascent step on its shard's gradient only, and each process would perturb the weights differently;
-  `TorchrunProcesses.average_gradients` makes its gradients the all-reduced mean, so the perturbation is the one a single
-  process computes from the whole batch (the released AWP scripts wrap the proxy in ``nn.DataParallel``,
-  which does the same). The proxy's own forwards normalise per process (as above).
+  `TorchrunProcesses.average_gradients` makes its gradients the all-reduced mean, so the perturbation is the
+  one a single process computes from the whole batch (the released AWP scripts wrap the proxy in
+  ``nn.DataParallel``, which does the same). The proxy's own forwards normalise per process (as above).
 - **The +s2o-kfac penalty** needs the last layer's inputs, which the DDP wrapper does not expose: refused.
 
 Only rank 0 evaluates during training and writes checkpoints and ``metrics.json``; the checkpoint holds
