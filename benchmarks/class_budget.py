@@ -223,7 +223,7 @@ class Train:
     method: str
     images: int            # training images per epoch
     epochs: int
-    train_steps: int
+    attack_steps: int
     awp_warmup: int
     eval_n: int | None     # fit's per-epoch evaluation (clean + PGD-eval_steps); None: no eval loader
     eval_steps: int
@@ -238,8 +238,8 @@ class Train:
 
     def passes_total(self, acc: Accuracy) -> Passes:
         awp_epochs = self.awp_epochs()
-        total = step_passes(self.method, self.train_steps, awp_active=False) * (self.images * (self.epochs - awp_epochs))
-        total = total + step_passes(self.method, self.train_steps) * (self.images * awp_epochs)
+        total = step_passes(self.method, self.attack_steps, awp_active=False) * (self.images * (self.epochs - awp_epochs))
+        total = total + step_passes(self.method, self.attack_steps) * (self.images * awp_epochs)
         if self.eval_n:
             total = total + (FWD + pgd_passes(self.eval_steps) + FWD) * (self.eval_n * self.epochs)
         return total
@@ -260,7 +260,7 @@ class Run:
 def zoo(p: Profile, method: str, tag: str = "") -> Train:
     """What `zoo.trained_model(method, tag=...)` trains in profile ``p`` (`zoo.fit_settings`)."""
     key = parse_method(method).name if not method.startswith("avmixup") else method
-    return Train(key + (f"-{tag}" if tag else ""), method, p.train_subset or CIFAR10_TRAIN, p.epochs, p.train_steps,
+    return Train(key + (f"-{tag}" if tag else ""), method, p.train_subset or CIFAR10_TRAIN, p.epochs, p.attack_steps,
                  p.awp_warmup, min(p.eval_n, 500), min(p.eval_steps, 10))
 
 
@@ -271,7 +271,7 @@ def ra(what: str, attacks: tuple[str, ...], n: int, kind: str, p: Profile, acc: 
 
 def steps_on_batch(method: str, batches: int, p: Profile) -> Run:
     """``batches`` extra training steps of ``method`` on one training batch (hand checks, timing cells)."""
-    return Run(f"{batches} x {method} step on a batch", step_passes(method, p.train_steps), batches * p.batch_size)
+    return Run(f"{batches} x {method} step on a batch", step_passes(method, p.attack_steps), batches * p.batch_size)
 
 
 # ============================================================================================ what each notebook runs
@@ -320,7 +320,7 @@ def notebook_04(p: Profile, acc: dict[str, Accuracy]) -> list:
     # pgd20) on eval_n for the three TRADES models and standard.
     # The KL attack by hand and the library's; which attack reaches the larger KL: the KL attack, a uniform-start
     # KL ascent and PGD-CE at K and 4K steps, each followed by two KL forwards; the to-do's PGD.
-    k = p.train_steps
+    k = p.attack_steps
     batch = Run("KL attack, PGD, losses on a batch", FWD + GRAD * k + pgd_passes(k) + FWD * 14, p.batch_size)
     kl_attacks = Run("KL attacks by hand and library; 3 attacks at K and 4K steps",
                      (FWD + GRAD * k) * 3 + (FWD + GRAD * 4 * k) * 2 + pgd_passes(k) * 2 + pgd_passes(4 * k)
@@ -337,8 +337,8 @@ def notebook_05(p: Profile, acc: dict[str, Accuracy]) -> list:
     # forwards) on 256; robust generalisation gap: robust_accuracy(clean, pgd20) on 360 train and 360 test
     # images for AT and AT+AWP, 360 test images for standard.
     return [zoo(p, "at+awp"), zoo(p, "at"), zoo(p, "standard"),
-            Run("PGD + 2 AWP perturbations on 64", pgd_passes(p.train_steps) + TRAIN * 2, 64),
-            Run("2 full AWP steps (by hand, library) on 64", (pgd_passes(p.train_steps) + TRAIN * 2) * 2, 64),
+            Run("PGD + 2 AWP perturbations on 64", pgd_passes(p.attack_steps) + TRAIN * 2, 64),
+            Run("2 full AWP steps (by hand, library) on 64", (pgd_passes(p.attack_steps) + TRAIN * 2) * 2, 64),
             Run("loss landscape: 3 x 9 x (PGD-10 + forward), re-attacked", (pgd_passes(10) + FWD) * 9 * 3, 256),
             Run("loss landscape: 3 x (PGD-10 + 9 forwards), inputs fixed", (pgd_passes(10) + FWD * 9) * 3, 256),
             ra("AT, AT+AWP on train and test: clean, PGD-20", ("clean", "pgd20"), 4 * 360, "robust", p, acc),
@@ -346,10 +346,10 @@ def notebook_05(p: Profile, acc: dict[str, Accuracy]) -> list:
 
 
 def notebook_06(p: Profile, acc: dict[str, Accuracy]) -> list:
-    # 06_s2o: standard, at (cached); five untrained models (negligible); PGD-train_steps on eval_n test images +
+    # 06_s2o: standard, at (cached); five untrained models (negligible); PGD-attack_steps on eval_n test images +
     # their logits for the released regulariser's check.
     return [zoo(p, "standard"), zoo(p, "at"),
-            Run("PGD + logits on eval_n", pgd_passes(p.train_steps) + FWD * 2, p.eval_n)]
+            Run("PGD + logits on eval_n", pgd_passes(p.attack_steps) + FWD * 2, p.eval_n)]
 
 
 def notebook_06b(p: Profile, acc: dict[str, Accuracy]) -> list:
@@ -379,7 +379,7 @@ def notebook_08(p: Profile, acc: dict[str, Accuracy]) -> list:
     snapshots = 2 * (long // keep)
     small = min(5000, p.train_subset or CIFAR10_TRAIN)
     bound, m = bound_passes(512)
-    snap = [Train(f"bounds-{meth}-m{small}", meth, small, long, p.train_steps, p.awp_warmup, None, 10)
+    snap = [Train(f"bounds-{meth}-m{small}", meth, small, long, p.attack_steps, p.awp_warmup, None, 10)
             for meth in ("at", "at+s2o")]
     return [*(zoo(p, meth) for meth in ("standard", "at", "at+s2o", "trades", "trades+s2o")), *snap,
             Run("estimate_bound x 8 (5 models, 2 reseeded, 1 unprojected)", bound, 8 * m),
@@ -715,10 +715,10 @@ def method_table(p: Profile, unit: Unit, tf: dict[str, float], methods: list[str
     head = "| method | passes/img (F-equiv.) | GFLOP/img/step | T4 min/epoch @fp32 | @fp32-low |"
     rows = [head + (" CPU ms/img | CPU ratio to standard | FLOP ratio to standard |" if cpu else ""),
             "|---" * (5 + 3 * bool(cpu)) + "|"]
-    std = step_passes("standard", p.train_steps).flops(unit)
+    std = step_passes("standard", p.attack_steps).flops(unit)
     for method in methods:
-        flops = step_passes(method, p.train_steps).flops(unit)
-        row = (f"| {method} | {step_passes(method, p.train_steps).equivalents():.0f} | {flops / 1e9:.2f} | "
+        flops = step_passes(method, p.attack_steps).flops(unit)
+        row = (f"| {method} | {step_passes(method, p.attack_steps).equivalents():.0f} | {flops / 1e9:.2f} | "
                f"{_minutes(flops * n, tf['fp32']):.2f} | {_minutes(flops * n, tf['fp32-low']):.2f} |")
         if cpu:
             sec, sec_std = cpu.get(method), cpu.get("standard")
@@ -798,7 +798,7 @@ def throughputs(override: float | None, override_fp16: float | None = None) -> d
 
 
 # ============================================================================================ command line
-_OVERRIDES = ("arch", "epochs", "batch_size", "train_subset", "train_steps", "eval_n", "eval_steps", "autoattack",
+_OVERRIDES = ("arch", "epochs", "batch_size", "train_subset", "attack_steps", "eval_n", "eval_steps", "autoattack",
               "awp_warmup")
 
 
@@ -834,7 +834,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--train-subset", type=int, help="training images (0: all 50,000)")
-    parser.add_argument("--attack-steps", dest="train_steps", type=int, help="steps of the training attack")
+    parser.add_argument("--attack-steps", dest="attack_steps", type=int, help="steps of the training attack")
     parser.add_argument("--eval-n", type=int, help="test images attacked (profile.eval_n)")
     parser.add_argument("--eval-steps", type=int)
     parser.add_argument("--autoattack", choices=("standard", "fast"))
@@ -880,7 +880,7 @@ def main(argv: list[str] | None = None) -> None:
     changed = {f.name: getattr(profile, f.name) for f in fields(Profile)
                if f.name != "notes" and getattr(profile, f.name) != getattr(library, f.name)}
     print(f"\narch {profile.arch}, epochs {profile.epochs}, batch {profile.batch_size}, training images "
-          f"{profile.train_subset or CIFAR10_TRAIN}, PGD-{profile.train_steps} training, eval_n {profile.eval_n}, "
+          f"{profile.train_subset or CIFAR10_TRAIN}, PGD-{profile.attack_steps} training, eval_n {profile.eval_n}, "
           f"AutoAttack {profile.autoattack}, AWP warm-up {profile.awp_warmup}; changed from the library: "
           f"{changed or 'nothing'}; notebook 09 trains: {', '.join(methods_09)}")
     print(f"\nFLOPs per image ({profile.arch}, FlopCounterMode): F = {unit.fwd / 1e9:.3f} G, B_in = "
@@ -900,7 +900,7 @@ def main(argv: list[str] | None = None) -> None:
     cpu = None
     if args.cpu_timing:
         cpu = _cpu_report(args, profile)
-    print(f"\n### Training step per method (PGD-{profile.train_steps}; min/epoch over "
+    print(f"\n### Training step per method (PGD-{profile.attack_steps}; min/epoch over "
           f"{profile.train_subset or CIFAR10_TRAIN} images, AWP active)\n")
     print("\n".join(method_table(profile, unit, tf, TABLE_METHODS, cpu)))
     costs = notebook_costs(profile, unit, acc, methods_09, data_us=args.data_us)
@@ -937,7 +937,7 @@ def _cpu_report(args: argparse.Namespace, profile: Profile) -> dict[str, float |
         print(f"| {name} | {1e3 * sec:.1f} | {sec / units['F']:.2f} | {flop_ratio[name]:.2f} |")
     print(f"\ndata pipeline (PIL crop + flip + ToTensor, one process): {1e6 * time_data_pipeline():.0f} µs/img")
     timed = time_methods(arch, methods, batch=args.cpu_batch, repeats=args.cpu_repeats,
-                         attack_steps=profile.train_steps)
+                         attack_steps=profile.attack_steps)
     missing = [m for m, v in timed.items() if v is None]
     if missing:
         print(f"not timed (this library version does not know them): {', '.join(missing)}")

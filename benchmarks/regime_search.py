@@ -140,7 +140,7 @@ def train_epochs(model: torch.nn.Module, train: TensorDataset, *, regime: Regime
     history = fit(
         model, make_loader(train, batch_size=regime.batch_size, shuffle=True, seed=seed), method=method,
         **fit_options(epochs=epochs, lr=regime.lr, schedule=regime.schedule, milestones=regime.milestones,
-                      eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=SMOKE.train_steps,
+                      eps=SMOKE.eps, alpha=SMOKE.alpha, attack_steps=SMOKE.attack_steps,
                       awp_gamma=regime.awp_gamma, awp_warmup=regime.awp_warmup,
                       checkpoint_dir=folder, resume=True, progress=False),
     )

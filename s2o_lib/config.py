@@ -51,7 +51,7 @@ class Profile:
         test_subset: number of test images used (``None``: all).
         eps: L∞ radius of the threat model, for training and evaluation.
         alpha: step size of the training attack.
-        train_steps: steps of the training attack (the paper: PGD-10).
+        attack_steps: steps of the training attack (the paper: PGD-10).
         eval_eps: L∞ radius used for evaluation (the paper: 0.031).
         eval_alpha: step size of the evaluation attacks (the paper: 0.003).
         eval_steps: steps of the evaluation attacks (the paper: 20).
@@ -88,7 +88,7 @@ class Profile:
     test_subset: int | None
     eps: float
     alpha: float
-    train_steps: int
+    attack_steps: int
     eval_eps: float
     eval_alpha: float
     eval_steps: int
@@ -141,7 +141,7 @@ PROFILES: dict[str, Profile] = {
         test_subset=None,
         eps=0.15,
         alpha=0.05,
-        train_steps=5,
+        attack_steps=5,
         eval_eps=0.15,
         eval_alpha=0.02,
         eval_steps=20,
@@ -168,7 +168,7 @@ PROFILES: dict[str, Profile] = {
         test_subset=None,
         eps=8 / 255,
         alpha=2 / 255,
-        train_steps=5,
+        attack_steps=5,
         eval_eps=8 / 255,
         eval_alpha=2 / 255,
         eval_steps=20,
@@ -206,7 +206,7 @@ PROFILES: dict[str, Profile] = {
         test_subset=None,
         eps=8 / 255,
         alpha=2 / 255,
-        train_steps=10,
+        attack_steps=10,
         eval_eps=0.031,
         eval_alpha=0.003,
         eval_steps=20,
@@ -255,7 +255,7 @@ def dry_run(profile: Profile) -> Profile:
         profile: the profile to shrink.
     """
     return profile.with_(
-        epochs=1, batch_size=16, train_subset=64, test_subset=40, train_steps=1, eval_steps=2, eval_n=20,
+        epochs=1, batch_size=16, train_subset=64, test_subset=40, attack_steps=1, eval_steps=2, eval_n=20,
         awp_warmup=1, dry_run=True, autoattack_budget="dry-run",
         notes=f"DRY RUN of {profile.name}: its code path at tiny sizes (64 training and 40 test images, one "
               "epoch, PGD-1 training, attacks on 20 images, AutoAttack at 5 iterations and 20 Square queries); the "

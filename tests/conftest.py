@@ -52,7 +52,7 @@ def train_small(method: str, train, *, epochs: int, seed: int = 0, **kwargs) -> 
     model = build_model("small-cnn", num_classes=10, in_channels=1)
     settings = dict(
         method=method, epochs=epochs, lr=SMOKE.lr, milestones=SMOKE.milestones, eps=SMOKE.eps,
-        alpha=SMOKE.alpha, attack_steps=SMOKE.train_steps, awp_warmup=SMOKE.awp_warmup, progress=False,
+        alpha=SMOKE.alpha, attack_steps=SMOKE.attack_steps, awp_warmup=SMOKE.awp_warmup, progress=False,
     )
     settings.update(kwargs)
     fit(model, make_loader(train, batch_size=SMOKE.batch_size, shuffle=True, seed=seed), **fit_options(**settings))

@@ -38,7 +38,7 @@ def test_awp_adds_the_proxy_pass_of_the_plain_base_only_after_warm_up():
     assert cb.step_passes("at+awp+s2o", 5).flops(UNIT) == cb.step_passes("at+s2o", 5).flops(UNIT) + 3
     assert cb.step_passes("at+awp", 5, awp_active=False) == cb.step_passes("at", 5)
     # AWP perturbs in the epochs >= awp_warmup, counted from 1 (DefenseConfig.awp_active): 2, 3 and 4 of 4 here.
-    run = cb.Train("at+awp", "at+awp", images=10, epochs=4, train_steps=5, awp_warmup=2, eval_n=None, eval_steps=10)
+    run = cb.Train("at+awp", "at+awp", images=10, epochs=4, attack_steps=5, awp_warmup=2, eval_n=None, eval_steps=10)
     expected = 10 * (1 * cb.step_passes("at", 5).flops(UNIT) + 3 * cb.step_passes("at+awp", 5).flops(UNIT))
     assert run.passes_total(cb.ASSUMED["robust"]).flops(UNIT) == expected
     for warmup in (0, 1):  # both start at the first epoch

@@ -48,7 +48,7 @@ def test_a_half_width_checkpoint_rebuilds_the_half_width_model(tmp_path):
 
 def test_class_profile_is_the_budgeted_one_and_smoke_and_paper_keep_piecewise():
     p = get_profile("class")
-    assert (p.arch, p.epochs, p.batch_size, p.train_subset, p.train_steps, p.eval_n, p.autoattack) == (
+    assert (p.arch, p.epochs, p.batch_size, p.train_subset, p.attack_steps, p.eval_n, p.autoattack) == (
         "preact-resnet18-w32", 8, 128, 20_000, 5, 200, "fast")
     assert PROFILES["paper"].autoattack == "standard"  # the reproduction runs the four attacks
     assert (p.lr, p.schedule, p.awp_warmup) == (0.2, "onecycle", 2)

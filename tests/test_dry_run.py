@@ -20,7 +20,7 @@ def test_dry_run_keeps_the_code_path_and_shrinks_the_sizes():
     same = ("name", "dataset", "arch", "eps", "alpha", "eval_eps", "eval_alpha", "autoattack", "lr", "schedule")
     assert all(getattr(tiny, f) == getattr(real, f) for f in same)
     assert tiny.dry_run and not real.dry_run
-    assert (tiny.epochs, tiny.train_subset, tiny.test_subset, tiny.eval_n, tiny.train_steps) == (1, 64, 40, 20, 1)
+    assert (tiny.epochs, tiny.train_subset, tiny.test_subset, tiny.eval_n, tiny.attack_steps) == (1, 64, 40, 20, 1)
     assert tiny.awp_warmup <= tiny.epochs  # AWP runs within the one epoch
     assert tiny.notes.startswith("DRY RUN of class")
 

@@ -44,7 +44,7 @@ def test_unknown_architecture_lists_valid_ones():
 def test_profiles(monkeypatch):
     monkeypatch.setenv("S2O_PROFILE", "paper")
     paper = get_profile()
-    assert paper.epochs == 200 and paper.milestones == (100, 150) and paper.train_steps == 10
+    assert paper.epochs == 200 and paper.milestones == (100, 150) and paper.attack_steps == 10
     assert paper.eval_eps == 0.031 and paper.eval_alpha == 0.003 and paper.eval_steps == 20
     monkeypatch.delenv("S2O_PROFILE")
     assert get_profile().name == ("class" if torch.cuda.is_available() else "smoke")

@@ -200,7 +200,7 @@ def test_one_mapping_from_a_profile_to_fit(monkeypatch, tmp_path):
     """`s2o train` and the notebooks' `trained_model` both train with `fit_settings(profile)`."""
     settings = fit_settings(SMOKE)
     assert settings["epochs"] == SMOKE.epochs and settings["optim"].milestones == SMOKE.milestones
-    assert settings["attack"] == AttackConfig(eps=SMOKE.eps, alpha=SMOKE.alpha, steps=SMOKE.train_steps)
+    assert settings["attack"] == AttackConfig(eps=SMOKE.eps, alpha=SMOKE.alpha, steps=SMOKE.attack_steps)
     assert settings["awp"] == AWPConfig(warmup=SMOKE.awp_warmup)
     assert settings["evaluation"] == EvalConfig(eps=SMOKE.eval_eps, alpha=SMOKE.eval_alpha,
                                                 steps=min(SMOKE.eval_steps, 10), n=min(SMOKE.eval_n, 500))

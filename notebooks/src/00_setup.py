@@ -40,7 +40,7 @@ print("device:", device, f"({torch.cuda.get_device_name()})" if device.type == "
 profile = get_profile()
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, batch {profile.batch_size}")
-print(f"threat model: L-inf eps = {profile.eps:.4f}; training attack PGD-{profile.train_steps}")
+print(f"threat model: L-inf eps = {profile.eps:.4f}; training attack PGD-{profile.attack_steps}")
 print(profile.notes)
 
 # %% [markdown]

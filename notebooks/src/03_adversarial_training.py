@@ -43,7 +43,7 @@ device = get_device()  # every model and batch below goes here, as `trained_mode
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, lr {profile.lr}, "
       f"milestones {profile.milestones}")
-print(f"training attack: PGD-{profile.train_steps}, eps = {profile.eps:.4f}, step {profile.alpha:.4f}")
+print(f"training attack: PGD-{profile.attack_steps}, eps = {profile.eps:.4f}, step {profile.alpha:.4f}")
 print(profile.notes)
 
 # %% [markdown]
@@ -103,7 +103,7 @@ net_hand = build_model(profile.arch, num_classes=info.num_classes, in_channels=i
 net_lib = copy.deepcopy(net_hand)
 opt_hand = torch.optim.SGD(net_hand.parameters(), lr=profile.lr, momentum=0.9, weight_decay=5e-4)
 opt_lib = torch.optim.SGD(net_lib.parameters(), lr=profile.lr, momentum=0.9, weight_decay=5e-4)
-config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
+config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps)
 
 torch.manual_seed(1)
 loss_hand = at_step_by_hand(net_hand, x, y, opt_hand, eps=config.eps, alpha=config.alpha, steps=config.steps)

@@ -34,7 +34,7 @@ from s2o_lib.zoo import profile_data, trained_model
 profile = get_profile()
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, eps = {profile.eps:.4f}, "
-      f"training attack: {profile.train_steps} steps of {profile.alpha:.4f}")
+      f"training attack: {profile.attack_steps} steps of {profile.alpha:.4f}")
 print(profile.notes)
 
 # %% [markdown]
@@ -81,7 +81,7 @@ train_set, test_set = profile_data(profile)
 device = device_of(model_trades)  # the profile's device: the batch goes where the model is
 x, y = (t.to(device) for t in next(iter(make_loader(train_set, batch_size=profile.batch_size, shuffle=True, seed=0))))
 torch.manual_seed(0)
-x_kl = trades_kl_attack(model_trades, x, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
+x_kl = trades_kl_attack(model_trades, x, eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps)
 
 model_trades.eval()
 with torch.no_grad():
@@ -130,7 +130,7 @@ def kl_to_clean(model, x, x_other):
         return (log_p.exp() * (log_p - log_q)).sum(1)
 
 
-attack_settings = dict(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps)
+attack_settings = dict(eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps)
 x_kl_hand = kl_attack_by_hand(model_trades, x, generator=torch.Generator().manual_seed(0), **attack_settings)
 x_kl_lib = trades_kl_attack(model_trades, x, generator=torch.Generator().manual_seed(0), **attack_settings)
 same = (x_kl_hand - x_kl_lib).abs().amax(dim=(1, 2, 3)) < 1e-6
@@ -170,7 +170,7 @@ def kl_ascent_uniform(model, x, *, eps, alpha, steps, generator):
 kl_start = kl_to_clean(model_trades, x, (x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
                        .clamp(0, 1)).mean().item()
 reached = {}
-for steps in (profile.train_steps, 4 * profile.train_steps):
+for steps in (profile.attack_steps, 4 * profile.attack_steps):
     settings = dict(eps=profile.eps, alpha=profile.alpha, steps=steps)
     candidates = {
         "KL attack (start next to x)": trades_kl_attack(model_trades, x, generator=torch.Generator().manual_seed(0),
@@ -190,7 +190,7 @@ for steps, by_attack in reached.items():
           f"of {len(ce)} images")
 
 # %%
-k = profile.train_steps
+k = profile.attack_steps
 assert reached[k]["KL attack (start next to x)"].mean() > 10 * kl_start, "the KL attack increases the KL it ascends"
 assert all((kl >= -1e-6).all() for by_attack in reached.values() for kl in by_attack.values()), "a KL is >= 0"
 
@@ -294,7 +294,7 @@ def boundary_error(model, x, x_adv, y):
 
 
 # %%
-x_pgd = pgd(model_trades, x, y, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps,
+x_pgd = pgd(model_trades, x, y, eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps,
             generator=torch.Generator().manual_seed(0))
 answer = boundary_error(model_trades, x, x_pgd, y)
 if answer is None:

@@ -44,7 +44,7 @@ from s2o_lib.zoo import profile_data, trained_model
 profile = get_profile()
 print(f"profile: {profile.name}")
 print(f"dataset {profile.dataset}, model {profile.arch}, {profile.epochs} epochs, eps = {profile.eps:.4f}, "
-      f"PGD-{profile.train_steps} training, AWP warm-up {profile.awp_warmup} epoch(s)")
+      f"PGD-{profile.attack_steps} training, AWP warm-up {profile.awp_warmup} epoch(s)")
 print(profile.notes)
 
 # %% [markdown]
@@ -102,7 +102,7 @@ device = device_of(model_awp)  # the profile's device: the batch goes where the 
 x_batch, y_batch = (t.to(device) for t in tensors(train_set, n=16 if profile.dry_run else 256))  # dry run: tiny
 torch.manual_seed(0)
 x_adv_batch = pgd(model_awp, x_batch[:64], y_batch[:64], eps=profile.eps, alpha=profile.alpha,
-                  steps=profile.train_steps)
+                  steps=profile.attack_steps)
 
 
 def at_loss(m):
@@ -162,7 +162,7 @@ def awp_step_by_hand(model, optimizer, x, y, *, config, gamma, proxy_lr):
     return loss.detach()
 
 
-config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps).for_method("at+awp")
+config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps).for_method("at+awp")
 by_hand, by_library = copy.deepcopy(model_awp), copy.deepcopy(model_awp)
 optimizers = {id(m): torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
               for m in (by_hand, by_library)}

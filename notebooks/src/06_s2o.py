@@ -243,7 +243,7 @@ _, test = profile_data(profile)
 device = next(model_at.parameters()).device
 x_test, y_test = (t.to(device) for t in tensors(test, n=profile.eval_n))
 m = default_off_diagonal_mass(info.num_classes)
-x_adv = pgd(model_at, x_test, y_test, eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps,
+x_adv = pgd(model_at, x_test, y_test, eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps,
             generator=torch.Generator(device=device).manual_seed(0))
 with torch.no_grad():
     feats = model_at.features(x_test)

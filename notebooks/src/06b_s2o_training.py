@@ -158,7 +158,7 @@ plt.show()
 # %% tags=["nbval-ignore-output"]
 train, _ = profile_data(profile)
 xb, yb = (t.to(device) for t in next(iter(make_loader(train, batch_size=profile.batch_size, shuffle=True, seed=0))))
-config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.train_steps, off_diagonal_mass=m)
+config = DefenseConfig(eps=profile.eps, alpha=profile.alpha, steps=profile.attack_steps, off_diagonal_mass=m)
 step_models = {meth: copy.deepcopy(model_at) for meth in ("at", "at+s2o")}
 opts = {meth: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9) for meth, net in step_models.items()}
 times = {meth: [] for meth in step_models}
@@ -176,7 +176,7 @@ try:
 finally:
     torch.set_num_threads(threads)
 median = {meth: statistics.median(t) for meth, t in times.items()}
-K = profile.train_steps
+K = profile.attack_steps
 print(f"at+s2o / at = {median['at+s2o'] / median['at']:.2f}  (pass count predicts {(K + 2) / (K + 1):.2f})")
 
 # %% [markdown]
