@@ -28,13 +28,13 @@ from .data import dataset_info, dataset_missing, download_reachable, load_datase
 from .fast import training_loader
 from .lock import folder_lock
 from .methods import parse_method
-from .models import build_model
+from .models import build_model, device_of
 from .settings import FLAT_SETTINGS, SettingsChanged, fit_options
 from .train import History, fit
 
 __all__ = [
     "CHECKOUT_RUNS", "DATA_ENV", "RUNS_ENV", "RUN_SOURCES", "cache_home", "fit_settings", "overrides_key",
-    "profile_data", "run_folder", "runs_root", "trained_model",
+    "profile_data", "run_folder", "runs_root", "train_run", "trained_model",
 ]
 
 
@@ -251,15 +251,42 @@ def _train_or_load(name: str, *, folder: Path, profile: Profile, seed: int, data
     for source in RUN_SOURCES:  # the run is missing here: a published copy before training
         if (history := source(model, folder, profile=profile, settings=settings)) is not None:
             return model.eval(), history
-    history = fit(
-        model,
-        training_loader(train, batch_size=profile.batch_size, seed=seed, device=device, on_device=device_loader),
-        method=name,
-        eval_loader=make_loader(test, batch_size=256, shuffle=False),
-        checkpoint_dir=folder,
-        progress=progress,
-        metadata={"dataset": profile.dataset, "profile": profile.name, "seed": seed, "tag": tag,
-                  "batch_size": profile.batch_size, "subset": profile.train_subset},
-        **settings,
-    )
+    history = train_run(model, train, test, method=name, folder=folder, settings=settings, seed=seed,
+                        batch_size=profile.batch_size, device_loader=device_loader, progress=progress,
+                        metadata={"dataset": profile.dataset, "profile": profile.name, "tag": tag,
+                                  "subset": profile.train_subset})
     return model.eval(), history
+
+
+def train_run(
+    model: nn.Module, train: Any, test: Any, *, method: str, folder: str | Path, settings: dict[str, Any], seed: int,
+    batch_size: int, metadata: dict[str, Any], loader: Any = None, device_loader: bool | None = None,
+    num_workers: int = 0, resume: bool = True, progress: bool = True,
+) -> History:
+    """Train one run into its folder: the one way `trained_model` and ``python -m s2o_lib train`` both train.
+
+    `fit` with checkpoints in ``folder`` (resumed when they are there), the per-epoch evaluation on ``test`` and
+    ``metadata`` recorded beside ``seed`` and ``batch_size``.
+
+    Args:
+        model: the model, on its device.
+        train: the training set (ignored when ``loader`` is given).
+        test: the evaluation set of the per-epoch evaluation that picks ``best.pt``.
+        method: the training method.
+        folder: the run's checkpoint folder.
+        settings: `fit`'s settings (`fit_settings`).
+        seed: the run's seed (the data order).
+        batch_size: the batch size.
+        metadata: facts of the run recorded in its checkpoint (dataset, profile, tag, subset, ...).
+        loader: a ready training loader (the torchrun launcher's sharded one); ``None``: `training_loader`.
+        device_loader: keep the training set on the device (`s2o_lib.fast.training_loader`).
+        num_workers: DataLoader worker processes.
+        resume: continue a run found in ``folder``.
+        progress: show a progress bar.
+    """
+    if loader is None:
+        loader = training_loader(train, batch_size=batch_size, seed=seed, device=device_of(model),
+                                 on_device=device_loader, num_workers=num_workers)
+    return fit(model, loader, method=method, eval_loader=make_loader(test, batch_size=256, shuffle=False),
+               checkpoint_dir=folder, resume=resume, progress=progress,
+               metadata={"seed": seed, "batch_size": batch_size, **metadata}, **settings)

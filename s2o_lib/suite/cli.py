@@ -138,10 +138,9 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
 
     from ..checkpoint import load_checkpoint
     from ..config import get_device, seed_everything
-    from ..data import dataset_info, load_dataset, make_loader
-    from ..fast import training_loader
+    from ..data import dataset_info, load_dataset
     from ..models import build_model
-    from ..train import fit
+    from ..zoo import train_run
 
     dataset, arch = what["dataset"], what["arch"]
     if launch is not None:
@@ -156,23 +155,15 @@ def _train_locked(args: argparse.Namespace, profile: Any, what: dict[str, Any], 
     test = load_dataset(dataset, "test", root=args.data, download=args.download)
     model = build_model(arch, num_classes=info.num_classes, in_channels=info.in_channels).to(device)
     out = Path(args.out)
-    if launch is None:
-        loader = training_loader(train, batch_size=what["batch_size"], seed=args.seed, device=device,
-                                 on_device=args.device_loader, num_workers=args.workers)
-    else:
+    loader = None
+    if launch is not None:
         model, loader = _data_parallel(args, launch, model, train, what["batch_size"])
-    history = fit(
-        model,
-        loader,
-        method=what["method"],
-        eval_loader=make_loader(test, batch_size=256, shuffle=False),
-        checkpoint_dir=out,
-        resume=not args.no_resume,
-        progress=not args.no_progress and (launch is None or launch.is_main),
-        metadata={"dataset": dataset, "seed": args.seed, "subset": args.subset, "batch_size": what["batch_size"],
-                  "profile": profile.name, "preset": args.preset},
-        **settings,
-    )
+    history = train_run(model, train, test, method=what["method"], folder=out, settings=settings, seed=args.seed,
+                        batch_size=what["batch_size"], loader=loader, device_loader=args.device_loader,
+                        num_workers=args.workers, resume=not args.no_resume,
+                        progress=not args.no_progress and (launch is None or launch.is_main),
+                        metadata={"dataset": dataset, "subset": args.subset, "profile": profile.name,
+                                  "preset": args.preset})
     saved = load_checkpoint(out / "checkpoint.pt")["meta"] if (out / "checkpoint.pt").is_file() else {}
     metrics = {
         "method": history.method, "arch": arch, "dataset": dataset, "seed": args.seed, "subset": args.subset,
