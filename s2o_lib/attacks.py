@@ -70,14 +70,16 @@ def _check_steps(steps: int, alpha: float, eps: float) -> None:
 
 
 def _check_pgd_args(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, norm: str,
-                    loss: str, restarts: int) -> None:
-    """`pgd`'s arguments, before any work (the labels' range is checked at the first forward pass)."""
+                    loss: str, restarts: int, checked: bool) -> None:
+    """`pgd`'s arguments, before any work (the labels' range is checked at the first forward pass); the images
+    only when the caller has not (``checked``)."""
     if norm not in NORMS:
         raise unknown_name("norm", norm, NORMS)
     (check_linf_eps if norm == "linf" else check_eps)(eps)
     _check_steps(steps, alpha, eps)
-    check_images(x, y)
-    check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
+    if not checked:
+        check_images(x, y)
+        check_model_input(x, in_channels=model_spec(model).get("in_channels"), dtype=dtype_of(model))
     if loss not in LOSSES:
         raise unknown_name("attack loss", loss, LOSSES)
     if not isinstance(restarts, int) or restarts < 1:
@@ -249,6 +251,7 @@ def pgd(
     restarts: int = 1,
     targeted: bool = False,
     generator: torch.Generator | None = None,
+    checked: bool = False,
 ) -> Tensor:
     """Projected gradient descent (Madry et al. 2018) on the cross-entropy or the CW margin loss.
 
@@ -277,6 +280,8 @@ def pgd(
         restarts: number of random restarts (≥ 1).
         targeted: move towards ``y`` instead of away from it.
         generator: optional random generator for the starts, for reproducible attacks.
+        checked: the caller has checked ``x`` and ``y`` (as `s2o_lib.train.fit` does, once per run on a GPU): the
+            image and label checks, each a host-device sync, are skipped; the other arguments are still checked.
 
     Returns:
         Adversarial images (detached), shape (B, C, H, W), on the model's device (``x`` and ``y`` are moved there).
@@ -284,7 +289,8 @@ def pgd(
     Example:
         >>> x_adv = pgd(model, x, y, eps=8/255, alpha=2/255, steps=10)  # doctest: +SKIP
     """
-    _check_pgd_args(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, restarts=restarts)
+    _check_pgd_args(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, loss=loss, restarts=restarts,
+                    checked=checked)
     init = _resolve_init(init, init_std, random_start)
 
     x, y = x.detach().to(device_of(model)), y.to(device_of(model)).long()
@@ -297,7 +303,7 @@ def pgd(
             for step in range(steps):
                 x_adv.requires_grad_(True)
                 logits = model(x_adv)
-                if restart == step == 0:  # the first forward pass gives the number of classes
+                if restart == step == 0 and not checked:  # the first forward pass gives the number of classes
                     check_labels(y, num_classes=logits.shape[1])
                 objective = _objective(logits, y, loss, targeted).sum()
                 grad = _input_gradient(objective, x_adv)
@@ -322,6 +328,7 @@ def trades_kl_attack(
     logits_clean: Tensor | None = None,
     noise_std: float = 0.001,
     generator: torch.Generator | None = None,
+    checked: bool = False,
 ) -> Tensor:
     """TRADES' inner maximisation (Zhang et al. 2019): L∞ PGD on KL(f(x) ‖ f(x′)), started at x + 0.001·N(0, I).
 
@@ -334,13 +341,16 @@ def trades_kl_attack(
         logits_clean: the model's eval-mode logits on ``x``, if already computed (saves a forward pass).
         noise_std: standard deviation of the Gaussian start (TRADES: 0.001).
         generator: optional random generator for the start.
+        checked: the caller has checked ``x`` (as `s2o_lib.train.fit` does): the image check, a host-device sync,
+            is skipped.
 
     Returns:
         Adversarial images (detached), shape (B, C, H, W), on the model's device (``x`` is moved there).
     """
     check_linf_eps(eps)
     _check_steps(steps, alpha, eps)
-    check_images(x)
+    if not checked:
+        check_images(x)
     x = x.detach().to(device_of(model))
     with eval_mode(model), torch.enable_grad():
         if logits_clean is None:

@@ -409,7 +409,7 @@ class StepInputs:
 
 
 def adversarial_examples(
-    model: nn.Module, x: Tensor, y: Tensor, *, method: Method, config: DefenseConfig
+    model: nn.Module, x: Tensor, y: Tensor, *, method: Method, config: DefenseConfig, checked: bool = False
 ) -> Tensor | None:
     """The training attack of a method (eval mode, see `s2o_lib.attacks`).
 
@@ -418,14 +418,15 @@ def adversarial_examples(
     line 20, ``mart_soso.py`` line 22). TRADES: PGD on KL(f(x) ‖ f(x′)) from x + 0.001·N(0, I). The AT-AWP
     and AVMixup scripts craft in train mode (batch statistics); the library does not (see `AWP`). ``x`` and ``y``
     are moved to the model's device; so are the returned (B, C, H, W) examples (``None`` for standard training).
+    ``checked``: the caller has checked the inputs (`pgd`'s ``checked``).
     """
     if not method.adversarial:
         return None
     x, y = x.to(device_of(model)), y.to(device_of(model))
     if method.base == "trades":
-        return trades_kl_attack(model, x, eps=config.eps, alpha=config.alpha, steps=config.steps)
+        return trades_kl_attack(model, x, eps=config.eps, alpha=config.alpha, steps=config.steps, checked=checked)
     init = "gaussian" if method.base == "mart" else "uniform"
-    return pgd(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps, init=init)
+    return pgd(model, x, y, eps=config.eps, alpha=config.alpha, steps=config.steps, init=init, checked=checked)
 
 
 def avmixup_inputs(
@@ -451,7 +452,8 @@ def avmixup_inputs(
     return weight * x + (1 - weight) * vertex, mix
 
 
-def training_inputs(model: nn.Module, x: Tensor, y: Tensor, *, method: Method, config: DefenseConfig) -> StepInputs:
+def training_inputs(model: nn.Module, x: Tensor, y: Tensor, *, method: Method, config: DefenseConfig,
+                    checked: bool = False) -> StepInputs:
     """Attack (and, for AVMixup, mix) once: the `StepInputs` of one step.
 
     Args:
@@ -460,12 +462,13 @@ def training_inputs(model: nn.Module, x: Tensor, y: Tensor, *, method: Method, c
         y: (B,) labels.
         method: the parsed method.
         config: hyper-parameters.
+        checked: the caller has checked ``x`` and ``y`` (`s2o_lib.attacks.pgd`'s ``checked``).
 
     Returns:
         The `StepInputs`, every tensor on the model's device (``x`` and ``y`` are moved there).
     """
     x, y = x.to(device_of(model)), y.to(device_of(model))
-    x_adv = adversarial_examples(model, x, y, method=method, config=config)
+    x_adv = adversarial_examples(model, x, y, method=method, config=config, checked=checked)
     if method.base != "avmixup":
         return StepInputs(x, y, x_adv)
     x_mix, mix = avmixup_inputs(x, x_adv, gamma=config.avmixup_gamma)
@@ -519,6 +522,7 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     awp: AWP | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    checked: bool = False,
 ) -> StepResult:
     """One optimisation step of any method: attack, (AWP), loss, backward, optimiser step.
 
@@ -539,6 +543,8 @@ def training_step(
         awp: an `AWP` helper when weight perturbation is active this step (`DefenseConfig.awp_active`),
             else ``None``.
         scaler: a `torch.amp.GradScaler` (``None`` or disabled: the plain fp32/bf16 step).
+        checked: the caller has checked ``x`` and ``y`` (`s2o_lib.train.fit` checks its batches itself): the
+            training attack skips its image and label checks (`s2o_lib.attacks.pgd`'s ``checked``).
 
     Returns:
         The `StepResult` (detached, on the model's device; ``x`` and ``y`` are moved there).
@@ -548,7 +554,7 @@ def training_step(
     scaling = scaler is not None and scaler.is_enabled()
     torch.clear_autocast_cache()  # inside a longer autocast context: no low-precision copy of the last step's weights
     model.train()
-    inputs = training_inputs(model, x, y, method=method, config=config)
+    inputs = training_inputs(model, x, y, method=method, config=config, checked=checked)
     if awp is not None and method.awp:
         plain = Method(method.base)
         with torch.autocast(x.device.type, enabled=False) if scaling else contextlib.nullcontext():

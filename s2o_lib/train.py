@@ -298,8 +298,8 @@ class _Training:
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True).long()
             with autocast(device, self.speed.precision):
-                result = training_step(self.step_model, x, y, method=method, config=self.config,
-                                       optimizer=self.optimizer, awp=use_awp, scaler=self.scaler)
+                result = training_step(self.step_model, x, y, method=method, config=self.config,  # checked above
+                                       optimizer=self.optimizer, awp=use_awp, scaler=self.scaler, checked=True)
             if result.skipped:  # fp16: the loss scaler skipped this step (gradients not finite); it is not counted
                 skipped += 1
             else:

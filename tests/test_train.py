@@ -319,3 +319,28 @@ def test_one_diff_of_two_runs_settings():
     recorded = {"lr": 0.1, "milestones": [100, 150], "beta": 6.0, "eval_window": [100, 110]}
     asked = {"lr": 0.1 + 1e-13, "milestones": (100, 150), "beta": 3.0, "eval_window": (100, 200), "new": 1}
     assert settings_diff(recorded, asked) == [("beta", 6.0, 3.0), ("eval_window", [100, 110], (100, 200))]
+
+
+def test_fit_checks_each_batch_once_not_again_inside_the_training_attack(digits, monkeypatch):
+    """Inputs are checked at the entry (fit's batch check), not again in every PGD of every step (host syncs)."""
+    from s2o_lib import attacks, checks
+    from s2o_lib import train as train_module
+    from s2o_lib.defenses import DefenseConfig, training_step
+
+    calls = []
+    real = checks.check_images
+    counting = lambda *a, **k: calls.append(1) or real(*a, **k)
+    monkeypatch.setattr(attacks, "check_images", counting)
+    monkeypatch.setattr(train_module, "check_images", counting)
+    data = torch.utils.data.TensorDataset(*tensors(digits[0], n=64))
+    model = build_model("small-cnn", num_classes=10, in_channels=1)
+    fit(model, make_loader(data, batch_size=32, shuffle=False), method="at", epochs=1, progress=False,
+        **fit_options(attack_steps=1))
+    assert len(calls) == 2  # two CPU batches, each checked once by fit; the training PGD did not check again
+    calls.clear()
+    x, y = tensors(digits[0], n=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    training_step(model, x, y, method="at", config=DefenseConfig(steps=1), optimizer=opt)
+    assert len(calls) == 1  # called alone, the step's attack checks its inputs
+    training_step(model, x, y, method="trades", config=DefenseConfig(steps=1), optimizer=opt, checked=True)
+    assert len(calls) == 1
