@@ -207,6 +207,7 @@ def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
     from ..config import get_device, get_profile
     from ..data import load_dataset
     from ..evaluate import robust_accuracy
+    from ..processes import Shards
 
     device = get_device(args.device) if launch is None else launch.device
     model, meta = load_model(args.checkpoint, map_location=device)
@@ -221,7 +222,7 @@ def _evaluate(args: argparse.Namespace, launch: Any = None) -> int:
     result = robust_accuracy(
         model, test, attacks=attacks, eps=eps, alpha=alpha, n=args.n, batch_size=args.batch_size,
         autoattack_version=args.autoattack_version, aa_eps=aa_eps, seed=args.seed,
-        shards=None if launch is None else _shards(launch),
+        shards=None if launch is None else Shards.of_current(),
     )
     if launch is not None and not launch.is_main:
         return 0
@@ -253,12 +254,6 @@ def _check_classes(meta: dict[str, Any], dataset: str) -> None:
         trained_on = f" (trained on {meta['dataset']})" if meta.get("dataset") else ""
         raise S2OError(f"the checkpoint's model has {classes} classes{trained_on} but {dataset} has {wanted}; "
                        "evaluate it on a dataset with its classes (--dataset)")
-
-
-def _shards(launch: Any) -> Any:
-    from ..processes import Shards
-
-    return Shards.of_current()
 
 
 def _presets(args: argparse.Namespace) -> int:
